@@ -1,0 +1,150 @@
+// swift-tools-version:6.1
+//
+// etcd in Swift. The target list below *is* the architecture: dependency
+// arrows point one way, from the executables down to the pure cores.
+//
+//   etcd, etcdctl, etcdutl, etcd-bench      thin executables
+//   EtcdAPI            gRPC services, HTTP endpoints        -> EtcdServer, EtcdGRPC
+//   EtcdClient         Swift client library                  -> EtcdGRPC
+//   EtcdServer         the member (raft loop, apply, ...)    -> everything below
+//   MVCC, Lease, Auth  pure state over the backend           -> Backend, EtcdProto
+//   WAL                write-ahead log + snapshot files      -> EtcdProto
+//   Backend            LMDB buckets, batched transactions    -> CLMDB
+//   Raft               pure consensus state machine          -> (collections only)
+//   EtcdGRPC           generated gRPC service stubs          -> EtcdProto, GRPCCore
+//   EtcdProto          generated protobuf messages           -> SwiftProtobuf
+//
+// The pure cores (Raft, MVCC, Lease, Auth) import no NIO, no gRPC and take
+// time and randomness as parameters.
+import PackageDescription
+
+let package = Package(
+    name: "etcd-swift",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "etcd", targets: ["etcd"]),
+        .executable(name: "etcdctl", targets: ["etcdctl"]),
+        .executable(name: "etcdutl", targets: ["etcdutl"]),
+        .executable(name: "etcd-bench", targets: ["etcd-bench"]),
+        .library(name: "EtcdClient", targets: ["EtcdClient"]),
+        .library(name: "EtcdServer", targets: ["EtcdServer"]),
+        .library(name: "Raft", targets: ["Raft"]),
+        .library(name: "EtcdProto", targets: ["EtcdProto", "EtcdGRPC"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
+        .package(url: "https://github.com/grpc/grpc-swift-2.git", from: "2.4.3"),
+        .package(url: "https://github.com/grpc/grpc-swift-protobuf.git", from: "2.4.1"),
+        .package(url: "https://github.com/grpc/grpc-swift-nio-transport.git", from: "2.9.2"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-http2.git", from: "1.46.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
+    ],
+    targets: [
+        // MARK: generated code
+        .target(
+            name: "EtcdProto",
+            dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")]
+        ),
+        .target(
+            name: "EtcdGRPC",
+            dependencies: [
+                "EtcdProto",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+            ]
+        ),
+
+        // MARK: pure cores and storage
+        .target(
+            name: "Raft",
+            dependencies: [.product(name: "DequeModule", package: "swift-collections")]
+        ),
+        .systemLibrary(
+            name: "CLMDB",
+            pkgConfig: "lmdb",
+            providers: [.apt(["liblmdb-dev"])]
+        ),
+        .target(name: "Backend", dependencies: ["CLMDB"]),
+        .target(name: "WAL", dependencies: ["EtcdProto"]),
+        .target(name: "MVCC", dependencies: ["Backend", "EtcdProto"]),
+        .target(name: "Lease", dependencies: ["Backend", "EtcdProto"]),
+        .target(name: "Auth", dependencies: ["Backend", "EtcdProto"]),
+
+        // MARK: the member, its API and the client
+        .target(
+            name: "EtcdServer",
+            dependencies: [
+                "Raft", "WAL", "Backend", "MVCC", "Lease", "Auth", "EtcdProto",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
+            name: "EtcdAPI",
+            dependencies: [
+                "EtcdServer", "EtcdProto", "EtcdGRPC",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
+            name: "EtcdClient",
+            dependencies: [
+                "EtcdProto", "EtcdGRPC",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+            ]
+        ),
+
+        // MARK: executables (argument parsing and wiring only)
+        .executableTarget(
+            name: "etcd",
+            dependencies: [
+                "EtcdAPI", "EtcdServer",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "etcdctl",
+            dependencies: [
+                "EtcdClient",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .executableTarget(
+            name: "etcdutl",
+            dependencies: [
+                "WAL", "Backend", "MVCC",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .executableTarget(
+            name: "etcd-bench",
+            dependencies: [
+                "EtcdClient", "Raft", "MVCC",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+
+        // MARK: tests
+        .testTarget(
+            name: "EtcdProtoTests",
+            dependencies: ["EtcdProto", "EtcdGRPC", .product(name: "SwiftProtobuf", package: "swift-protobuf")]
+        ),
+        .testTarget(name: "EtcdServerTests", dependencies: ["EtcdServer"]),
+        .testTarget(
+            name: "EtcdAPITests",
+            dependencies: [
+                "EtcdAPI", "EtcdServer", "EtcdGRPC", "EtcdProto",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+            ]
+        ),
+    ]
+)

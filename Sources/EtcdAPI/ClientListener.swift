@@ -1,0 +1,41 @@
+import EtcdServer
+import GRPCCore
+import GRPCNIOTransportHTTP2
+
+/// The client-facing gRPC listener of a member. Services that have not been
+/// built yet are simply not registered, so clients get UNIMPLEMENTED for them.
+public struct ClientListener: Sendable {
+    public let address: ListenAddress
+    private let server: GRPCServer<HTTP2ServerTransport.Posix>
+
+    public init(address: ListenAddress) {
+        self.address = address
+        let transport = HTTP2ServerTransport.Posix(
+            address: Self.socketAddress(address),
+            transportSecurity: .plaintext,
+            config: .defaults
+        )
+        self.server = GRPCServer(transport: transport, services: [HealthService()])
+    }
+
+    static func socketAddress(_ address: ListenAddress) -> GRPCNIOTransportCore.SocketAddress {
+        if address.host == "localhost" { return .ipv4(host: "127.0.0.1", port: address.port) }
+        if address.host.contains(":") { return .ipv6(host: address.host, port: address.port) }
+        return .ipv4(host: address.host, port: address.port)
+    }
+
+    /// Serves until the task is cancelled or `stop()` is called.
+    public func serve() async throws {
+        try await server.serve()
+    }
+
+    /// The port actually bound (useful with port 0).
+    public func boundPort() async throws -> Int? {
+        guard let bound = try await server.listeningAddress else { return nil }
+        return bound.ipv4?.port ?? bound.ipv6?.port
+    }
+
+    public func stop() {
+        server.beginGracefulShutdown()
+    }
+}

@@ -1,0 +1,27 @@
+/// What a member needs to start, named after etcd's flags
+/// (`--name`, `--data-dir`, `--listen-client-urls`, ...).
+public struct ServerConfig: Sendable, Equatable {
+    public var name: String
+    /// Defaults to `<name>.etcd`, as etcd does.
+    public var dataDir: String
+    public var listenClientURLs: [String]
+    public var advertiseClientURLs: [String]
+
+    public init(
+        name: String = "default",
+        dataDir: String? = nil,
+        listenClientURLs: [String] = ["http://localhost:2379"],
+        advertiseClientURLs: [String] = ["http://localhost:2379"]
+    ) {
+        self.name = name
+        self.dataDir = dataDir ?? "\(name).etcd"
+        self.listenClientURLs = listenClientURLs
+        self.advertiseClientURLs = advertiseClientURLs
+    }
+
+    /// `member/` under the data dir: holds `wal/` and `snap/` (with the backend `snap/db`).
+    public var memberDir: String { dataDir + "/member" }
+    public var walDir: String { memberDir + "/wal" }
+    public var snapDir: String { memberDir + "/snap" }
+    public var backendPath: String { snapDir + "/db" }
+}

@@ -1,0 +1,1 @@
+// The Raft consensus library: see RawNode.

@@ -1,0 +1,12 @@
+import ArgumentParser
+
+/// `etcd-bench`: load generator and micro-benchmarks. Each benchmark is a
+/// subcommand reporting throughput and latency percentiles.
+@main
+struct BenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "etcd-bench",
+        abstract: "Benchmarks for etcd in Swift: the store, raft and a running cluster.",
+        subcommands: []
+    )
+}

@@ -1,0 +1,69 @@
+import ArgumentParser
+import EtcdAPI
+import EtcdServer
+import Foundation
+
+/// `etcd`: starts a member. Flags follow etcd's names; each can also be set
+/// through its `ETCD_*` environment variable (e.g. `ETCD_DATA_DIR`).
+@main
+struct EtcdCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "etcd",
+        abstract: "A distributed, reliable key-value store (etcd in Swift)."
+    )
+
+    @Option(name: .customLong("name"), help: "Human-readable name for this member.")
+    var name: String?
+
+    @Option(name: .customLong("data-dir"), help: "Path to the data directory (default: <name>.etcd).")
+    var dataDir: String?
+
+    @Option(name: .customLong("listen-client-urls"), help: "Comma-separated URLs to listen on for client traffic.")
+    var listenClientURLs: String?
+
+    @Option(name: .customLong("advertise-client-urls"), help: "Comma-separated client URLs to advertise to the cluster.")
+    var advertiseClientURLs: String?
+
+    @Flag(name: .customLong("version"), help: "Print the version and exit.")
+    var printVersion = false
+
+    func run() async throws {
+        if printVersion {
+            print("etcd Version: \(EtcdVersion.server)")
+            print("API Version: \(EtcdVersion.api)")
+            return
+        }
+        let env = ProcessInfo.processInfo.environment
+        func setting(_ flag: String?, _ variable: String) -> String? { flag ?? env[variable] }
+        let split = { (s: String) in s.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
+
+        let config = ServerConfig(
+            name: setting(name, "ETCD_NAME") ?? "default",
+            dataDir: setting(dataDir, "ETCD_DATA_DIR"),
+            listenClientURLs: setting(listenClientURLs, "ETCD_LISTEN_CLIENT_URLS").map(split) ?? ["http://localhost:2379"],
+            advertiseClientURLs: setting(advertiseClientURLs, "ETCD_ADVERTISE_CLIENT_URLS").map(split) ?? ["http://localhost:2379"]
+        )
+        let addresses: [ListenAddress]
+        do {
+            addresses = try config.listenClientURLs.map { try ListenAddress(parsing: $0) }
+        } catch {
+            throw ValidationError("--listen-client-urls: \(error)")
+        }
+        try FileManager.default.createDirectory(atPath: config.memberDir, withIntermediateDirectories: true)
+
+        let listeners = addresses.map { ClientListener(address: $0) }
+        try await withThrowingDiscardingTaskGroup { group in
+            for listener in listeners {
+                group.addTask { try await listener.serve() }
+            }
+            for listener in listeners {
+                let port = try await listener.boundPort() ?? listener.address.port
+                log("serving client traffic on \(listener.address.host):\(port) (data dir \(config.dataDir))")
+            }
+        }
+    }
+
+    private func log(_ message: String) {
+        FileHandle.standardError.write(Data("etcd: \(message)\n".utf8))
+    }
+}
