@@ -1,6 +1,8 @@
 import EtcdServer
 import GRPCCore
 import GRPCNIOTransportHTTP2
+import NIOCore
+import NIOHTTP2
 
 /// The client-facing gRPC listener of a member. Services that have not been
 /// built yet are simply not registered, so clients get UNIMPLEMENTED for them.
@@ -8,12 +10,25 @@ public struct ClientListener: Sendable {
     public let address: ListenAddress
     private let server: GRPCServer<HTTP2ServerTransport.Posix>
 
-    public init(address: ListenAddress) {
+    /// - Parameter answerPingsBeforeHTTP2: install `HTTP2PingResponder` on every
+    ///   connection (on by default; off only to show what happens without it).
+    public init(address: ListenAddress, answerPingsBeforeHTTP2: Bool = true) {
         self.address = address
+        var config = HTTP2ServerTransport.Posix.Config.defaults
+        if answerPingsBeforeHTTP2 {
+            config.channelDebuggingCallbacks.onAcceptTCPConnection = { channel in
+                // Called while the accepted channel is being set up, on its event loop.
+                channel.eventLoop.submit {
+                    let pipeline = channel.pipeline.syncOperations
+                    let http2 = try pipeline.handler(type: NIOHTTP2Handler.self)
+                    try pipeline.addHandler(HTTP2PingResponder(), position: .before(http2))
+                }
+            }
+        }
         let transport = HTTP2ServerTransport.Posix(
             address: Self.socketAddress(address),
             transportSecurity: .plaintext,
-            config: .defaults
+            config: config
         )
         self.server = GRPCServer(transport: transport, services: [HealthService()])
     }

@@ -1,0 +1,155 @@
+@testable import EtcdAPI
+import EtcdServer
+import NIOCore
+import NIOEmbedded
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// HTTP/2 frames as bytes, for feeding the responder and a raw socket.
+enum H2 {
+    static let preface = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8)
+
+    static func frame(type: UInt8, flags: UInt8 = 0, stream: UInt32 = 0, payload: [UInt8]) -> [UInt8] {
+        let n = payload.count
+        return [UInt8(n >> 16 & 0xFF), UInt8(n >> 8 & 0xFF), UInt8(n & 0xFF), type, flags,
+                UInt8(stream >> 24 & 0x7F), UInt8(stream >> 16 & 0xFF), UInt8(stream >> 8 & 0xFF), UInt8(stream & 0xFF)] + payload
+    }
+
+    static func ping(_ n: UInt64, ack: Bool = false) -> [UInt8] {
+        frame(type: 6, flags: ack ? 1 : 0, payload: (0..<8).map { UInt8(n >> (8 * (7 - $0)) & 0xFF) })
+    }
+
+    static let settings = frame(type: 4, payload: [])
+
+    /// Splits a byte stream into frames: (type, flags, payload).
+    static func parse(_ bytes: [UInt8]) -> (frames: [(type: UInt8, flags: UInt8, payload: [UInt8])], rest: [UInt8]) {
+        var frames: [(UInt8, UInt8, [UInt8])] = []
+        var i = 0
+        while bytes.count - i >= 9 {
+            let length = Int(bytes[i]) << 16 | Int(bytes[i + 1]) << 8 | Int(bytes[i + 2])
+            guard bytes.count - i - 9 >= length else { break }
+            frames.append((bytes[i + 3], bytes[i + 4], Array(bytes[(i + 9)..<(i + 9 + length)])))
+            i += 9 + length
+        }
+        return (frames, Array(bytes[i...]))
+    }
+}
+
+@Suite struct HTTP2PingResponderTests {
+    /// Whatever the chunking, PINGs are answered and removed, and every other
+    /// byte reaches the next handler unchanged and in order.
+    @Test(arguments: [1, 2, 5, 9, 16, 17, 64, 4096])
+    func answersPingsAndPassesEverythingElse(chunkSize: Int) throws {
+        let channel = EmbeddedChannel(handler: HTTP2PingResponder())
+        let data = H2.frame(type: 0, flags: 1, stream: 1, payload: Array(repeating: 0x06, count: 40))
+        let headers = H2.frame(type: 1, flags: 4, stream: 3, payload: [0x82, 0x86])
+        let pingAck = H2.ping(77, ack: true)      // answer to a server ping: passes through
+        let oddPing = H2.frame(type: 6, payload: [1, 2, 3])  // malformed: left for the HTTP/2 handler
+        var input = H2.preface + H2.settings
+        var expectedThrough = input
+        for i in 0..<20 {
+            input += H2.ping(UInt64(i)) + data
+            expectedThrough += data
+        }
+        input += pingAck + headers + oddPing + H2.ping(999)
+        expectedThrough += pingAck + headers + oddPing
+
+        var offset = 0
+        while offset < input.count {
+            let end = min(offset + chunkSize, input.count)
+            try channel.writeInbound(ByteBuffer(bytes: input[offset..<end]))
+            offset = end
+        }
+
+        var through: [UInt8] = []
+        while let buffer = try channel.readInbound(as: ByteBuffer.self) { through += Array(buffer.readableBytesView) }
+        #expect(through == expectedThrough)
+
+        var written: [UInt8] = []
+        while let buffer = try channel.readOutbound(as: ByteBuffer.self) { written += Array(buffer.readableBytesView) }
+        let answers = H2.parse(written)
+        #expect(answers.rest.isEmpty)
+        #expect(answers.frames.count == 21)
+        #expect(answers.frames.allSatisfy { $0.type == 6 && $0.flags == 1 })
+        #expect(answers.frames.map(\.payload) == ((0..<20).map { UInt64($0) } + [999]).map { Array(H2.ping($0)[9...]) })
+        _ = try channel.finish()
+    }
+
+    /// Over a real socket: a client that sends 1,000 PINGs (five times
+    /// swift-nio-http2's limit) gets 1,000 ACKs and no GOAWAY. Without the
+    /// responder the same client is sent GOAWAY — the failure this prevents.
+    @Test(arguments: [true, false])
+    func pingFloodOverLoopback(withResponder: Bool) async throws {
+        let listener = ClientListener(address: try ListenAddress(parsing: "http://127.0.0.1:0"), answerPingsBeforeHTTP2: withResponder)
+        try await withThrowingTaskGroup { group in
+            group.addTask { try await listener.serve() }
+            defer { listener.stop() }
+            let port = try #require(try await listener.boundPort())
+            let result = try await Task.detached { try RawHTTP2Client.pingFlood(port: port, pings: 1000) }.value
+            if withResponder {
+                #expect(result.goAway == false)
+                #expect(result.acks == 1000)
+            } else {
+                #expect(result.goAway == true)
+                #expect(result.acks < 1000)
+            }
+            listener.stop()
+            try await group.waitForAll()
+        }
+    }
+}
+
+/// A blocking loopback socket that speaks just enough HTTP/2 to flood PINGs.
+enum RawHTTP2Client {
+    struct Result { var acks = 0; var goAway = false }
+
+    static func pingFlood(port: Int, pings: Int) throws -> Result {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw SocketError.failed("socket") }
+        defer { close(fd) }
+        var timeout = timeval(tv_sec: 10, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else { throw SocketError.failed("connect") }
+
+        var out = H2.preface + H2.settings + H2.frame(type: 4, flags: 1, payload: [])
+        for i in 0..<pings { out += H2.ping(UInt64(i)) }
+        try sendAll(fd, out)
+
+        var result = Result()
+        var received: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while result.acks < pings && !result.goAway {
+            let n = recv(fd, &buffer, buffer.count, 0)
+            if n <= 0 { break }  // closed, or 10 s without data
+            received += buffer[0..<n]
+            let parsed = H2.parse(received)
+            received = parsed.rest
+            for frame in parsed.frames {
+                if frame.type == 6 && frame.flags & 1 == 1 && frame.payload != Array(H2.ping(UInt64.max)[9...]) { result.acks += 1 }
+                if frame.type == 7 { result.goAway = true }
+            }
+        }
+        return result
+    }
+
+    private static func sendAll(_ fd: Int32, _ bytes: [UInt8]) throws {
+        var offset = 0
+        while offset < bytes.count {
+            let n = bytes[offset...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            guard n > 0 else { throw SocketError.failed("send") }
+            offset += n
+        }
+    }
+
+    enum SocketError: Error { case failed(String) }
+}
