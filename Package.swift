@@ -8,8 +8,9 @@
 //   EtcdClient         Swift client library                  -> EtcdGRPC
 //   EtcdServer         the member (raft loop, apply, ...)    -> everything below
 //   MVCC, Lease, Auth  pure state over the backend           -> Backend, EtcdProto
-//   WAL                write-ahead log + snapshot files      -> EtcdProto
-//   Backend            LMDB buckets, batched transactions    -> CLMDB
+//   WAL                write-ahead log + snapshot files      -> EtcdProto, Checksum
+//   Backend            LMDB buckets, batched transactions    -> CLMDB, Checksum
+//   Checksum           CRC32C shared by WAL, Backend, MVCC
 //   Raft               pure consensus state machine          -> (collections only)
 //   EtcdGRPC           generated gRPC service stubs          -> EtcdProto, GRPCCore
 //   EtcdProto          generated protobuf messages           -> SwiftProtobuf
@@ -67,9 +68,10 @@ let package = Package(
             pkgConfig: "lmdb",
             providers: [.apt(["liblmdb-dev"])]
         ),
-        .target(name: "Backend", dependencies: ["CLMDB"]),
-        .target(name: "WAL", dependencies: ["EtcdProto"]),
-        .target(name: "MVCC", dependencies: ["Backend", "EtcdProto"]),
+        .target(name: "Checksum"),
+        .target(name: "Backend", dependencies: ["CLMDB", "Checksum"]),
+        .target(name: "WAL", dependencies: ["EtcdProto", "Checksum"]),
+        .target(name: "MVCC", dependencies: ["Backend", "EtcdProto", "Checksum"]),
         .target(name: "Lease", dependencies: ["Backend", "EtcdProto"]),
         .target(name: "Auth", dependencies: ["Backend", "EtcdProto"]),
 
@@ -127,7 +129,7 @@ let package = Package(
         .executableTarget(
             name: "etcd-bench",
             dependencies: [
-                "EtcdClient", "Raft", "MVCC",
+                "EtcdClient", "Raft", "WAL", "Backend", "MVCC", "EtcdProto",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -136,6 +138,13 @@ let package = Package(
         .testTarget(
             name: "EtcdProtoTests",
             dependencies: ["EtcdProto", "EtcdGRPC", .product(name: "SwiftProtobuf", package: "swift-protobuf")]
+        ),
+        .testTarget(name: "ChecksumTests", dependencies: ["Checksum"]),
+        .testTarget(name: "WALTests", dependencies: ["WAL", "EtcdProto"]),
+        .testTarget(name: "BackendTests", dependencies: ["Backend"]),
+        .testTarget(
+            name: "MVCCTests",
+            dependencies: ["MVCC", "Backend", "EtcdProto", .product(name: "SwiftProtobuf", package: "swift-protobuf")]
         ),
         .testTarget(name: "EtcdServerTests", dependencies: ["EtcdServer"]),
         .testTarget(

@@ -1,0 +1,153 @@
+import Checksum
+import CLMDB
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+extension Backend {
+    /// Keys left out of `hash()` because they differ between members that
+    /// hold the same data: the raft position of the last applied entry.
+    public static let defaultHashIgnores: [(Bucket, [UInt8])] = [
+        (.meta, MetaKey.consistentIndex),
+        (.meta, MetaKey.term),
+    ]
+
+    /// CRC-32C over every bucket, as etcd computes it: buckets in name order,
+    /// each contributing its name and then its keys and values in key order.
+    /// Includes the open batch. Any thread.
+    public func hash(ignoring ignores: [(Bucket, [UInt8])] = Backend.defaultHashIgnores) throws -> UInt32 {
+        let buckets = Bucket.allCases.sorted { compareBytes($0.nameBytes, $1.nameBytes) < 0 }
+        return try read { tx in
+            var crc = CRC32C()
+            for bucket in buckets {
+                crc.update(bucket.nameBytes)
+                let ignored = ignores.filter { $0.0 == bucket }.map(\.1)
+                try tx.forEach(bucket) { key, value in
+                    if !ignored.isEmpty, ignored.contains(where: { $0.withUnsafeBytes { compareBytes($0, key) } == 0 }) {
+                        return true
+                    }
+                    crc.update(key)
+                    crc.update(value)
+                    return true
+                }
+            }
+            return crc.value
+        }
+    }
+
+    /// Rewrites the file without free pages (LMDB's compacting copy), then
+    /// swaps it in and reopens. Commits the open batch first. Readers wait
+    /// during the swap. Writer thread.
+    public func defragment() throws(BackendError) {
+        try forceCommit()
+        let env = try currentEnv()
+        let temporary = path + ".defrag"
+        unlink(temporary)
+        let rc = mdb_env_copy2(env, temporary, UInt32(MDB_CP_COMPACT))
+        guard rc == 0 else {
+            unlink(temporary)
+            throw lmdbError(rc, "mdb_env_copy2")
+        }
+        try Backend.fsyncFile(temporary)
+        try withExclusiveEnvironment { () throws(BackendError) in
+            closeEnvironmentForReplacement()
+            guard rename(temporary, path) == 0 else {
+                let code = errno
+                unlink(temporary)
+                try reopenEnvironment()
+                throw .io(operation: "rename", path: path, errno: code)
+            }
+            try Backend.fsyncDirectory(of: path)
+            try reopenEnvironment()
+        }
+    }
+
+    /// Streams a consistent copy of the committed data (a complete LMDB file,
+    /// compacted) to `write` in chunks of up to 1 MiB; returns the byte
+    /// count. The copy holds exactly the data described by its own stored
+    /// consistent index. Call `forceCommit()` first (writer thread) to
+    /// include the open batch. Any thread.
+    @discardableResult
+    public func snapshot(to write: (UnsafeRawBufferPointer) throws -> Void) throws -> Int {
+        let fd = try writeCopyToTemporaryFile()
+        defer { systemClose(fd) }
+        guard lseek(fd, 0, SEEK_SET) == 0 else {
+            throw BackendError.io(operation: "lseek", path: path, errno: errno)
+        }
+        let chunkBytes = 1 << 20
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkBytes, alignment: 16)
+        defer { buffer.deallocate() }
+        var total = 0
+        while true {
+            let n = systemRead(fd, buffer.baseAddress, chunkBytes)
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw BackendError.io(operation: "read snapshot", path: path, errno: errno)
+            }
+            if n == 0 { break }
+            try write(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
+            total += n
+        }
+        return total
+    }
+
+    /// Writes a compacted copy of the committed data to a new file at
+    /// `destination` (which must not exist). Any thread.
+    public func copy(to destination: String) throws(BackendError) {
+        let rc: Int32 = try withSharedEnvironment { env in mdb_env_copy2(env, destination, UInt32(MDB_CP_COMPACT)) }
+        guard rc == 0 else { throw lmdbError(rc, "mdb_env_copy2 \(destination)") }
+        try Backend.fsyncFile(destination)
+    }
+
+    private func writeCopyToTemporaryFile() throws(BackendError) -> Int32 {
+        var template = Array((path + ".snapshot.XXXXXX").utf8CString)
+        let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+        guard fd >= 0 else { throw .io(operation: "mkstemp", path: path, errno: errno) }
+        let name = template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        unlink(name)
+        let rc: Int32
+        do {
+            rc = try withSharedEnvironment { env in mdb_env_copyfd2(env, fd, UInt32(MDB_CP_COMPACT)) }
+        } catch {
+            systemClose(fd)
+            throw error
+        }
+        guard rc == 0 else {
+            systemClose(fd)
+            throw lmdbError(rc, "mdb_env_copyfd2")
+        }
+        return fd
+    }
+
+    static func fsyncFile(_ path: String) throws(BackendError) {
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else { throw .io(operation: "open", path: path, errno: errno) }
+        defer { systemClose(fd) }
+        guard fsync(fd) == 0 else { throw .io(operation: "fsync", path: path, errno: errno) }
+    }
+
+    static func fsyncDirectory(of path: String) throws(BackendError) {
+        var directory = path
+        if let slash = directory.lastIndex(of: "/") {
+            directory = String(directory[..<slash])
+            if directory.isEmpty { directory = "/" }
+        } else {
+            directory = "."
+        }
+        let fd = open(directory, O_RDONLY | O_DIRECTORY)
+        guard fd >= 0 else { throw .io(operation: "open", path: directory, errno: errno) }
+        defer { systemClose(fd) }
+        _ = fsync(fd)
+    }
+}
+
+private func systemClose(_ fd: Int32) {
+    _ = close(fd)
+}
+
+private func systemRead(_ fd: Int32, _ buffer: UnsafeMutableRawPointer?, _ count: Int) -> Int {
+    read(fd, buffer, count)
+}
