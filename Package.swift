@@ -11,7 +11,7 @@
 //   WAL                write-ahead log + snapshot files      -> EtcdProto, Checksum
 //   Backend            LMDB buckets, batched transactions    -> CLMDB, Checksum
 //   Checksum           CRC32C shared by WAL, Backend, MVCC
-//   Raft               pure consensus state machine          -> (collections only)
+//   Raft               pure consensus state machine          -> (stdlib only)
 //   EtcdGRPC           generated gRPC service stubs          -> EtcdProto, GRPCCore
 //   EtcdProto          generated protobuf messages           -> SwiftProtobuf
 //
@@ -41,7 +41,6 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-http2.git", from: "1.46.0"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
-        .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
     ],
     targets: [
         // MARK: generated code
@@ -59,10 +58,7 @@ let package = Package(
         ),
 
         // MARK: pure cores and storage
-        .target(
-            name: "Raft",
-            dependencies: [.product(name: "DequeModule", package: "swift-collections")]
-        ),
+        .target(name: "Raft"),
         .systemLibrary(
             name: "CLMDB",
             pkgConfig: "lmdb",
@@ -139,6 +135,7 @@ let package = Package(
             name: "EtcdProtoTests",
             dependencies: ["EtcdProto", "EtcdGRPC", .product(name: "SwiftProtobuf", package: "swift-protobuf")]
         ),
+        .testTarget(name: "RaftTests", dependencies: ["Raft"]),
         .testTarget(name: "ChecksumTests", dependencies: ["Checksum"]),
         .testTarget(name: "WALTests", dependencies: ["WAL", "EtcdProto"]),
         .testTarget(name: "BackendTests", dependencies: ["Backend"]),

@@ -7,6 +7,6 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "etcd-bench",
         abstract: "Benchmarks for etcd in Swift: the store, raft and a running cluster.",
-        subcommands: [MVCCBench.self, WALBench.self]
+        subcommands: [RaftBench.self, WALBench.self, MVCCBench.self]
     )
 }

@@ -1,1 +1,0 @@
-// The Raft consensus library: see RawNode.
