@@ -77,6 +77,7 @@ let package = Package(
             dependencies: [
                 "Raft", "WAL", "Backend", "MVCC", "Lease", "Auth", "EtcdProto",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ]
         ),
         .target(
@@ -84,6 +85,7 @@ let package = Package(
             dependencies: [
                 "EtcdServer", "EtcdProto", "EtcdGRPC",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP2", package: "swift-nio-http2"),
@@ -143,7 +145,9 @@ let package = Package(
             name: "MVCCTests",
             dependencies: ["MVCC", "Backend", "EtcdProto", .product(name: "SwiftProtobuf", package: "swift-protobuf")]
         ),
-        .testTarget(name: "EtcdServerTests", dependencies: ["EtcdServer"]),
+        .testTarget(name: "EtcdServerTests", dependencies: ["EtcdServer", "EtcdProto"]),
+        // Spawns the built `etcd` and drives it with Debian's Go etcdctl.
+        .testTarget(name: "E2ETests"),
         .testTarget(
             name: "EtcdAPITests",
             dependencies: [

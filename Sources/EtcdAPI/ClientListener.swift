@@ -4,15 +4,16 @@ import GRPCNIOTransportHTTP2
 import NIOCore
 import NIOHTTP2
 
-/// The client-facing gRPC listener of a member. Services that have not been
-/// built yet are simply not registered, so clients get UNIMPLEMENTED for them.
+/// The client-facing gRPC listener of a member: health, and with a member KV,
+/// Maintenance and Cluster. Services that have not been built yet are not
+/// registered, so clients get UNIMPLEMENTED for them.
 public struct ClientListener: Sendable {
     public let address: ListenAddress
     private let server: GRPCServer<HTTP2ServerTransport.Posix>
 
     /// - Parameter answerPingsBeforeHTTP2: install `HTTP2PingResponder` on every
     ///   connection (on by default; off only to show what happens without it).
-    public init(address: ListenAddress, answerPingsBeforeHTTP2: Bool = true) {
+    public init(address: ListenAddress, member: Member? = nil, answerPingsBeforeHTTP2: Bool = true) {
         self.address = address
         var config = HTTP2ServerTransport.Posix.Config.defaults
         if answerPingsBeforeHTTP2 {
@@ -30,7 +31,11 @@ public struct ClientListener: Sendable {
             transportSecurity: .plaintext,
             config: config
         )
-        self.server = GRPCServer(transport: transport, services: [HealthService()])
+        var services: [any RegistrableRPCService] = [HealthService()]
+        if let member {
+            services += [KVService(member: member), MaintenanceService(member: member), ClusterService(member: member)]
+        }
+        self.server = GRPCServer(transport: transport, services: services)
     }
 
     static func socketAddress(_ address: ListenAddress) -> GRPCNIOTransportCore.SocketAddress {

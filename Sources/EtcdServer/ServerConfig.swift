@@ -6,6 +6,12 @@ public struct ServerConfig: Sendable, Equatable {
     public var dataDir: String
     public var listenClientURLs: [String]
     public var advertiseClientURLs: [String]
+    /// --initial-advertise-peer-urls (reported by MemberList; peers come with clustering).
+    public var initialAdvertisePeerURLs = ["http://localhost:2380"]
+    /// --max-request-bytes: the largest request a client may send.
+    public var maxRequestBytes = 1_572_864
+    /// --max-txn-ops: the most operations one txn may hold.
+    public var maxTxnOps = 128
 
     public init(
         name: String = "default",

@@ -50,8 +50,11 @@ struct EtcdCommand: AsyncParsableCommand {
             throw ValidationError("--listen-client-urls: \(error)")
         }
         try FileManager.default.createDirectory(atPath: config.memberDir, withIntermediateDirectories: true)
+        let member = try Member(config: config)
+        defer { member.stop() }
+        log("member \(String(member.memberID, radix: 16)) started (cluster \(String(member.clusterID, radix: 16)))")
 
-        let listeners = addresses.map { ClientListener(address: $0) }
+        let listeners = addresses.map { ClientListener(address: $0, member: member) }
         try await withThrowingDiscardingTaskGroup { group in
             for listener in listeners {
                 group.addTask { try await listener.serve() }

@@ -1,0 +1,471 @@
+import Backend
+import EtcdProto
+import Foundation
+import MVCC
+import Raft
+import Synchronization
+import WAL
+
+/// A single etcd member: Raft, the WAL and the MVCC store, driven by one
+/// dedicated thread (the *raft loop*).
+///
+/// The loop owns the `RawNode`, the WAL and every backend write — LMDB needs
+/// its write transactions on one OS thread, so apply runs on the same thread
+/// right after the entries are durable. Per iteration: take queued proposals
+/// and read requests, tick on time, then for each `Ready`: append entries and
+/// hard state to the WAL with one fsync, hand them to raft's storage, apply
+/// committed entries to MVCC (the consistent index goes in the same backend
+/// batch), answer waiting requests by id, `advance`. Many proposals ride one
+/// fsync. Reads never enter the loop: serializable reads go to the store,
+/// linearizable reads queue one ReadIndex per batch and wait for apply.
+///
+/// Scope today: one member (no peers), no raft snapshots, no leases.
+public final class Member: Sendable {
+    public let config: ServerConfig
+    public let memberID: UInt64
+    public let clusterID: UInt64
+    let store: KVStore
+    private let backend: Backend
+    private let shared: Mutex<SharedState>
+    private let wakeup = NSCondition()
+    private let finished = Mutex<Bool>(false)
+    private let loopBox: LoopBox
+
+    /// Proposals waiting in line for the loop; bounded so a flood of writes
+    /// gets a clear error instead of unbounded memory.
+    static let maxQueuedProposals = 10_000
+    static let tickIntervalMilliseconds = 100
+    static let electionTicks = 10
+    static let requestTimeoutSeconds: Double = 7
+
+    struct SharedState {
+        var proposals: [(id: UInt64, data: Data)] = []
+        var waiters: [UInt64: CheckedContinuation<ApplyResult, any Error>] = [:]
+        var readWaiters: [CheckedContinuation<Void, any Error>] = []
+        var nextRequestID: UInt64 = 1
+        var stopped = false
+        // Published by the loop for Status and headers.
+        var term: UInt64 = 0
+        var leader: UInt64 = 0
+        var committedIndex: UInt64 = 0
+        var appliedIndex: UInt64 = 0
+    }
+
+    /// What applying one request produced.
+    public enum ApplyResult: Sendable {
+        case put(Etcdserverpb_PutResponse)
+        case deleteRange(Etcdserverpb_DeleteRangeResponse)
+        case txn(Etcdserverpb_TxnResponse)
+        case compaction(Etcdserverpb_CompactionResponse)
+    }
+
+    /// Opens (or creates) the data dir and starts the raft loop.
+    public init(config: ServerConfig) throws {
+        self.config = config
+        let fm = FileManager.default
+        try fm.createDirectory(atPath: config.snapDir, withIntermediateDirectories: true)
+        let backend = try Backend(path: config.backendPath)
+        self.backend = backend
+        self.store = try KVStore(backend: backend)
+
+        let storage = MemoryStorage()
+        let wal: WAL
+        if WAL.exists(in: config.walDir) {
+            // Without raft snapshot files yet, the newest marker is the
+            // bootstrap one at index 1 that `create` wrote below.
+            let marker = try WAL.validSnapshots(dir: config.walDir).max { $0.index < $1.index } ?? WALSnapshot()
+            wal = try WAL.open(dir: config.walDir, at: marker)
+            let (metadata, hardState, entries) = try wal.readAll()
+            let ids = try Etcdserverpb_Metadata(serializedBytes: metadata)
+            memberID = ids.nodeID
+            clusterID = ids.clusterID
+            try RawNode.bootstrap(storage, voters: [memberID])
+            try storage.append(entries.filter { $0.index > 1 }.map(Raft.Entry.init))
+            if hardState.term > 0 { storage.setHardState(Raft.HardState(hardState)) }
+        } else {
+            memberID = Self.makeID(config.name + "|" + config.dataDir + "|" + config.advertiseClientURLs.joined(separator: ","))
+            clusterID = Self.makeID("cluster|" + String(memberID))
+            var metadata = Etcdserverpb_Metadata()
+            metadata.nodeID = memberID
+            metadata.clusterID = clusterID
+            wal = try WAL.create(dir: config.walDir, metadata: try metadata.serializedData())
+            // The initial configuration is raft's snapshot at index 1, term 1;
+            // the WAL records it as a snapshot marker so the log continues at 2.
+            try RawNode.bootstrap(storage, voters: [memberID])
+            try wal.saveSnapshot(WALSnapshot(index: 1, term: 1, confState: Raftpb_ConfState(Raft.ConfState(voters: [memberID]))))
+            try wal.save(hardState: Raftpb_HardState(Raft.HardState(term: 1, vote: 0, commit: 1)), entries: [], mustSync: true)
+        }
+
+        var raftConfig = Raft.Config(id: memberID, electionTick: Self.electionTicks, heartbeatTick: 1, storage: storage)
+        raftConfig.applied = max(1, try store.consistentIndex().index)
+        raftConfig.checkQuorum = true
+        raftConfig.preVote = true
+        raftConfig.randomSeed = memberID
+        let node = try RawNode(config: raftConfig)
+        shared = Mutex(SharedState())
+        loopBox = LoopBox(RaftLoopState(node: node, storage: storage, wal: wal, applied: raftConfig.applied))
+
+        let thread = Thread { [self] in runLoop() }
+        thread.name = "etcd-raft-loop"
+        thread.start()
+    }
+
+    /// Stops the loop, commits the backend and closes the files.
+    public func stop() {
+        let alreadyStopped = shared.withLock { state -> Bool in
+            defer { state.stopped = true }
+            return state.stopped
+        }
+        guard !alreadyStopped else { return }
+        signal()
+        wakeup.lock()
+        while !finished.withLock({ $0 }) { _ = wakeup.wait(until: Date().addingTimeInterval(0.05)) }
+        wakeup.unlock()
+    }
+
+    // MARK: - Requests
+
+    public func put(_ request: Etcdserverpb_PutRequest) async throws -> Etcdserverpb_PutResponse {
+        try validate { try RequestValidation.check(request) }
+        var internalRequest = Etcdserverpb_InternalRaftRequest()
+        internalRequest.put = request
+        guard case let .put(response) = try await propose(internalRequest) else { throw EtcdError(.internal, "unexpected apply result") }
+        return response
+    }
+
+    public func deleteRange(_ request: Etcdserverpb_DeleteRangeRequest) async throws -> Etcdserverpb_DeleteRangeResponse {
+        try validate { try RequestValidation.check(request) }
+        var internalRequest = Etcdserverpb_InternalRaftRequest()
+        internalRequest.deleteRange = request
+        guard case let .deleteRange(response) = try await propose(internalRequest) else { throw EtcdError(.internal, "unexpected apply result") }
+        return response
+    }
+
+    public func txn(_ request: Etcdserverpb_TxnRequest) async throws -> Etcdserverpb_TxnResponse {
+        try validate { try RequestValidation.check(request, maxOperations: config.maxTxnOps) }
+        if KVStore.isReadOnly(request) {
+            try await linearizableBarrier()
+            return try validate { try store.readOnlyTxn(request) }
+        }
+        var internalRequest = Etcdserverpb_InternalRaftRequest()
+        internalRequest.txn = request
+        guard case let .txn(response) = try await propose(internalRequest) else { throw EtcdError(.internal, "unexpected apply result") }
+        return response
+    }
+
+    public func compact(_ request: Etcdserverpb_CompactionRequest) async throws -> Etcdserverpb_CompactionResponse {
+        var internalRequest = Etcdserverpb_InternalRaftRequest()
+        internalRequest.compaction = request
+        guard case let .compaction(response) = try await propose(internalRequest) else { throw EtcdError(.internal, "unexpected apply result") }
+        return response
+    }
+
+    public func range(_ request: Etcdserverpb_RangeRequest) async throws -> Etcdserverpb_RangeResponse {
+        try validate { try RequestValidation.check(request) }
+        if !request.serializable { try await linearizableBarrier() }
+        return try validate { try store.range(request) }
+    }
+
+    /// The header every response carries.
+    public func header(revision: Int64? = nil) -> Etcdserverpb_ResponseHeader {
+        var header = Etcdserverpb_ResponseHeader()
+        header.clusterID = clusterID
+        header.memberID = memberID
+        header.revision = revision ?? store.currentRevision
+        header.raftTerm = shared.withLock { $0.term }
+        return header
+    }
+
+    public struct RaftStatus: Sendable {
+        public var term: UInt64
+        public var leader: UInt64
+        public var committedIndex: UInt64
+        public var appliedIndex: UInt64
+    }
+
+    public func raftStatus() -> RaftStatus {
+        shared.withLock { RaftStatus(term: $0.term, leader: $0.leader, committedIndex: $0.committedIndex, appliedIndex: $0.appliedIndex) }
+    }
+
+    public var backendSizeBytes: Int { backend.sizeBytes }
+    public func backendSizeInUseBytes() -> Int { (try? backend.sizeInUseBytes()) ?? backend.sizeBytes }
+
+    // MARK: - Proposals and reads
+
+    private func propose(_ request: Etcdserverpb_InternalRaftRequest) async throws -> ApplyResult {
+        var request = request
+        let data: Data
+        let id: UInt64 = try shared.withLock { state in
+            if state.stopped { throw EtcdError.stopped }
+            if state.proposals.count >= Self.maxQueuedProposals { throw EtcdError.timeout }
+            defer { state.nextRequestID += 1 }
+            return state.nextRequestID
+        }
+        request.id = id
+        var header = Etcdserverpb_RequestHeader()
+        header.id = id
+        request.header = header
+        data = try request.serializedData()
+        if data.count > config.maxRequestBytes { throw EtcdError.requestTooLarge }
+
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { continuation in
+                let accepted = shared.withLock { state -> Bool in
+                    if state.stopped { return false }
+                    state.waiters[id] = continuation
+                    state.proposals.append((id, data))
+                    return true
+                }
+                if accepted { signal() } else { continuation.resume(throwing: EtcdError.stopped) }
+            }
+        } onCancel: {
+            // The entry may still commit; the caller just stops waiting.
+            let waiter = shared.withLock { $0.waiters.removeValue(forKey: id) }
+            waiter?.resume(throwing: CancellationError())
+        }
+    }
+
+    /// Returns once everything committed before the call has been applied:
+    /// reads queued together share one ReadIndex round.
+    private func linearizableBarrier() async throws {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            let accepted = shared.withLock { state -> Bool in
+                if state.stopped { return false }
+                state.readWaiters.append(continuation)
+                return true
+            }
+            if accepted { signal() } else { continuation.resume(throwing: EtcdError.stopped) }
+        }
+    }
+
+    private func signal() {
+        wakeup.lock()
+        wakeup.signal()
+        wakeup.unlock()
+    }
+
+    private func validate<T>(_ body: () throws -> T) throws -> T {
+        do { return try body() } catch let error as MVCCError { throw EtcdError(error) }
+    }
+
+    // MARK: - The raft loop (runs on its own thread)
+
+    private func runLoop() {
+        var nextTick = Date().addingTimeInterval(Double(Self.tickIntervalMilliseconds) / 1000)
+        loopBox.withState { loop in
+            // A single voter elects itself at once instead of waiting a timeout.
+            try? loop.node.campaign()
+        }
+        while true {
+            wakeup.lock()
+            let idle = shared.withLock { $0.proposals.isEmpty && $0.readWaiters.isEmpty && !$0.stopped }
+            if idle { _ = wakeup.wait(until: nextTick) }
+            wakeup.unlock()
+
+            let (proposals, reads, stopped) = shared.withLock { state in
+                defer { state.proposals.removeAll(keepingCapacity: true); state.readWaiters.removeAll(keepingCapacity: true) }
+                return (state.proposals, state.readWaiters, state.stopped)
+            }
+            if stopped {
+                for read in reads { read.resume(throwing: EtcdError.stopped) }
+                shutDown()
+                return
+            }
+            loopBox.withState { loop in
+                if Date() >= nextTick {
+                    loop.node.tick()
+                    nextTick = Date().addingTimeInterval(Double(Self.tickIntervalMilliseconds) / 1000)
+                }
+                for proposal in proposals {
+                    do { try loop.node.propose(proposal.data) } catch {
+                        complete(proposal.id, .failure(loop.node.lead == 0 ? EtcdError.noLeader : EtcdError.timeout))
+                    }
+                }
+                if !reads.isEmpty {
+                    if loop.node.lead == 0 {
+                        for read in reads { read.resume(throwing: EtcdError.noLeader) }
+                    } else {
+                        loop.readBatch += 1
+                        var context = Data(count: 8)
+                        context.withUnsafeMutableBytes { $0.storeBytes(of: loop.readBatch.bigEndian, as: UInt64.self) }
+                        loop.pendingReads[context] = reads
+                        loop.node.readIndex(context)
+                    }
+                }
+                do {
+                    try processReadies(&loop)
+                    _ = try backend.commitIfDue()
+                    if store.hasPendingCompaction { _ = try store.compactionStep() }
+                } catch {
+                    fatalStop(loop: &loop, error)
+                }
+            }
+        }
+    }
+
+    private func processReadies(_ loop: inout RaftLoopState) throws {
+        while loop.node.hasReady {
+            let ready = loop.node.ready()
+            if ready.hardState != nil || !ready.entries.isEmpty {
+                let hardState = ready.hardState ?? loop.lastHardState
+                try loop.wal.save(hardState: Raftpb_HardState(hardState), entries: ready.entries.map(Raftpb_Entry.init), mustSync: ready.mustSync)
+                if let state = ready.hardState { loop.storage.setHardState(state); loop.lastHardState = state }
+                try loop.storage.append(ready.entries)
+            }
+            // Single member: raft addresses no peers. (Peers come with clustering.)
+            for entry in ready.committedEntries { try apply(entry, &loop) }
+            for readState in ready.readStates {
+                if let waiters = loop.pendingReads.removeValue(forKey: readState.requestContext) {
+                    loop.readsWaitingForApply.append((readState.index, waiters))
+                }
+            }
+            loop.node.advance(ready)
+            releaseReads(&loop)
+            publish(loop)
+        }
+        // Keep raft's in-memory log bounded: applied entries are in the backend.
+        if loop.applied > loop.compactedTo + 2 * Self.retainedEntries {
+            let target = loop.applied - Self.retainedEntries
+            try loop.storage.compact(target)
+            loop.compactedTo = target
+        }
+    }
+
+    static let retainedEntries: UInt64 = 5_000
+
+    private func releaseReads(_ loop: inout RaftLoopState) {
+        loop.readsWaitingForApply.removeAll { pending in
+            guard pending.index <= loop.applied else { return false }
+            for waiter in pending.waiters { waiter.resume() }
+            return true
+        }
+    }
+
+    private func publish(_ loop: RaftLoopState) {
+        let status = loop.node.status()
+        shared.withLock { state in
+            state.term = status.hardState.term
+            state.leader = status.softState.lead
+            state.committedIndex = status.hardState.commit
+            state.appliedIndex = loop.applied
+        }
+    }
+
+    private func apply(_ entry: Raft.Entry, _ loop: inout RaftLoopState) throws {
+        defer { loop.applied = entry.index }
+        switch entry.type {
+        case .normal:
+            guard !entry.data.isEmpty else {
+                try backend.setConsistentIndex(entry.index, term: entry.term)
+                return
+            }
+            let request: Etcdserverpb_InternalRaftRequest
+            do { request = try Etcdserverpb_InternalRaftRequest(serializedBytes: entry.data) } catch {
+                throw EtcdError(.dataLoss, "etcdserver: cannot decode raft entry \(entry.index): \(error)")
+            }
+            let result: Result<ApplyResult, EtcdError>
+            do {
+                if request.hasPut {
+                    result = .success(.put(try store.put(request.put).response))
+                } else if request.hasDeleteRange {
+                    result = .success(.deleteRange(try store.deleteRange(request.deleteRange).response))
+                } else if request.hasTxn {
+                    result = .success(.txn(try store.txn(request.txn).response))
+                } else if request.hasCompaction {
+                    let response = try store.compact(request.compaction.revision)
+                    if request.compaction.physical { try store.finishCompaction() }
+                    result = .success(.compaction(response))
+                } else {
+                    result = .failure(EtcdError(.unimplemented, "etcdserver: request type not supported yet"))
+                }
+            } catch {
+                if case .backend = error { throw error }
+                result = .failure(EtcdError(error))
+            }
+            try backend.setConsistentIndex(entry.index, term: entry.term)
+            complete(request.id, result)
+        case .confChange, .confChangeV2:
+            _ = try loop.node.applyConfChange(entry: entry)
+            try backend.setConsistentIndex(entry.index, term: entry.term)
+        }
+    }
+
+    private func complete(_ id: UInt64, _ result: Result<ApplyResult, EtcdError>) {
+        guard let waiter = shared.withLock({ $0.waiters.removeValue(forKey: id) }) else { return }
+        waiter.resume(with: result.mapError { $0 as any Error })
+    }
+
+    /// A storage error in the loop: nothing more can be made durable, so the
+    /// member stops and every waiter gets an error (the WAL keeps what was
+    /// acknowledged).
+    private func fatalStop(loop: inout RaftLoopState, _ error: any Error) {
+        FileHandle.standardError.write(Data("etcd: stopping after storage error: \(error)\n".utf8))
+        shared.withLock { $0.stopped = true }
+    }
+
+    private func shutDown() {
+        let (waiters, reads) = shared.withLock { state in
+            defer { state.waiters.removeAll(); state.readWaiters.removeAll() }
+            return (Array(state.waiters.values), state.readWaiters)
+        }
+        for waiter in waiters { waiter.resume(throwing: EtcdError.stopped) }
+        for read in reads { read.resume(throwing: EtcdError.stopped) }
+        loopBox.withState { loop in
+            for (_, waiters) in loop.pendingReads { for waiter in waiters { waiter.resume(throwing: EtcdError.stopped) } }
+            for pending in loop.readsWaitingForApply { for waiter in pending.waiters { waiter.resume(throwing: EtcdError.stopped) } }
+            loop.pendingReads.removeAll()
+            loop.readsWaitingForApply.removeAll()
+            try? loop.wal.sync()
+            loop.wal.close()
+        }
+        try? backend.forceCommit()
+        try? backend.close()
+        finished.withLock { $0 = true }
+        signal()
+    }
+
+    /// A 64-bit id from a name (FNV-1a); stable for the same input.
+    static func makeID(_ seed: String) -> UInt64 {
+        var hash: UInt64 = 0xCBF2_9CE4_8422_2325
+        for byte in seed.utf8 { hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01B3 }
+        return hash == 0 ? 1 : hash
+    }
+}
+
+/// State only the raft loop thread touches.
+struct RaftLoopState {
+    var node: RawNode
+    let storage: MemoryStorage
+    let wal: WAL
+    var applied: UInt64
+    var lastHardState = Raft.HardState()
+    var compactedTo: UInt64 = 0
+    var readBatch: UInt64 = 0
+    var pendingReads: [Data: [CheckedContinuation<Void, any Error>]] = [:]
+    var readsWaitingForApply: [(index: UInt64, waiters: [CheckedContinuation<Void, any Error>])] = []
+}
+
+/// Holds the loop's state; only the raft loop thread uses it, so access is
+/// not synchronised beyond what a single thread needs.
+final class LoopBox: @unchecked Sendable {
+    private var state: RaftLoopState
+    init(_ state: RaftLoopState) { self.state = state }
+    func withState<T>(_ body: (inout RaftLoopState) throws -> T) rethrows -> T { try body(&state) }
+}
+
+extension EtcdError {
+    init(_ error: MVCCError) {
+        switch error {
+        case .compacted: self = .compacted
+        case .futureRevision: self = .futureRevision
+        case .duplicateKey: self = .duplicateKey
+        case .keyNotFound: self = .keyNotFound
+        case .emptyKey: self = .emptyKey
+        case .tooManyOperations: self = .tooManyOps
+        case .valueProvided: self = .valueProvided
+        case .leaseProvided: self = .leaseProvided
+        case .backend(.quotaExceeded): self = .noSpace
+        case .backend, .corruptEntry: self = EtcdError(.internal, error.message)
+        }
+    }
+}

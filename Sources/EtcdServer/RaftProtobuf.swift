@@ -1,0 +1,55 @@
+import EtcdProto
+import Foundation
+import Raft
+
+// Conversions between the Raft library's values and the raftpb messages the
+// WAL stores. They copy field by field; `Data` payloads are shared, not copied.
+
+extension Raftpb_Entry {
+    init(_ entry: Raft.Entry) {
+        self.init()
+        term = entry.term
+        index = entry.index
+        type = Raftpb_EntryType(rawValue: Int(entry.type.rawValue)) ?? .entryNormal
+        data = entry.data
+    }
+}
+
+extension Raft.Entry {
+    init(_ entry: Raftpb_Entry) {
+        self.init(term: entry.term, index: entry.index, type: Raft.EntryType(rawValue: Int32(entry.type.rawValue)) ?? .normal, data: entry.data)
+    }
+}
+
+extension Raftpb_HardState {
+    init(_ state: Raft.HardState) {
+        self.init()
+        term = state.term
+        vote = state.vote
+        commit = state.commit
+    }
+}
+
+extension Raft.HardState {
+    init(_ state: Raftpb_HardState) {
+        self.init(term: state.term, vote: state.vote, commit: state.commit)
+    }
+}
+
+extension Raftpb_ConfState {
+    init(_ state: Raft.ConfState) {
+        self.init()
+        voters = state.voters
+        learners = state.learners
+        votersOutgoing = state.votersOutgoing
+        learnersNext = state.learnersNext
+        autoLeave = state.autoLeave
+    }
+}
+
+extension Raft.ConfState {
+    init(_ state: Raftpb_ConfState) {
+        self.init(voters: state.voters, learners: state.learners, votersOutgoing: state.votersOutgoing,
+                  learnersNext: state.learnersNext, autoLeave: state.autoLeave)
+    }
+}

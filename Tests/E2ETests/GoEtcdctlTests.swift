@@ -1,0 +1,149 @@
+import Foundation
+import Testing
+
+/// Our `etcd` binary driven by the real Go `etcdctl` 3.4 (Debian's
+/// etcd-client): what users and their tools see.
+@Suite(.serialized) struct GoEtcdctlTests {
+    @Test func putGetDeleteTxnAndErrors() throws {
+        let server = try EtcdProcess()
+        defer { server.terminate() }
+
+        #expect(try server.etcdctl(["put", "foo", "bar"]).out == "OK\n")
+        #expect(try server.etcdctl(["get", "foo"]).out == "foo\nbar\n")
+        #expect(try server.etcdctl(["put", "foo", "baz", "--prev-kv"]).out == "OK\nfoo\nbar\n")
+        let json = try server.etcdctl(["get", "foo", "-w", "json"]).out
+        #expect(json.contains(#""kvs":[{"key":"Zm9v","create_revision":2,"mod_revision":3,"version":2,"value":"YmF6"}]"#))
+        #expect(try server.etcdctl(["put", "fop", "1"]).status == 0)
+        #expect(try server.etcdctl(["get", "fo", "--prefix", "--keys-only"]).out == "foo\n\nfop\n\n")
+        #expect(try server.etcdctl(["del", "fo", "--prefix"]).out == "2\n")
+        #expect(try server.etcdctl(["get", "foo"]).out == "")
+
+        let txn = try server.etcdctl(["txn"], input: "value(\"x\") = \"1\"\n\nput a 1\n\nput b 2\n\n")
+        #expect(txn.out == "FAILURE\n\nOK\n")
+        #expect(try server.etcdctl(["get", "b", "--print-value-only"]).out == "2\n")
+
+        #expect(try server.etcdctl(["compact", "3"]).out == "compacted revision 3\n")
+        let compacted = try server.etcdctl(["get", "foo", "--rev=2"])
+        #expect(compacted.status != 0)
+        #expect(compacted.err.contains("etcdserver: mvcc: required revision has been compacted"))
+        let future = try server.etcdctl(["get", "foo", "--rev=1000"])
+        #expect(future.err.contains("etcdserver: mvcc: required revision is a future revision"))
+
+        #expect(try server.etcdctl(["endpoint", "health"]).err.contains("is healthy"))
+        let status = try server.etcdctl(["endpoint", "status", "-w", "fields"]).out
+        #expect(status.contains(#""Version" : "3.6.0""#))
+        #expect(try server.etcdctl(["member", "list"]).out.contains("started, default"))
+    }
+
+    @Test func killNineLosesNoAcknowledgedWrite() throws {
+        let dataDir = FileManager.default.temporaryDirectory.appendingPathComponent("e2e-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: dataDir) }
+        var server = try EtcdProcess(dataDir: dataDir)
+        for i in 0..<40 { #expect(try server.etcdctl(["put", "key\(i)", "value\(i)"]).status == 0) }
+        server.kill9()
+        server = try EtcdProcess(dataDir: dataDir)
+        defer { server.terminate() }
+        #expect(try server.etcdctl(["get", "key39", "--print-value-only"]).out == "value39\n")
+        #expect(try server.etcdctl(["get", "key", "--prefix", "--keys-only"]).out.split(separator: "\n").count == 40)
+        let json = try server.etcdctl(["put", "after", "restart", "-w", "json"]).out
+        #expect(json.contains(#""revision":42"#))
+    }
+}
+
+/// Our etcd on a free loopback port with a temporary data dir.
+final class EtcdProcess {
+    let process = Process()
+    let port: Int
+    let dataDir: String
+    private let ownsDataDir: Bool
+
+    static let repositoryRoot = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    static var binary: String {
+        ProcessInfo.processInfo.environment["ETCD_SWIFT_BINARY"] ?? repositoryRoot.appendingPathComponent(".build/debug/etcd").path
+    }
+
+    init(dataDir: String? = nil) throws {
+        port = try Self.freePort()
+        ownsDataDir = dataDir == nil
+        self.dataDir = dataDir ?? FileManager.default.temporaryDirectory.appendingPathComponent("e2e-\(UUID().uuidString)").path
+        process.executableURL = URL(fileURLWithPath: Self.binary)
+        process.arguments = ["--data-dir", self.dataDir, "--listen-client-urls", "http://127.0.0.1:\(port)",
+                             "--advertise-client-urls", "http://127.0.0.1:\(port)"]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        // Ready when a serializable read answers (bounded: 15 s).
+        let deadline = Date().addingTimeInterval(15)
+        while Date() < deadline {
+            if try etcdctl(["get", "ready", "--consistency=s"]).status == 0 { return }
+            Thread.sleep(forTimeInterval: 0.1)
+        }
+        terminate()
+        throw ProcessError.notReady
+    }
+
+    func etcdctl(_ arguments: [String], input: String? = nil) throws -> (status: Int32, out: String, err: String) {
+        try Self.run("/usr/bin/etcdctl", ["--endpoints=127.0.0.1:\(port)", "--dial-timeout=1s", "--command-timeout=5s"] + arguments,
+                     environment: ["ETCDCTL_API": "3"], input: input)
+    }
+
+    func kill9() {
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    }
+
+    func terminate() {
+        if process.isRunning {
+            process.terminate()
+            process.waitUntilExit()
+        }
+        if ownsDataDir { try? FileManager.default.removeItem(atPath: dataDir) }
+    }
+
+    enum ProcessError: Error { case notReady, timedOut([String]) }
+
+    /// Runs a command to completion, killing it after 20 s.
+    static func run(_ path: String, _ arguments: [String], environment: [String: String], input: String?) throws -> (status: Int32, out: String, err: String) {
+        guard FileManager.default.isExecutableFile(atPath: path) else {
+            Issue.record("\(path) is missing (Debian package etcd-client; scripts/test.sh installs it)")
+            return (127, "", "")
+        }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: path)
+        process.arguments = arguments
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        let out = Pipe(), err = Pipe(), stdin = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        process.standardInput = stdin
+        try process.run()
+        if let input { stdin.fileHandleForWriting.write(Data(input.utf8)) }
+        try stdin.fileHandleForWriting.close()
+        let watchdog = DispatchWorkItem { if process.isRunning { process.terminate() } }
+        DispatchQueue.global().asyncAfter(deadline: .now() + 20, execute: watchdog)
+        let outData = out.fileHandleForReading.readDataToEndOfFile()
+        let errData = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        watchdog.cancel()
+        return (process.terminationStatus, String(decoding: outData, as: UTF8.self), String(decoding: errData, as: UTF8.self))
+    }
+
+    static func freePort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer -> Int32 in
+                guard bind(fd, pointer, length) == 0 else { return -1 }
+                return getsockname(fd, pointer, &length)
+            }
+        }
+        guard bound == 0 else { throw ProcessError.notReady }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+}
