@@ -19,7 +19,7 @@ import WAL
 /// fsync. Reads never enter the loop: serializable reads go to the store,
 /// linearizable reads queue one ReadIndex per batch and wait for apply.
 ///
-/// Scope today: one member (no peers), no raft snapshots, no leases.
+/// Scope today: one member (no peers), no leases.
 public final class Member: Sendable {
     public let config: ServerConfig
     public let memberID: UInt64
@@ -70,17 +70,24 @@ public final class Member: Sendable {
 
         let storage = MemoryStorage()
         let wal: WAL
+        let snapshotter = Snapshotter(dir: config.snapDir)
         if WAL.exists(in: config.walDir) {
-            // Without raft snapshot files yet, the newest marker is the
-            // bootstrap one at index 1 that `create` wrote below.
-            let marker = try WAL.validSnapshots(dir: config.walDir).max { $0.index < $1.index } ?? WALSnapshot()
+            // Continue from the newest raft snapshot the WAL knows about, or
+            // from the bootstrap marker at index 1 that `create` wrote below.
+            let markers = try WAL.validSnapshots(dir: config.walDir)
+            let snapshot = try snapshotter.loadNewestAvailable(among: markers)
+            let marker = snapshot.map(WALSnapshot.init) ?? WALSnapshot(index: 1, term: 1)
             wal = try WAL.open(dir: config.walDir, at: marker)
             let (metadata, hardState, entries) = try wal.readAll()
             let ids = try Etcdserverpb_Metadata(serializedBytes: metadata)
             memberID = ids.nodeID
             clusterID = ids.clusterID
-            try RawNode.bootstrap(storage, voters: [memberID])
-            try storage.append(entries.filter { $0.index > 1 }.map(Raft.Entry.init))
+            if let snapshot {
+                try storage.applySnapshot(Raft.Snapshot(snapshot))
+            } else {
+                try RawNode.bootstrap(storage, voters: [memberID])
+            }
+            try storage.append(entries.filter { $0.index > marker.index }.map(Raft.Entry.init))
             if hardState.term > 0 { storage.setHardState(Raft.HardState(hardState)) }
         } else {
             memberID = Self.makeID(config.name + "|" + config.dataDir + "|" + config.advertiseClientURLs.joined(separator: ","))
@@ -97,13 +104,18 @@ public final class Member: Sendable {
         }
 
         var raftConfig = Raft.Config(id: memberID, electionTick: Self.electionTicks, heartbeatTick: 1, storage: storage)
-        raftConfig.applied = max(1, try store.consistentIndex().index)
+        let snapshotIndex = try storage.snapshot().metadata.index
+        raftConfig.applied = max(snapshotIndex, try store.consistentIndex().index)
         raftConfig.checkQuorum = true
         raftConfig.preVote = true
         raftConfig.randomSeed = memberID
         let node = try RawNode(config: raftConfig)
         shared = Mutex(SharedState())
-        loopBox = LoopBox(RaftLoopState(node: node, storage: storage, wal: wal, applied: raftConfig.applied))
+        loopBox = LoopBox(RaftLoopState(
+            node: node, storage: storage, wal: wal, snapshotter: snapshotter,
+            confState: try storage.initialState().1, applied: raftConfig.applied,
+            snapshotIndex: snapshotIndex, compactedTo: snapshotIndex
+        ))
 
         let thread = Thread { [self] in runLoop() }
         thread.name = "etcd-raft-loop"
@@ -323,15 +335,35 @@ public final class Member: Sendable {
             releaseReads(&loop)
             publish(loop)
         }
-        // Keep raft's in-memory log bounded: applied entries are in the backend.
-        if loop.applied > loop.compactedTo + 2 * Self.retainedEntries {
-            let target = loop.applied - Self.retainedEntries
+        if loop.applied >= loop.snapshotIndex + config.snapshotCount { try takeSnapshot(&loop) }
+    }
+
+    /// Entries kept in memory below a snapshot, for followers slightly behind
+    /// (etcd keeps 5,000 too).
+    static let retainedEntries: UInt64 = 5_000
+
+    /// Every `--snapshot-count` applied entries: make the backend durable up
+    /// to `applied`, record a raft snapshot (file + WAL marker), then release
+    /// the WAL segments and in-memory entries it covers. The snapshot carries
+    /// no data: the backend is the state, and its consistent index says how
+    /// far it goes.
+    private func takeSnapshot(_ loop: inout RaftLoopState) throws {
+        try backend.forceCommit()
+        try backend.sync()
+        let snapshot = try loop.storage.createSnapshot(index: loop.applied, confState: loop.confState, data: Data())
+        try loop.snapshotter.save(Raftpb_Snapshot(snapshot))
+        try loop.wal.saveSnapshot(WALSnapshot(Raftpb_Snapshot(snapshot)))
+        try loop.wal.release(below: snapshot.metadata.index)
+        loop.snapshotIndex = snapshot.metadata.index
+        if snapshot.metadata.index > loop.compactedTo + Self.retainedEntries {
+            let target = snapshot.metadata.index - Self.retainedEntries
             try loop.storage.compact(target)
             loop.compactedTo = target
         }
+        loop.snapshotter.prune(keeping: Self.retainedSnapshotFiles)
     }
 
-    static let retainedEntries: UInt64 = 5_000
+    static let retainedSnapshotFiles = 5
 
     private func releaseReads(_ loop: inout RaftLoopState) {
         loop.readsWaitingForApply.removeAll { pending in
@@ -385,7 +417,7 @@ public final class Member: Sendable {
             try backend.setConsistentIndex(entry.index, term: entry.term)
             complete(request.id, result)
         case .confChange, .confChangeV2:
-            _ = try loop.node.applyConfChange(entry: entry)
+            loop.confState = try loop.node.applyConfChange(entry: entry)
             try backend.setConsistentIndex(entry.index, term: entry.term)
         }
     }
@@ -437,9 +469,12 @@ struct RaftLoopState {
     var node: RawNode
     let storage: MemoryStorage
     let wal: WAL
+    let snapshotter: Snapshotter
+    var confState: Raft.ConfState
     var applied: UInt64
+    var snapshotIndex: UInt64
+    var compactedTo: UInt64
     var lastHardState = Raft.HardState()
-    var compactedTo: UInt64 = 0
     var readBatch: UInt64 = 0
     var pendingReads: [Data: [CheckedContinuation<Void, any Error>]] = [:]
     var readsWaitingForApply: [(index: UInt64, waiters: [CheckedContinuation<Void, any Error>])] = []

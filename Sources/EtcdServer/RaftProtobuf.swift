@@ -53,3 +53,26 @@ extension Raft.ConfState {
                   learnersNext: state.learnersNext, autoLeave: state.autoLeave)
     }
 }
+
+extension Raftpb_Snapshot {
+    init(_ snapshot: Raft.Snapshot) {
+        self.init()
+        data = snapshot.data
+        metadata.index = snapshot.metadata.index
+        metadata.term = snapshot.metadata.term
+        metadata.confState = Raftpb_ConfState(snapshot.metadata.confState)
+    }
+}
+
+extension Raft.Snapshot {
+    init(_ snapshot: Raftpb_Snapshot) {
+        self.init(
+            data: snapshot.data,
+            metadata: SnapshotMetadata(
+                confState: Raft.ConfState(snapshot.metadata.confState),
+                index: snapshot.metadata.index,
+                term: snapshot.metadata.term
+            )
+        )
+    }
+}

@@ -10,6 +10,8 @@ public struct ServerConfig: Sendable, Equatable {
     public var initialAdvertisePeerURLs = ["http://localhost:2380"]
     /// --max-request-bytes: the largest request a client may send.
     public var maxRequestBytes = 1_572_864
+    /// --snapshot-count: applied entries between raft snapshots (which release the WAL).
+    public var snapshotCount: UInt64 = 10_000
     /// --max-txn-ops: the most operations one txn may hold.
     public var maxTxnOps = 128
 

@@ -77,6 +77,13 @@ public struct Snapshotter: Sendable {
             .sorted(by: >)
     }
 
+    /// Removes all but the newest `count` snapshot files,
+    /// as etcd's purge does; a failure to remove one is not an error.
+    public func prune(keeping count: Int) {
+        guard let names = try? snapshotFileNames() else { return }
+        for name in names.dropFirst(count) { try? fs.removeItem(atPath: directory + "/" + name) }
+    }
+
     private func loadNewest(matching accept: (Raftpb_Snapshot) -> Bool) throws(WALError) -> Raftpb_Snapshot? {
         for name in try snapshotFileNames() {
             let path = joinPath(directory, name)

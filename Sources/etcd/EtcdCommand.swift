@@ -24,6 +24,18 @@ struct EtcdCommand: AsyncParsableCommand {
     @Option(name: .customLong("advertise-client-urls"), help: "Comma-separated client URLs to advertise to the cluster.")
     var advertiseClientURLs: String?
 
+    @Option(name: .customLong("initial-advertise-peer-urls"), help: "Comma-separated peer URLs of this member to advertise to the cluster.")
+    var initialAdvertisePeerURLs: String?
+
+    @Option(name: .customLong("snapshot-count"), help: "Applied entries between raft snapshots, which release the WAL (default: 10000).")
+    var snapshotCount: String?
+
+    @Option(name: .customLong("max-request-bytes"), help: "Maximum client request size in bytes (default: 1572864).")
+    var maxRequestBytes: String?
+
+    @Option(name: .customLong("max-txn-ops"), help: "Maximum number of operations in a txn request (default: 128).")
+    var maxTxnOps: String?
+
     @Flag(name: .customLong("version"), help: "Print the version and exit.")
     var printVersion = false
 
@@ -37,12 +49,21 @@ struct EtcdCommand: AsyncParsableCommand {
         func setting(_ flag: String?, _ variable: String) -> String? { flag ?? env[variable] }
         let split = { (s: String) in s.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
 
-        let config = ServerConfig(
+        var config = ServerConfig(
             name: setting(name, "ETCD_NAME") ?? "default",
             dataDir: setting(dataDir, "ETCD_DATA_DIR"),
             listenClientURLs: setting(listenClientURLs, "ETCD_LISTEN_CLIENT_URLS").map(split) ?? ["http://localhost:2379"],
             advertiseClientURLs: setting(advertiseClientURLs, "ETCD_ADVERTISE_CLIENT_URLS").map(split) ?? ["http://localhost:2379"]
         )
+        if let urls = setting(initialAdvertisePeerURLs, "ETCD_INITIAL_ADVERTISE_PEER_URLS") { config.initialAdvertisePeerURLs = split(urls) }
+        func number<T: FixedWidthInteger>(_ flag: String?, _ variable: String, _ option: String, minimum: T) throws -> T? {
+            guard let text = setting(flag, variable) else { return nil }
+            guard let value = T(text), value >= minimum else { throw ValidationError("invalid value \"\(text)\" for --\(option)") }
+            return value
+        }
+        if let n: UInt64 = try number(snapshotCount, "ETCD_SNAPSHOT_COUNT", "snapshot-count", minimum: 1) { config.snapshotCount = n }
+        if let n: Int = try number(maxRequestBytes, "ETCD_MAX_REQUEST_BYTES", "max-request-bytes", minimum: 1) { config.maxRequestBytes = n }
+        if let n: Int = try number(maxTxnOps, "ETCD_MAX_TXN_OPS", "max-txn-ops", minimum: 1) { config.maxTxnOps = n }
         let addresses: [ListenAddress]
         do {
             addresses = try config.listenClientURLs.map { try ListenAddress(parsing: $0) }
@@ -55,6 +76,19 @@ struct EtcdCommand: AsyncParsableCommand {
         log("member \(String(member.memberID, radix: 16)) started (cluster \(String(member.clusterID, radix: 16)))")
 
         let listeners = addresses.map { ClientListener(address: $0, member: member) }
+        // SIGTERM / SIGINT: stop accepting, finish in-flight calls, then the
+        // deferred member.stop() commits the backend and closes the WAL.
+        let signalSources = [SIGTERM, SIGINT].map { number -> any DispatchSourceSignal in
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number)
+            source.setEventHandler {
+                FileHandle.standardError.write(Data("etcd: received signal \(number), shutting down\n".utf8))
+                for listener in listeners { listener.stop() }
+            }
+            source.resume()
+            return source
+        }
+        defer { signalSources.forEach { $0.cancel() } }
         try await withThrowingDiscardingTaskGroup { group in
             for listener in listeners {
                 group.addTask { try await listener.serve() }

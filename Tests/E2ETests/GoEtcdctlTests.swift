@@ -50,6 +50,23 @@ import Testing
     }
 }
 
+extension GoEtcdctlTests {
+    @Test func sigtermShutsDownCleanlyAndKeepsData() throws {
+        let dataDir = FileManager.default.temporaryDirectory.appendingPathComponent("e2e-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: dataDir) }
+        var server = try EtcdProcess(dataDir: dataDir, extraArguments: ["--snapshot-count", "5"])
+        for i in 0..<12 { #expect(try server.etcdctl(["put", "t\(i)", "v\(i)"]).status == 0) }
+        server.terminate()
+        #expect(server.process.terminationReason == .exit)
+        #expect(server.process.terminationStatus == 0)
+        let snapFiles = try FileManager.default.contentsOfDirectory(atPath: dataDir + "/member/snap").filter { $0.hasSuffix(".snap") }
+        #expect(snapFiles.count == 2)
+        server = try EtcdProcess(dataDir: dataDir)
+        defer { server.terminate() }
+        #expect(try server.etcdctl(["get", "t", "--prefix", "--keys-only"]).out.split(separator: "\n").count == 12)
+    }
+}
+
 /// Our etcd on a free loopback port with a temporary data dir.
 final class EtcdProcess {
     let process = Process()
@@ -63,13 +80,13 @@ final class EtcdProcess {
         ProcessInfo.processInfo.environment["ETCD_SWIFT_BINARY"] ?? repositoryRoot.appendingPathComponent(".build/debug/etcd").path
     }
 
-    init(dataDir: String? = nil) throws {
+    init(dataDir: String? = nil, extraArguments: [String] = []) throws {
         port = try Self.freePort()
         ownsDataDir = dataDir == nil
         self.dataDir = dataDir ?? FileManager.default.temporaryDirectory.appendingPathComponent("e2e-\(UUID().uuidString)").path
         process.executableURL = URL(fileURLWithPath: Self.binary)
         process.arguments = ["--data-dir", self.dataDir, "--listen-client-urls", "http://127.0.0.1:\(port)",
-                             "--advertise-client-urls", "http://127.0.0.1:\(port)"]
+                             "--advertise-client-urls", "http://127.0.0.1:\(port)"] + extraArguments
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()

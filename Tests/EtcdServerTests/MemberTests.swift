@@ -113,3 +113,34 @@ import Testing
         #expect(next.header.revision == 33)
     }
 }
+
+@Suite struct MemberSnapshotTests {
+    @Test func snapshotsEverySnapshotCountAndRestartsFromTheNewest() async throws {
+        let dir = MemberTests.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var config = ServerConfig(name: "m1", dataDir: dir)
+        config.snapshotCount = 25
+        do {
+            let member = try Member(config: config)
+            for i in 0..<160 { _ = try await member.put(MemberTests.put("s\(i)", "v\(i)")) }
+            member.stop()
+        }
+        let snapFiles = try FileManager.default.contentsOfDirectory(atPath: config.snapDir).filter { $0.hasSuffix(".snap") }.sorted()
+        // 160 puts + the leader's empty entry + bootstrap: snapshots at 26, 51, ...; the newest 5 kept.
+        #expect(snapFiles.count == 5)
+        #expect(snapFiles.last?.hasSuffix(String(format: "%016x.snap", 151)) == true)
+
+        let member = try Member(config: config)
+        defer { member.stop() }
+        let all = try await member.range({
+            var r = Etcdserverpb_RangeRequest()
+            r.key = Data("s".utf8)
+            r.rangeEnd = Data("t".utf8)
+            r.countOnly = true
+            return r
+        }())
+        #expect(all.count == 160)
+        #expect(try await member.put(MemberTests.put("after", "x")).header.revision == 162)
+        #expect(member.raftStatus().appliedIndex >= 162)
+    }
+}
