@@ -57,6 +57,15 @@ let package = Package(
             ]
         ),
 
+        // MARK: transport support
+        .target(
+            name: "HTTP2PingResponder",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+            ]
+        ),
+
         // MARK: pure cores and storage
         .target(name: "Raft"),
         .systemLibrary(
@@ -83,12 +92,10 @@ let package = Package(
         .target(
             name: "EtcdAPI",
             dependencies: [
-                "EtcdServer", "EtcdProto", "EtcdGRPC",
+                "EtcdServer", "EtcdProto", "EtcdGRPC", "HTTP2PingResponder",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOHTTP2", package: "swift-nio-http2"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -127,8 +134,10 @@ let package = Package(
         .executableTarget(
             name: "etcd-bench",
             dependencies: [
-                "EtcdClient", "Raft", "WAL", "Backend", "MVCC", "EtcdProto",
+                "EtcdClient", "Raft", "WAL", "Backend", "MVCC", "EtcdProto", "EtcdGRPC", "HTTP2PingResponder",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
             ]
         ),
 
@@ -151,7 +160,7 @@ let package = Package(
         .testTarget(
             name: "EtcdAPITests",
             dependencies: [
-                "EtcdAPI", "EtcdServer", "EtcdGRPC", "EtcdProto",
+                "EtcdAPI", "EtcdServer", "EtcdGRPC", "EtcdProto", "HTTP2PingResponder",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                 .product(name: "NIOCore", package: "swift-nio"),

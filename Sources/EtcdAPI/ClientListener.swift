@@ -1,8 +1,7 @@
 import EtcdServer
 import GRPCCore
 import GRPCNIOTransportHTTP2
-import NIOCore
-import NIOHTTP2
+import HTTP2PingResponder
 
 /// The client-facing gRPC listener of a member: health, and with a member KV,
 /// Maintenance and Cluster. Services that have not been built yet are not
@@ -18,12 +17,7 @@ public struct ClientListener: Sendable {
         var config = HTTP2ServerTransport.Posix.Config.defaults
         if answerPingsBeforeHTTP2 {
             config.channelDebuggingCallbacks.onAcceptTCPConnection = { channel in
-                // Called while the accepted channel is being set up, on its event loop.
-                channel.eventLoop.submit {
-                    let pipeline = channel.pipeline.syncOperations
-                    let http2 = try pipeline.handler(type: NIOHTTP2Handler.self)
-                    try pipeline.addHandler(HTTP2PingResponder(), position: .before(http2))
-                }
+                HTTP2PingResponder.install(on: channel, expectsClientPreface: true)
             }
         }
         let transport = HTTP2ServerTransport.Posix(

@@ -3,10 +3,10 @@ import ArgumentParser
 /// `etcd-bench`: load generator and micro-benchmarks. Each benchmark is a
 /// subcommand reporting throughput and latency percentiles.
 @main
-struct BenchCommand: ParsableCommand {
+struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "etcd-bench",
         abstract: "Benchmarks for etcd in Swift: the store, raft and a running cluster.",
-        subcommands: [RaftBench.self, WALBench.self, MVCCBench.self]
+        subcommands: [PutLoad.self, RangeLoad.self, RaftBench.self, WALBench.self, MVCCBench.self]
     )
 }

@@ -1,4 +1,5 @@
-@testable import EtcdAPI
+import EtcdAPI
+import HTTP2PingResponder
 import EtcdServer
 import NIOCore
 import NIOEmbedded
@@ -75,6 +76,19 @@ enum H2 {
         #expect(answers.frames.count == 21)
         #expect(answers.frames.allSatisfy { $0.type == 6 && $0.flags == 1 })
         #expect(answers.frames.map(\.payload) == ((0..<20).map { UInt64($0) } + [999]).map { Array(H2.ping($0)[9...]) })
+        _ = try channel.finish()
+    }
+
+    /// On a client's connection the server's bytes start with frames, not a preface.
+    @Test func clientSideAnswersServerPings() throws {
+        let channel = EmbeddedChannel(handler: HTTP2PingResponder(expectsClientPreface: false))
+        let data = H2.frame(type: 0, stream: 1, payload: Array(repeating: 7, count: 30))
+        try channel.writeInbound(ByteBuffer(bytes: H2.settings + H2.ping(5) + data))
+        var through: [UInt8] = []
+        while let buffer = try channel.readInbound(as: ByteBuffer.self) { through += Array(buffer.readableBytesView) }
+        #expect(through == H2.settings + data)
+        let answer = try #require(try channel.readOutbound(as: ByteBuffer.self))
+        #expect(Array(answer.readableBytesView) == H2.ping(5, ack: true))
         _ = try channel.finish()
     }
 

@@ -1,4 +1,5 @@
 import NIOCore
+import NIOHTTP2
 
 /// Answers HTTP/2 PING frames before they reach `NIOHTTP2Handler`.
 ///
@@ -10,10 +11,13 @@ import NIOCore
 /// PING with a PING ACK carrying the same 8 bytes, and passes every other
 /// byte through untouched. PING ACKs (answers to our own pings) and malformed
 /// PINGs go through, so the HTTP/2 handler still sees and judges them.
-final class HTTP2PingResponder: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = ByteBuffer
-    typealias InboundOut = ByteBuffer
-    typealias OutboundOut = ByteBuffer
+///
+/// The same applies to a Swift client talking to a Go server (etcd itself):
+/// install it on the client's connections with `expectsClientPreface: false`.
+public final class HTTP2PingResponder: ChannelInboundHandler, RemovableChannelHandler {
+    public typealias InboundIn = ByteBuffer
+    public typealias InboundOut = ByteBuffer
+    public typealias OutboundOut = ByteBuffer
 
     static let prefaceLength = 24
     static let frameHeaderLength = 9
@@ -32,14 +36,20 @@ final class HTTP2PingResponder: ChannelInboundHandler, RemovableChannelHandler {
         case ping
     }
 
-    private var state: State = .preface(remaining: HTTP2PingResponder.prefaceLength)
+    private var state: State
     /// Bytes held back: a partial frame header, or a PING frame being collected.
     private var pending: ByteBuffer?
 
     /// PINGs answered on this connection (for tests and metrics).
-    private(set) var pingsAnswered = 0
+    public private(set) var pingsAnswered = 0
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    /// - Parameter expectsClientPreface: true on a server's connections (the
+    ///   client's 24-byte preface comes first), false on a client's.
+    public init(expectsClientPreface: Bool = true) {
+        state = expectsClientPreface ? .preface(remaining: Self.prefaceLength) : .header
+    }
+
+    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var input = unwrapInboundIn(data)
         var passThrough = context.channel.allocator.buffer(capacity: input.readableBytes)
         var answered = false
@@ -104,6 +114,19 @@ final class HTTP2PingResponder: ChannelInboundHandler, RemovableChannelHandler {
         if answered { context.flush() }
         if passThrough.readableBytes > 0 {
             context.fireChannelRead(wrapInboundOut(passThrough))
+        }
+    }
+}
+
+extension HTTP2PingResponder {
+    /// Inserts a responder just before the connection's `NIOHTTP2Handler`.
+    /// Call on the channel's event loop while it is being set up (for
+    /// grpc-swift-nio-transport: from its `channelDebuggingCallbacks`).
+    public static func install(on channel: any Channel, expectsClientPreface: Bool) -> EventLoopFuture<Void> {
+        channel.eventLoop.submit {
+            let pipeline = channel.pipeline.syncOperations
+            let http2 = try pipeline.handler(type: NIOHTTP2Handler.self)
+            try pipeline.addHandler(HTTP2PingResponder(expectsClientPreface: expectsClientPreface), position: .before(http2))
         }
     }
 }

@@ -1,0 +1,153 @@
+import ArgumentParser
+import EtcdGRPC
+import EtcdProto
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import HTTP2PingResponder
+
+/// Options shared by the load generators that talk to a running server.
+struct LoadOptions: ParsableArguments {
+    @Option(help: "Server address host:port (ours or etcd's).")
+    var endpoint = "127.0.0.1:2379"
+
+    @Option(help: "gRPC connections.")
+    var conns = 1
+
+    @Option(help: "Concurrent clients (spread over the connections).")
+    var clients = 16
+
+    @Option(help: "Requests in total.")
+    var total = 10_000
+
+    @Option(help: "Key size in bytes.")
+    var keySize = 8
+
+    @Option(help: "Number of distinct keys.")
+    var keySpaceSize = 10_000
+
+    func validate() throws {
+        guard conns > 0, clients > 0, total > 0, keySize >= 4, keySpaceSize > 0 else {
+            throw ValidationError("conns, clients, total and key-space-size must be positive; key-size at least 4")
+        }
+    }
+
+    func key(_ n: Int) -> Data {
+        var key = Data(count: keySize)
+        let value = UInt32(n % keySpaceSize)
+        key.withUnsafeMutableBytes { $0.storeBytes(of: value.bigEndian, toByteOffset: keySize - 4, as: UInt32.self) }
+        return key
+    }
+}
+
+/// Runs `total` requests from `clients` concurrent tasks and prints
+/// throughput and latency percentiles, in the style of etcd's benchmark tool.
+enum LoadRunner {
+    static func run(
+        _ options: LoadOptions,
+        label: String,
+        request: @escaping @Sendable (Etcdserverpb_KV.Client<HTTP2ClientTransport.Posix>, Int) async throws -> Void
+    ) async throws {
+        let parts = options.endpoint.split(separator: ":")
+        guard parts.count == 2, let port = Int(parts[1]) else { throw ValidationError("endpoint must be host:port") }
+        let host = String(parts[0])
+
+        var transports: [HTTP2ClientTransport.Posix] = []
+        for _ in 0..<options.conns {
+            var config = HTTP2ClientTransport.Posix.Config.defaults
+            // A Go server (real etcd) sends BDP pings too; answer them here.
+            config.channelDebuggingCallbacks.onCreateTCPConnection = { channel in
+                HTTP2PingResponder.install(on: channel, expectsClientPreface: false)
+            }
+            transports.append(try HTTP2ClientTransport.Posix(
+                target: .ipv4(address: host, port: port), transportSecurity: .plaintext, config: config))
+        }
+        let grpcClients = transports.map { GRPCClient(transport: $0) }
+
+        let result = try await withThrowingTaskGroup(of: Void.self) { connections in
+            for client in grpcClients { connections.addTask { try await client.runConnections() } }
+            defer { grpcClients.forEach { $0.beginGracefulShutdown() } }
+
+            let clock = ContinuousClock()
+            let start = clock.now
+            let perClient = options.total / options.clients
+            let outcome = try await withThrowingTaskGroup(of: ([Duration], Int).self) { workers in
+                for worker in 0..<options.clients {
+                    let kv = Etcdserverpb_KV.Client(wrapping: grpcClients[worker % grpcClients.count])
+                    let count = perClient + (worker < options.total % options.clients ? 1 : 0)
+                    workers.addTask {
+                        var latencies: [Duration] = []
+                        latencies.reserveCapacity(count)
+                        var errors = 0
+                        for i in 0..<count {
+                            let begin = clock.now
+                            do { try await request(kv, worker &* 1_000_003 &+ i) } catch { errors += 1 }
+                            latencies.append(clock.now - begin)
+                        }
+                        return (latencies, errors)
+                    }
+                }
+                var all: [Duration] = []
+                var errors = 0
+                for try await (latencies, failed) in workers {
+                    all += latencies
+                    errors += failed
+                }
+                return (all, errors)
+            }
+            return (outcome.0, outcome.1, clock.now - start)
+        }
+        report(label: label, latencies: result.0, errors: result.1, elapsed: result.2)
+    }
+
+    static func report(label: String, latencies: [Duration], errors: Int, elapsed: Duration) {
+        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        let sorted = latencies.map { Double($0.components.seconds) * 1e3 + Double($0.components.attoseconds) / 1e15 }.sorted()
+        func percentile(_ p: Double) -> Double { sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))] }
+        let average = sorted.isEmpty ? 0 : sorted.reduce(0, +) / Double(sorted.count)
+        print("\(label): \(latencies.count) requests, \(errors) errors, \(String(format: "%.2f", seconds)) s")
+        print(String(format: "  requests/s: %.0f", Double(latencies.count) / seconds))
+        print(String(format: "  latency ms: avg %.3f  p50 %.3f  p90 %.3f  p99 %.3f  p99.9 %.3f  max %.3f",
+                     average, percentile(0.5), percentile(0.9), percentile(0.99), percentile(0.999), sorted.last ?? 0))
+    }
+}
+
+struct PutLoad: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "put", abstract: "Puts against a running server (ours or etcd).")
+
+    @OptionGroup var options: LoadOptions
+
+    @Option(help: "Value size in bytes.")
+    var valSize = 256
+
+    func run() async throws {
+        let options = options
+        let value = Data(repeating: 0x61, count: valSize)
+        try await LoadRunner.run(options, label: "put") { kv, n in
+            var request = Etcdserverpb_PutRequest()
+            request.key = options.key(n)
+            request.value = value
+            _ = try await kv.put(request)
+        }
+    }
+}
+
+struct RangeLoad: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "range", abstract: "Single-key ranges against a running server.")
+
+    @OptionGroup var options: LoadOptions
+
+    @Option(help: "l (linearizable) or s (serializable).")
+    var consistency = "l"
+
+    func run() async throws {
+        let options = options
+        let serializable = consistency == "s"
+        try await LoadRunner.run(options, label: serializable ? "range (serializable)" : "range (linearizable)") { kv, n in
+            var request = Etcdserverpb_RangeRequest()
+            request.key = options.key(n)
+            request.serializable = serializable
+            _ = try await kv.range(request)
+        }
+    }
+}
