@@ -90,8 +90,8 @@ public final class Member: Sendable {
             try storage.append(entries.filter { $0.index > marker.index }.map(Raft.Entry.init))
             if hardState.term > 0 { storage.setHardState(Raft.HardState(hardState)) }
         } else {
-            memberID = Self.makeID(config.name + "|" + config.dataDir + "|" + config.advertiseClientURLs.joined(separator: ","))
-            clusterID = Self.makeID("cluster|" + String(memberID))
+            memberID = MemberIdentity.memberID(peerURLs: config.initialAdvertisePeerURLs, clusterToken: config.initialClusterToken)
+            clusterID = MemberIdentity.clusterID(memberIDs: [memberID])
             var metadata = Etcdserverpb_Metadata()
             metadata.nodeID = memberID
             metadata.clusterID = clusterID
@@ -454,13 +454,6 @@ public final class Member: Sendable {
         try? backend.close()
         finished.withLock { $0 = true }
         signal()
-    }
-
-    /// A 64-bit id from a name (FNV-1a); stable for the same input.
-    static func makeID(_ seed: String) -> UInt64 {
-        var hash: UInt64 = 0xCBF2_9CE4_8422_2325
-        for byte in seed.utf8 { hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01B3 }
-        return hash == 0 ? 1 : hash
     }
 }
 

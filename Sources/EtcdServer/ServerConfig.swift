@@ -8,6 +8,9 @@ public struct ServerConfig: Sendable, Equatable {
     public var advertiseClientURLs: [String]
     /// --initial-advertise-peer-urls (reported by MemberList; peers come with clustering).
     public var initialAdvertisePeerURLs = ["http://localhost:2380"]
+    /// --initial-cluster-token: part of every member id, so clusters started
+    /// from the same flags but different tokens never mistake each other.
+    public var initialClusterToken = "etcd-cluster"
     /// --max-request-bytes: the largest request a client may send.
     public var maxRequestBytes = 1_572_864
     /// --snapshot-count: applied entries between raft snapshots (which release the WAL).

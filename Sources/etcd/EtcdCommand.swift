@@ -27,6 +27,9 @@ struct EtcdCommand: AsyncParsableCommand {
     @Option(name: .customLong("initial-advertise-peer-urls"), help: "Comma-separated peer URLs of this member to advertise to the cluster.")
     var initialAdvertisePeerURLs: String?
 
+    @Option(name: .customLong("initial-cluster-token"), help: "Initial cluster token; part of every member id (default: etcd-cluster).")
+    var initialClusterToken: String?
+
     @Option(name: .customLong("snapshot-count"), help: "Applied entries between raft snapshots, which release the WAL (default: 10000).")
     var snapshotCount: String?
 
@@ -56,6 +59,7 @@ struct EtcdCommand: AsyncParsableCommand {
             advertiseClientURLs: setting(advertiseClientURLs, "ETCD_ADVERTISE_CLIENT_URLS").map(split) ?? ["http://localhost:2379"]
         )
         if let urls = setting(initialAdvertisePeerURLs, "ETCD_INITIAL_ADVERTISE_PEER_URLS") { config.initialAdvertisePeerURLs = split(urls) }
+        if let token = setting(initialClusterToken, "ETCD_INITIAL_CLUSTER_TOKEN") { config.initialClusterToken = token }
         func number<T: FixedWidthInteger>(_ flag: String?, _ variable: String, _ option: String, minimum: T) throws -> T? {
             guard let text = setting(flag, variable) else { return nil }
             guard let value = T(text), value >= minimum else { throw ValidationError("invalid value \"\(text)\" for --\(option)") }
@@ -73,7 +77,7 @@ struct EtcdCommand: AsyncParsableCommand {
         try FileManager.default.createDirectory(atPath: config.memberDir, withIntermediateDirectories: true)
         let member = try Member(config: config)
         defer { member.stop() }
-        log("member \(String(member.memberID, radix: 16)) started (cluster \(String(member.clusterID, radix: 16)))")
+        log("member \(String(member.memberID, radix: 16)) started in cluster \(String(member.clusterID, radix: 16)), data dir \(config.dataDir)")
 
         let listeners = addresses.map { ClientListener(address: $0, member: member) }
         // SIGTERM / SIGINT: stop accepting, finish in-flight calls, then the
@@ -95,8 +99,11 @@ struct EtcdCommand: AsyncParsableCommand {
             }
             for listener in listeners {
                 let port = try await listener.boundPort() ?? listener.address.port
-                log("serving client traffic on \(listener.address.host):\(port) (data dir \(config.dataDir))")
+                log("serving insecure client requests on \(listener.address.host):\(port), this is strongly discouraged!")
             }
+            // Operators' scripts wait for these lines, as with etcd.
+            log("enabled capabilities for version \(EtcdVersion.api)")
+            log("ready to serve client requests")
         }
     }
 

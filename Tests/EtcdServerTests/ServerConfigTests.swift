@@ -24,3 +24,21 @@ import Testing
         #expect(throws: ConfigError.self) { try ListenAddress(parsing: url) }
     }
 }
+
+@Suite struct MemberIdentityTests {
+    /// The ids the real etcd 3.4 gives a default single member
+    /// (`etcd` with no flags: peer URL http://localhost:2380, token etcd-cluster).
+    @Test func defaultMemberMatchesEtcd() {
+        let member = MemberIdentity.memberID(peerURLs: ["http://localhost:2380"], clusterToken: "etcd-cluster")
+        #expect(String(member, radix: 16) == "8e9e05c52164694d")
+        #expect(String(MemberIdentity.clusterID(memberIDs: [member]), radix: 16) == "cdf818194e3a8c32")
+    }
+
+    @Test func peerURLOrderDoesNotMatterButTokenDoes() {
+        let a = MemberIdentity.memberID(peerURLs: ["http://b:2380", "http://a:2380"], clusterToken: "t")
+        let b = MemberIdentity.memberID(peerURLs: ["http://a:2380", "http://b:2380"], clusterToken: "t")
+        #expect(a == b)
+        #expect(a != MemberIdentity.memberID(peerURLs: ["http://a:2380", "http://b:2380"], clusterToken: "u"))
+        #expect(MemberIdentity.clusterID(memberIDs: [1, 2]) == MemberIdentity.clusterID(memberIDs: [2, 1]))
+    }
+}
