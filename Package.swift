@@ -157,8 +157,17 @@ let package = Package(
             dependencies: ["MVCC", "Backend", "EtcdProto", .product(name: "SwiftProtobuf", package: "swift-protobuf")]
         ),
         .testTarget(name: "EtcdServerTests", dependencies: ["EtcdServer", "EtcdProto"]),
-        // Spawns the built `etcd` and drives it with Debian's Go etcdctl.
-        .testTarget(name: "E2ETests"),
+        // Spawns the built `etcd`; drives it with Debian's Go etcdctl and
+        // compares it with Debian's real etcd.
+        .testTarget(
+            name: "E2ETests",
+            dependencies: [
+                "EtcdGRPC", "EtcdProto", "HTTP2PingResponder",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ]
+        ),
         .testTarget(
             name: "EtcdAPITests",
             dependencies: [
