@@ -34,9 +34,6 @@ public final class Member: Sendable {
     /// Proposals waiting in line for the loop; bounded so a flood of writes
     /// gets a clear error instead of unbounded memory.
     static let maxQueuedProposals = 10_000
-    static let tickIntervalMilliseconds = 100
-    static let electionTicks = 10
-    static let requestTimeoutSeconds: Double = 7
 
     struct SharedState {
         var proposals: [(id: UInt64, data: Data)] = []
@@ -64,7 +61,8 @@ public final class Member: Sendable {
         self.config = config
         let fm = FileManager.default
         try fm.createDirectory(atPath: config.snapDir, withIntermediateDirectories: true)
-        let backend = try Backend(path: config.backendPath)
+        try fm.createDirectory(atPath: URL(fileURLWithPath: config.walDir).deletingLastPathComponent().path, withIntermediateDirectories: true)
+        let backend = try Backend(path: config.backendPath, config: BackendConfig(quotaBytes: config.quotaBackendBytes))
         self.backend = backend
         self.store = try KVStore(backend: backend)
 
@@ -103,7 +101,7 @@ public final class Member: Sendable {
             try wal.save(hardState: Raftpb_HardState(Raft.HardState(term: 1, vote: 0, commit: 1)), entries: [], mustSync: true)
         }
 
-        var raftConfig = Raft.Config(id: memberID, electionTick: Self.electionTicks, heartbeatTick: 1, storage: storage)
+        var raftConfig = Raft.Config(id: memberID, electionTick: config.electionTicks, heartbeatTick: 1, storage: storage)
         let snapshotIndex = try storage.snapshot().metadata.index
         raftConfig.applied = max(snapshotIndex, try store.consistentIndex().index)
         raftConfig.checkQuorum = true
@@ -263,7 +261,8 @@ public final class Member: Sendable {
     // MARK: - The raft loop (runs on its own thread)
 
     private func runLoop() {
-        var nextTick = Date().addingTimeInterval(Double(Self.tickIntervalMilliseconds) / 1000)
+        let tickSeconds = Double(config.heartbeatIntervalMilliseconds) / 1000
+        var nextTick = Date().addingTimeInterval(tickSeconds)
         loopBox.withState { loop in
             // A single voter elects itself at once instead of waiting a timeout.
             try? loop.node.campaign()
@@ -286,7 +285,7 @@ public final class Member: Sendable {
             loopBox.withState { loop in
                 if Date() >= nextTick {
                     loop.node.tick()
-                    nextTick = Date().addingTimeInterval(Double(Self.tickIntervalMilliseconds) / 1000)
+                    nextTick = Date().addingTimeInterval(tickSeconds)
                 }
                 for proposal in proposals {
                     do { try loop.node.propose(proposal.data) } catch {

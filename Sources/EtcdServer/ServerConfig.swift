@@ -1,6 +1,6 @@
 /// What a member needs to start, named after etcd's flags
 /// (`--name`, `--data-dir`, `--listen-client-urls`, ...).
-public struct ServerConfig: Sendable, Equatable {
+public struct ServerConfig: Sendable {
     public var name: String
     /// Defaults to `<name>.etcd`, as etcd does.
     public var dataDir: String
@@ -17,6 +17,25 @@ public struct ServerConfig: Sendable, Equatable {
     public var snapshotCount: UInt64 = 10_000
     /// --max-txn-ops: the most operations one txn may hold.
     public var maxTxnOps = 128
+    /// --wal-dir: a separate directory for the WAL (default: `<data-dir>/member/wal`).
+    public var dedicatedWALDir: String?
+    /// --listen-peer-urls (validated; peers come with clustering).
+    public var listenPeerURLs = ["http://localhost:2380"]
+    /// --initial-cluster: name → peer URLs of the members a new cluster starts with.
+    public var initialCluster: [(name: String, peerURLs: [String])] = [("default", ["http://localhost:2380"])]
+    /// --initial-cluster-state: `new` or `existing`.
+    public var initialClusterState = "new"
+    /// --heartbeat-interval in milliseconds: one raft tick.
+    public var heartbeatIntervalMilliseconds = 100
+    /// --election-timeout in milliseconds.
+    public var electionTimeoutMilliseconds = 1000
+    /// --quota-backend-bytes: the backend may not grow past this.
+    public var quotaBackendBytes: Int = 2 << 30
+    /// --log-level: debug, info, warn, error, panic or fatal.
+    public var logLevel = "info"
+
+    /// Raft ticks per election timeout.
+    public var electionTicks: Int { electionTimeoutMilliseconds / heartbeatIntervalMilliseconds }
 
     public init(
         name: String = "default",
@@ -32,7 +51,7 @@ public struct ServerConfig: Sendable, Equatable {
 
     /// `member/` under the data dir: holds `wal/` and `snap/` (with the backend `snap/db`).
     public var memberDir: String { dataDir + "/member" }
-    public var walDir: String { memberDir + "/wal" }
+    public var walDir: String { dedicatedWALDir ?? memberDir + "/wal" }
     public var snapDir: String { memberDir + "/snap" }
     public var backendPath: String { snapDir + "/db" }
 }

@@ -2,9 +2,11 @@ import ArgumentParser
 import EtcdAPI
 import EtcdServer
 import Foundation
+import Yams
 
-/// `etcd`: starts a member. Flags follow etcd's names; each can also be set
-/// through its `ETCD_*` environment variable (e.g. `ETCD_DATA_DIR`).
+/// `etcd`: starts a member. Flags use etcd's names and defaults; each can
+/// also be set through its `ETCD_*` environment variable (the flag wins), or
+/// all of them through `--config-file` (then flags and environment are ignored).
 @main
 struct EtcdCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -12,35 +14,57 @@ struct EtcdCommand: AsyncParsableCommand {
         abstract: "A distributed, reliable key-value store (etcd in Swift)."
     )
 
-    @Option(name: .customLong("name"), help: "Human-readable name for this member.")
+    @Option(name: .customLong("name"), help: "Human-readable name for this member (default: default).")
     var name: String?
-
     @Option(name: .customLong("data-dir"), help: "Path to the data directory (default: <name>.etcd).")
     var dataDir: String?
-
-    @Option(name: .customLong("listen-client-urls"), help: "Comma-separated URLs to listen on for client traffic.")
+    @Option(name: .customLong("wal-dir"), help: "Path to a dedicated WAL directory.")
+    var walDir: String?
+    @Option(name: .customLong("listen-client-urls"), help: "URLs to listen on for client traffic (default: http://localhost:2379).")
     var listenClientURLs: String?
-
-    @Option(name: .customLong("advertise-client-urls"), help: "Comma-separated client URLs to advertise to the cluster.")
+    @Option(name: .customLong("advertise-client-urls"), help: "Client URLs to advertise to the cluster (default: http://localhost:2379).")
     var advertiseClientURLs: String?
-
-    @Option(name: .customLong("initial-advertise-peer-urls"), help: "Comma-separated peer URLs of this member to advertise to the cluster.")
+    @Option(name: .customLong("listen-peer-urls"), help: "URLs to listen on for peer traffic (default: http://localhost:2380).")
+    var listenPeerURLs: String?
+    @Option(name: .customLong("initial-advertise-peer-urls"), help: "This member's peer URLs to advertise (default: http://localhost:2380).")
     var initialAdvertisePeerURLs: String?
-
+    @Option(name: .customLong("initial-cluster"), help: "Initial cluster configuration, name=url,... (default: <name>=<initial-advertise-peer-urls>).")
+    var initialCluster: String?
+    @Option(name: .customLong("initial-cluster-state"), help: "new or existing (default: new).")
+    var initialClusterState: String?
     @Option(name: .customLong("initial-cluster-token"), help: "Initial cluster token; part of every member id (default: etcd-cluster).")
     var initialClusterToken: String?
-
-    @Option(name: .customLong("snapshot-count"), help: "Applied entries between raft snapshots, which release the WAL (default: 10000).")
+    @Option(name: .customLong("snapshot-count"), help: "Applied entries between raft snapshots (default: 10000).")
     var snapshotCount: String?
-
+    @Option(name: .customLong("heartbeat-interval"), help: "Time of a heartbeat interval, in milliseconds (default: 100).")
+    var heartbeatInterval: String?
+    @Option(name: .customLong("election-timeout"), help: "Time of an election timeout, in milliseconds (default: 1000).")
+    var electionTimeout: String?
     @Option(name: .customLong("max-request-bytes"), help: "Maximum client request size in bytes (default: 1572864).")
     var maxRequestBytes: String?
-
     @Option(name: .customLong("max-txn-ops"), help: "Maximum number of operations in a txn request (default: 128).")
     var maxTxnOps: String?
+    @Option(name: .customLong("quota-backend-bytes"), help: "Backend size limit in bytes (default: 2 GiB).")
+    var quotaBackendBytes: String?
+    @Option(name: .customLong("log-level"), help: "debug, info, warn, error, panic or fatal (default: info).")
+    var logLevel: String?
+    @Option(name: .customLong("config-file"), help: "YAML configuration file with etcd's keys; flags and environment are then ignored.")
+    var configFile: String?
 
     @Flag(name: .customLong("version"), help: "Print the version and exit.")
     var printVersion = false
+
+    private var flags: [ConfigKey: String?] {
+        [
+            .name: name, .dataDir: dataDir, .walDir: walDir, .listenClientURLs: listenClientURLs,
+            .advertiseClientURLs: advertiseClientURLs, .listenPeerURLs: listenPeerURLs,
+            .initialAdvertisePeerURLs: initialAdvertisePeerURLs, .initialCluster: initialCluster,
+            .initialClusterState: initialClusterState, .initialClusterToken: initialClusterToken,
+            .snapshotCount: snapshotCount, .heartbeatInterval: heartbeatInterval, .electionTimeout: electionTimeout,
+            .maxRequestBytes: maxRequestBytes, .maxTxnOps: maxTxnOps, .quotaBackendBytes: quotaBackendBytes,
+            .logLevel: logLevel,
+        ]
+    }
 
     func run() async throws {
         if printVersion {
@@ -48,33 +72,16 @@ struct EtcdCommand: AsyncParsableCommand {
             print("API Version: \(EtcdVersion.api)")
             return
         }
-        let env = ProcessInfo.processInfo.environment
-        func setting(_ flag: String?, _ variable: String) -> String? { flag ?? env[variable] }
-        let split = { (s: String) in s.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
-
-        var config = ServerConfig(
-            name: setting(name, "ETCD_NAME") ?? "default",
-            dataDir: setting(dataDir, "ETCD_DATA_DIR"),
-            listenClientURLs: setting(listenClientURLs, "ETCD_LISTEN_CLIENT_URLS").map(split) ?? ["http://localhost:2379"],
-            advertiseClientURLs: setting(advertiseClientURLs, "ETCD_ADVERTISE_CLIENT_URLS").map(split) ?? ["http://localhost:2379"]
-        )
-        if let urls = setting(initialAdvertisePeerURLs, "ETCD_INITIAL_ADVERTISE_PEER_URLS") { config.initialAdvertisePeerURLs = split(urls) }
-        if let token = setting(initialClusterToken, "ETCD_INITIAL_CLUSTER_TOKEN") { config.initialClusterToken = token }
-        func number<T: FixedWidthInteger>(_ flag: String?, _ variable: String, _ option: String, minimum: T) throws -> T? {
-            guard let text = setting(flag, variable) else { return nil }
-            guard let value = T(text), value >= minimum else { throw ValidationError("invalid value \"\(text)\" for --\(option)") }
-            return value
-        }
-        if let n: UInt64 = try number(snapshotCount, "ETCD_SNAPSHOT_COUNT", "snapshot-count", minimum: 1) { config.snapshotCount = n }
-        if let n: Int = try number(maxRequestBytes, "ETCD_MAX_REQUEST_BYTES", "max-request-bytes", minimum: 1) { config.maxRequestBytes = n }
-        if let n: Int = try number(maxTxnOps, "ETCD_MAX_TXN_OPS", "max-txn-ops", minimum: 1) { config.maxTxnOps = n }
-        let addresses: [ListenAddress]
+        let settings = try configFile.map(Self.settings(fromFile:)) ?? Self.settings(flags: flags, environment: ProcessInfo.processInfo.environment)
+        let config: ServerConfig
         do {
-            addresses = try config.listenClientURLs.map { try ListenAddress(parsing: $0) }
+            config = try ServerConfig(settings: settings)
+            try config.checkSingleMember()
         } catch {
-            throw ValidationError("--listen-client-urls: \(error)")
+            throw ValidationError(error.description)
         }
-        try FileManager.default.createDirectory(atPath: config.memberDir, withIntermediateDirectories: true)
+        let addresses = try config.listenClientURLs.map { try ListenAddress(parsing: $0) }
+
         let member = try Member(config: config)
         defer { member.stop() }
         log("member \(String(member.memberID, radix: 16)) started in cluster \(String(member.clusterID, radix: 16)), data dir \(config.dataDir)")
@@ -105,6 +112,42 @@ struct EtcdCommand: AsyncParsableCommand {
             log("enabled capabilities for version \(EtcdVersion.api)")
             log("ready to serve client requests")
         }
+    }
+
+    /// Flags win over `ETCD_*` variables.
+    static func settings(flags: [ConfigKey: String?], environment: [String: String]) -> [ConfigKey: String] {
+        var settings: [ConfigKey: String] = [:]
+        for key in ConfigKey.allCases {
+            if let value = (flags[key] ?? nil) ?? environment[key.environmentVariable] { settings[key] = value }
+        }
+        return settings
+    }
+
+    /// etcd's YAML config file: the same names as the flags; lists may be
+    /// YAML sequences or comma-separated strings.
+    static func settings(fromFile path: String) throws -> [ConfigKey: String] {
+        let text: String
+        do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
+            throw ValidationError("cannot read --config-file \(path): \(error.localizedDescription)")
+        }
+        let document: Any?
+        do { document = try Yams.load(yaml: text) } catch {
+            throw ValidationError("--config-file \(path) is not valid YAML: \(error)")
+        }
+        guard let map = document as? [String: Any] else {
+            throw ValidationError("--config-file \(path) must be a YAML mapping of etcd settings")
+        }
+        var settings: [ConfigKey: String] = [:]
+        for (name, value) in map {
+            // etcd's file has keys we do not act on yet (tls, logging, ...); they are ignored, as unknown keys are by etcd.
+            guard let key = ConfigKey(rawValue: name) else { continue }
+            switch value {
+            case let list as [Any]: settings[key] = list.map { "\($0)" }.joined(separator: ",")
+            case is NSNull: continue
+            default: settings[key] = "\(value)"
+            }
+        }
+        return settings
     }
 
     private func log(_ message: String) {

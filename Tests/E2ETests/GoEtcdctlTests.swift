@@ -67,6 +67,43 @@ extension GoEtcdctlTests {
     }
 }
 
+extension GoEtcdctlTests {
+    /// Settings from ETCD_* variables and from --config-file, and a bad flag.
+    @Test func environmentConfigFileAndBadFlags() throws {
+        let dataDir = FileManager.default.temporaryDirectory.appendingPathComponent("e2e-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: dataDir) }
+        let server = try EtcdProcess(dataDir: dataDir, environment: ["ETCD_NAME": "envname", "ETCD_SNAPSHOT_COUNT": "3"])
+        for i in 0..<7 { #expect(try server.etcdctl(["put", "e\(i)", "v"]).status == 0) }
+        #expect(try server.etcdctl(["member", "list"]).out.contains("started, envname"))
+        server.terminate()
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dataDir + "/member/snap").filter { $0.hasSuffix(".snap") }.count == 2)
+
+        let port = try EtcdProcess.freePort()
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("etcd-\(UUID().uuidString).yaml").path
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        try """
+        name: fromfile
+        data-dir: \(dataDir)-file
+        listen-client-urls: http://127.0.0.1:\(port)
+        advertise-client-urls: [http://127.0.0.1:\(port)]
+        snapshot-count: 1000
+        client-transport-security:
+          auto-tls: false
+        """.write(toFile: file, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: dataDir + "-file") }
+        let fromFile = try EtcdProcess(arguments: ["--config-file", file], port: port)
+        defer { fromFile.terminate() }
+        #expect(try fromFile.etcdctl(["member", "list"]).out.contains("started, fromfile"))
+
+        let bad = try EtcdProcess.run(EtcdProcess.binary, ["--snapshot-count", "lots"], environment: [:], input: nil)
+        #expect(bad.status != 0)
+        #expect(bad.err.contains("--snapshot-count"))
+        let unknown = try EtcdProcess.run(EtcdProcess.binary, ["--no-such-flag"], environment: [:], input: nil)
+        #expect(unknown.status != 0)
+        #expect(unknown.err.contains("no-such-flag"))
+    }
+}
+
 /// Our etcd on a free loopback port with a temporary data dir.
 final class EtcdProcess {
     let process = Process()
@@ -80,13 +117,24 @@ final class EtcdProcess {
         ProcessInfo.processInfo.environment["ETCD_SWIFT_BINARY"] ?? repositoryRoot.appendingPathComponent(".build/debug/etcd").path
     }
 
-    init(dataDir: String? = nil, extraArguments: [String] = []) throws {
-        port = try Self.freePort()
-        ownsDataDir = dataDir == nil
-        self.dataDir = dataDir ?? FileManager.default.temporaryDirectory.appendingPathComponent("e2e-\(UUID().uuidString)").path
+    convenience init(dataDir: String? = nil, extraArguments: [String] = [], environment: [String: String] = [:]) throws {
+        let port = try Self.freePort()
+        let dir = dataDir ?? FileManager.default.temporaryDirectory.appendingPathComponent("e2e-\(UUID().uuidString)").path
+        try self.init(
+            arguments: ["--data-dir", dir, "--listen-client-urls", "http://127.0.0.1:\(port)",
+                        "--advertise-client-urls", "http://127.0.0.1:\(port)"] + extraArguments,
+            port: port, dataDir: dir, ownsDataDir: dataDir == nil, environment: environment
+        )
+    }
+
+    /// Starts `etcd` with exactly `arguments`; `port` is where it will serve.
+    init(arguments: [String], port: Int, dataDir: String = "", ownsDataDir: Bool = false, environment: [String: String] = [:]) throws {
+        self.port = port
+        self.ownsDataDir = ownsDataDir
+        self.dataDir = dataDir
         process.executableURL = URL(fileURLWithPath: Self.binary)
-        process.arguments = ["--data-dir", self.dataDir, "--listen-client-urls", "http://127.0.0.1:\(port)",
-                             "--advertise-client-urls", "http://127.0.0.1:\(port)"] + extraArguments
+        process.arguments = arguments
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()

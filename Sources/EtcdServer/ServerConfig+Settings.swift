@@ -1,0 +1,150 @@
+/// The settings `etcd` reads, by their flag names. Each can come from a flag
+/// (`--data-dir`), from its environment variable (`ETCD_DATA_DIR`; the flag
+/// wins) or, with `--config-file`, from the YAML file's key of the same name
+/// (then flags and environment are ignored, as etcd does).
+public enum ConfigKey: String, CaseIterable, Sendable {
+    case name
+    case dataDir = "data-dir"
+    case walDir = "wal-dir"
+    case listenClientURLs = "listen-client-urls"
+    case advertiseClientURLs = "advertise-client-urls"
+    case listenPeerURLs = "listen-peer-urls"
+    case initialAdvertisePeerURLs = "initial-advertise-peer-urls"
+    case initialCluster = "initial-cluster"
+    case initialClusterState = "initial-cluster-state"
+    case initialClusterToken = "initial-cluster-token"
+    case snapshotCount = "snapshot-count"
+    case heartbeatInterval = "heartbeat-interval"
+    case electionTimeout = "election-timeout"
+    case maxRequestBytes = "max-request-bytes"
+    case maxTxnOps = "max-txn-ops"
+    case quotaBackendBytes = "quota-backend-bytes"
+    case logLevel = "log-level"
+
+    /// `ETCD_` + the flag name in upper snake case.
+    public var environmentVariable: String {
+        "ETCD_" + String(rawValue.uppercased().map { $0 == "-" ? "_" : $0 })
+    }
+}
+
+public enum SettingsError: Error, Equatable, CustomStringConvertible {
+    case invalid(key: String, value: String, reason: String)
+    case unsupported(String)
+
+    public var description: String {
+        switch self {
+        case let .invalid(key, value, reason): return "invalid value \"\(value)\" for --\(key): \(reason)"
+        case let .unsupported(what): return what
+        }
+    }
+}
+
+extension ServerConfig {
+    /// Builds a configuration from settings by flag name, with etcd's
+    /// defaults and checks. Errors name the flag.
+    public init(settings: [ConfigKey: String]) throws(SettingsError) {
+        func list(_ key: ConfigKey) -> [String]? {
+            settings[key].map { $0.split(separator: ",").map { String($0).trimmingWhitespace() }.filter { !$0.isEmpty } }
+        }
+        func urls(_ key: ConfigKey) throws(SettingsError) -> [String]? {
+            guard let values = list(key) else { return nil }
+            guard !values.isEmpty else { throw .invalid(key: key.rawValue, value: settings[key] ?? "", reason: "no URL given") }
+            for value in values {
+                do { _ = try ListenAddress(parsing: value) } catch {
+                    throw .invalid(key: key.rawValue, value: value, reason: error.description)
+                }
+            }
+            return values
+        }
+        func integer<T: FixedWidthInteger>(_ key: ConfigKey, _ range: ClosedRange<T>) throws(SettingsError) -> T? {
+            guard let text = settings[key] else { return nil }
+            guard let value = T(text.trimmingWhitespace()), range.contains(value) else {
+                throw .invalid(key: key.rawValue, value: text, reason: "expected an integer in \(range.lowerBound)...\(range.upperBound)")
+            }
+            return value
+        }
+
+        let name = settings[.name] ?? "default"
+        self.init(
+            name: name,
+            dataDir: settings[.dataDir],
+            listenClientURLs: try urls(.listenClientURLs) ?? ["http://localhost:2379"],
+            advertiseClientURLs: try urls(.advertiseClientURLs) ?? ["http://localhost:2379"]
+        )
+        dedicatedWALDir = settings[.walDir].flatMap { $0.isEmpty ? nil : $0 }
+        if let value = try urls(.listenPeerURLs) { listenPeerURLs = value }
+        if let value = try urls(.initialAdvertisePeerURLs) { initialAdvertisePeerURLs = value }
+        if let value = settings[.initialClusterToken] { initialClusterToken = value }
+        if let value: UInt64 = try integer(.snapshotCount, 1...UInt64.max) { snapshotCount = value }
+        if let value: Int = try integer(.heartbeatInterval, 1...10_000) { heartbeatIntervalMilliseconds = value }
+        if let value: Int = try integer(.electionTimeout, 1...50_000) { electionTimeoutMilliseconds = value }
+        if let value: Int = try integer(.maxRequestBytes, 1...Int(Int32.max)) { maxRequestBytes = value }
+        if let value: Int = try integer(.maxTxnOps, 1...Int(Int32.max)) { maxTxnOps = value }
+        if let value: Int = try integer(.quotaBackendBytes, 0...(1 << 40)) { quotaBackendBytes = value == 0 ? 2 << 30 : value }
+
+        if electionTimeoutMilliseconds < 5 * heartbeatIntervalMilliseconds {
+            throw .invalid(key: ConfigKey.electionTimeout.rawValue, value: String(electionTimeoutMilliseconds),
+                           reason: "should be at least 5 times --heartbeat-interval (\(heartbeatIntervalMilliseconds))")
+        }
+        if let level = settings[.logLevel] {
+            guard ["debug", "info", "warn", "error", "dpanic", "panic", "fatal"].contains(level) else {
+                throw .invalid(key: ConfigKey.logLevel.rawValue, value: level, reason: "expected debug, info, warn, error, panic or fatal")
+            }
+            logLevel = level
+        }
+        if let state = settings[.initialClusterState] {
+            guard state == "new" || state == "existing" else {
+                throw .invalid(key: ConfigKey.initialClusterState.rawValue, value: state, reason: "expected new or existing")
+            }
+            initialClusterState = state
+        }
+
+        // --initial-cluster defaults to this member alone (name=advertised peer URLs).
+        if let text = settings[.initialCluster] {
+            var members: [String: [String]] = [:]
+            var order: [String] = []
+            for part in text.split(separator: ",") {
+                let pieces = part.split(separator: "=", maxSplits: 1).map { String($0).trimmingWhitespace() }
+                guard pieces.count == 2, !pieces[0].isEmpty else {
+                    throw .invalid(key: ConfigKey.initialCluster.rawValue, value: text, reason: "expected name=url[,name=url...]")
+                }
+                do { _ = try ListenAddress(parsing: pieces[1]) } catch {
+                    throw .invalid(key: ConfigKey.initialCluster.rawValue, value: pieces[1], reason: error.description)
+                }
+                if members[pieces[0]] == nil { order.append(pieces[0]) }
+                members[pieces[0], default: []].append(pieces[1])
+            }
+            initialCluster = order.map { ($0, members[$0]!) }
+        } else {
+            initialCluster = [(name, initialAdvertisePeerURLs)]
+        }
+        guard let mine = initialCluster.first(where: { $0.name == name }) else {
+            throw .invalid(key: ConfigKey.initialCluster.rawValue, value: settings[.initialCluster] ?? "",
+                           reason: "it does not name this member (\(name))")
+        }
+        guard mine.peerURLs.sorted() == initialAdvertisePeerURLs.sorted() else {
+            throw .invalid(key: ConfigKey.initialCluster.rawValue, value: settings[.initialCluster] ?? "",
+                           reason: "\(name)'s URLs \(mine.peerURLs) differ from --initial-advertise-peer-urls \(initialAdvertisePeerURLs)")
+        }
+    }
+
+    /// Whether this configuration asks for something only a cluster can do.
+    /// (Multi-member clusters come with the clustering issue.)
+    public func checkSingleMember() throws(SettingsError) {
+        if initialCluster.count > 1 {
+            throw .unsupported("etcdserver: a cluster of \(initialCluster.count) members is not implemented yet; this build runs a single member")
+        }
+        if initialClusterState == "existing" {
+            throw .unsupported("etcdserver: joining an existing cluster (--initial-cluster-state existing) is not implemented yet")
+        }
+    }
+}
+
+extension String {
+    func trimmingWhitespace() -> String {
+        var slice = Substring(self)
+        while let first = slice.first, first.isWhitespace { slice.removeFirst() }
+        while let last = slice.last, last.isWhitespace { slice.removeLast() }
+        return String(slice)
+    }
+}

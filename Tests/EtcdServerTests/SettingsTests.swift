@@ -1,0 +1,71 @@
+import EtcdServer
+import Testing
+
+@Suite struct SettingsTests {
+    @Test func defaultsAreEtcds() throws {
+        let config = try ServerConfig(settings: [:])
+        #expect(config.name == "default")
+        #expect(config.dataDir == "default.etcd")
+        #expect(config.walDir == "default.etcd/member/wal")
+        #expect(config.listenClientURLs == ["http://localhost:2379"])
+        #expect(config.initialAdvertisePeerURLs == ["http://localhost:2380"])
+        #expect(config.initialCluster.map(\.name) == ["default"])
+        #expect(config.snapshotCount == 10_000)
+        #expect(config.heartbeatIntervalMilliseconds == 100 && config.electionTicks == 10)
+        #expect(config.maxRequestBytes == 1_572_864 && config.maxTxnOps == 128)
+        #expect(config.quotaBackendBytes == 2 << 30)
+        try config.checkSingleMember()
+    }
+
+    @Test func everyKeyHasItsEnvironmentVariable() {
+        #expect(ConfigKey.dataDir.environmentVariable == "ETCD_DATA_DIR")
+        #expect(ConfigKey.listenClientURLs.environmentVariable == "ETCD_LISTEN_CLIENT_URLS")
+        #expect(ConfigKey.quotaBackendBytes.environmentVariable == "ETCD_QUOTA_BACKEND_BYTES")
+        #expect(Set(ConfigKey.allCases.map(\.environmentVariable)).count == ConfigKey.allCases.count)
+    }
+
+    @Test func valuesAreParsed() throws {
+        let config = try ServerConfig(settings: [
+            .name: "infra1", .walDir: "/fast/wal", .listenClientURLs: "http://127.0.0.1:2379, http://[::1]:2379",
+            .heartbeatInterval: "50", .electionTimeout: "500", .snapshotCount: "100",
+            .initialAdvertisePeerURLs: "http://10.0.0.1:2380", .initialCluster: "infra1=http://10.0.0.1:2380",
+        ])
+        #expect(config.dataDir == "infra1.etcd")
+        #expect(config.walDir == "/fast/wal")
+        #expect(config.listenClientURLs == ["http://127.0.0.1:2379", "http://[::1]:2379"])
+        #expect(config.electionTicks == 10)
+        #expect(config.snapshotCount == 100)
+    }
+
+    @Test func nameWithoutInitialClusterDefaultsToItself() throws {
+        let config = try ServerConfig(settings: [.name: "solo"])
+        #expect(config.initialCluster.map(\.name) == ["solo"])
+        #expect(config.initialCluster.first?.peerURLs == ["http://localhost:2380"])
+    }
+
+    @Test(arguments: [
+        ([ConfigKey.snapshotCount: "ten"], "snapshot-count"),
+        ([.heartbeatInterval: "100", .electionTimeout: "400"], "election-timeout"),
+        ([.listenClientURLs: "localhost:2379"], "listen-client-urls"),
+        ([.initialClusterState: "maybe"], "initial-cluster-state"),
+        ([.logLevel: "loud"], "log-level"),
+        ([.initialCluster: "other=http://localhost:2380"], "initial-cluster"),
+        ([.initialCluster: "default=http://localhost:9999"], "initial-cluster"),
+        ([.maxTxnOps: "0"], "max-txn-ops"),
+    ])
+    func badValuesNameTheFlag(settings: [ConfigKey: String], flag: String) {
+        do {
+            _ = try ServerConfig(settings: settings)
+            Issue.record("expected an error for --\(flag)")
+        } catch {
+            #expect(error.description.contains("--\(flag)"), "\(error)")
+        }
+    }
+
+    @Test func clustersAreRefusedUntilClusteringLands() throws {
+        let config = try ServerConfig(settings: [.initialCluster: "default=http://localhost:2380,m2=http://localhost:2381"])
+        #expect(throws: SettingsError.self) { try config.checkSingleMember() }
+        let joining = try ServerConfig(settings: [.initialClusterState: "existing"])
+        #expect(throws: SettingsError.self) { try joining.checkSingleMember() }
+    }
+}
