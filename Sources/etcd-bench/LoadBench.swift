@@ -26,15 +26,20 @@ struct LoadOptions: ParsableArguments {
     @Option(help: "Number of distinct keys.")
     var keySpaceSize = 10_000
 
+    @Flag(help: "Each client writes keys in order (from its own offset) instead of spreading them over the key space.")
+    var sequentialKeys = false
+
     func validate() throws {
         guard conns > 0, clients > 0, total > 0, keySize >= 4, keySpaceSize > 0 else {
             throw ValidationError("conns, clients, total and key-space-size must be positive; key-size at least 4")
         }
     }
 
+    /// The key for request `n` of a worker (`n` already mixes in the worker).
     func key(_ n: Int) -> Data {
         var key = Data(count: keySize)
-        let value = UInt32(n % keySpaceSize)
+        let spread = sequentialKeys ? UInt64(truncatingIfNeeded: n) : UInt64(truncatingIfNeeded: n) &* 0x9E37_79B9_7F4A_7C15
+        let value = UInt32(spread % UInt64(keySpaceSize))
         key.withUnsafeMutableBytes { $0.storeBytes(of: value.bigEndian, toByteOffset: keySize - 4, as: UInt32.self) }
         return key
     }
@@ -109,6 +114,26 @@ enum LoadRunner {
         print(String(format: "  requests/s: %.0f", Double(latencies.count) / seconds))
         print(String(format: "  latency ms: avg %.3f  p50 %.3f  p90 %.3f  p99 %.3f  p99.9 %.3f  max %.3f",
                      average, percentile(0.5), percentile(0.9), percentile(0.99), percentile(0.999), sorted.last ?? 0))
+        printHistogram(sorted)
+    }
+
+    /// Counts per latency bucket (powers of two in milliseconds), as bars.
+    static func printHistogram(_ sortedMilliseconds: [Double]) {
+        guard let slowest = sortedMilliseconds.last, !sortedMilliseconds.isEmpty else { return }
+        var bounds: [Double] = [0.125]
+        while bounds.last! < slowest { bounds.append(bounds.last! * 2) }
+        var counts = [Int](repeating: 0, count: bounds.count)
+        var bucket = 0
+        for value in sortedMilliseconds {
+            while value > bounds[bucket] { bucket += 1 }
+            counts[bucket] += 1
+        }
+        let widest = counts.max() ?? 1
+        print("  histogram (ms):")
+        for (i, count) in counts.enumerated() where count > 0 {
+            let bar = String(repeating: "∎", count: max(1, count * 40 / widest))
+            print(String(format: "  %8.3f - %8.3f [%7d] ", i == 0 ? 0 : bounds[i - 1], bounds[i], count) + bar)
+        }
     }
 }
 
@@ -148,6 +173,40 @@ struct RangeLoad: AsyncParsableCommand {
             request.key = options.key(n)
             request.serializable = serializable
             _ = try await kv.range(request)
+        }
+    }
+}
+
+struct TxnPutLoad: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "txn-put", abstract: "Txns of puts against a running server.")
+
+    @OptionGroup var options: LoadOptions
+
+    @Option(help: "Value size in bytes.")
+    var valSize = 256
+
+    @Option(help: "Puts per txn.")
+    var txnOps = 1
+
+    func run() async throws {
+        let options = options
+        let value = Data(repeating: 0x61, count: valSize)
+        let ops = txnOps
+        try await LoadRunner.run(options, label: "txn-put") { kv, n in
+            var txn = Etcdserverpb_TxnRequest()
+            var keys = Set<Data>()
+            for i in 0..<ops {
+                // A txn may not write one key twice; skip the rare repeat.
+                let key = options.key(n &* ops &+ i)
+                guard keys.insert(key).inserted else { continue }
+                var op = Etcdserverpb_RequestOp()
+                var put = Etcdserverpb_PutRequest()
+                put.key = key
+                put.value = value
+                op.requestPut = put
+                txn.success.append(op)
+            }
+            _ = try await kv.txn(txn)
         }
     }
 }
