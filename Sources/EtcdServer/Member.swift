@@ -121,12 +121,11 @@ public final class Member: Sendable {
     }
 
     /// Stops the loop, commits the backend and closes the files.
+    /// Also waits when the loop already stopped on its own (after a storage
+    /// error), so the files are closed when this returns — LMDB must never
+    /// have the same file open twice in one process.
     public func stop() {
-        let alreadyStopped = shared.withLock { state -> Bool in
-            defer { state.stopped = true }
-            return state.stopped
-        }
-        guard !alreadyStopped else { return }
+        shared.withLock { $0.stopped = true }
         signal()
         wakeup.lock()
         while !finished.withLock({ $0 }) { _ = wakeup.wait(until: Date().addingTimeInterval(0.05)) }
@@ -322,9 +321,11 @@ public final class Member: Sendable {
                 try loop.wal.save(hardState: Raftpb_HardState(hardState), entries: ready.entries.map(Raftpb_Entry.init), mustSync: ready.mustSync)
                 if let state = ready.hardState { loop.storage.setHardState(state); loop.lastHardState = state }
                 try loop.storage.append(ready.entries)
+                try crashIfAsked(.afterWALAppend, reached: ready.entries.last?.index ?? 0, &loop)
             }
             // Single member: raft addresses no peers. (Peers come with clustering.)
             for entry in ready.committedEntries { try apply(entry, &loop) }
+            try crashIfAsked(.afterApplyBeforeBackendCommit, reached: loop.applied, &loop)
             for readState in ready.readStates {
                 if let waiters = loop.pendingReads.removeValue(forKey: readState.requestContext) {
                     loop.readsWaitingForApply.append((readState.index, waiters))
@@ -430,8 +431,16 @@ public final class Member: Sendable {
     /// member stops and every waiter gets an error (the WAL keeps what was
     /// acknowledged).
     private func fatalStop(loop: inout RaftLoopState, _ error: any Error) {
-        FileHandle.standardError.write(Data("etcd: stopping after storage error: \(error)\n".utf8))
+        if !(error is SimulatedCrash) { FileHandle.standardError.write(Data("etcd: stopping after storage error: \(error)\n".utf8)) }
         shared.withLock { $0.stopped = true }
+    }
+
+    /// Test seam: stop dead at a point of the write path, as a `kill -9` there
+    /// would — nothing more is written, the backend batch is dropped.
+    private func crashIfAsked(_ point: CrashPoint, reached index: UInt64, _ loop: inout RaftLoopState) throws {
+        guard let crash = config.crashForTesting, crash.point == point, index >= crash.atIndex else { return }
+        loop.crashed = true
+        throw SimulatedCrash()
     }
 
     private func shutDown() {
@@ -446,15 +455,30 @@ public final class Member: Sendable {
             for pending in loop.readsWaitingForApply { for waiter in pending.waiters { waiter.resume(throwing: EtcdError.stopped) } }
             loop.pendingReads.removeAll()
             loop.readsWaitingForApply.removeAll()
-            try? loop.wal.sync()
-            loop.wal.close()
+            if loop.crashed {
+                loop.wal.close()
+                backend.abandon()
+            } else {
+                try? loop.wal.sync()
+                loop.wal.close()
+                try? backend.forceCommit()
+                try? backend.close()
+            }
         }
-        try? backend.forceCommit()
-        try? backend.close()
         finished.withLock { $0 = true }
         signal()
     }
 }
+
+/// Points of the write path where tests simulate a crash.
+enum CrashPoint: Sendable {
+    /// Entries are fsynced in the WAL but not yet applied.
+    case afterWALAppend
+    /// Entries are applied to the backend batch, which is not yet committed.
+    case afterApplyBeforeBackendCommit
+}
+
+struct SimulatedCrash: Error {}
 
 /// State only the raft loop thread touches.
 struct RaftLoopState {
@@ -467,6 +491,8 @@ struct RaftLoopState {
     var snapshotIndex: UInt64
     var compactedTo: UInt64
     var lastHardState = Raft.HardState()
+    /// Set by a simulated crash: shut down without committing anything.
+    var crashed = false
     var readBatch: UInt64 = 0
     var pendingReads: [Data: [CheckedContinuation<Void, any Error>]] = [:]
     var readsWaitingForApply: [(index: UInt64, waiters: [CheckedContinuation<Void, any Error>])] = []

@@ -34,6 +34,10 @@ public struct ServerConfig: Sendable {
     /// --log-level: debug, info, warn, error, panic or fatal.
     public var logLevel = "info"
 
+    /// Tests only: make the raft loop stop dead at `point` once it reaches
+    /// raft index `atIndex` (see `MemberCrashTests`).
+    var crashForTesting: (point: CrashPoint, atIndex: UInt64)?
+
     /// Raft ticks per election timeout.
     public var electionTicks: Int { electionTimeoutMilliseconds / heartbeatIntervalMilliseconds }
 
