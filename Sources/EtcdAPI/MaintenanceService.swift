@@ -3,7 +3,7 @@ import EtcdProto
 import EtcdServer
 import GRPCCore
 
-/// etcdserverpb.Maintenance: Status today; the rest answers UNIMPLEMENTED
+/// etcdserverpb.Maintenance: Status, Hash and HashKV today; the rest answers UNIMPLEMENTED
 /// until the server issue completes it.
 struct MaintenanceService: Etcdserverpb_Maintenance.SimpleServiceProtocol {
     let member: Member
@@ -32,11 +32,25 @@ struct MaintenanceService: Etcdserverpb_Maintenance.SimpleServiceProtocol {
     }
 
     func hash(request: Etcdserverpb_HashRequest, context: ServerContext) async throws -> Etcdserverpb_HashResponse {
-        throw RPCError.notImplementedYet
+        try await etcdCall {
+            let result = try member.backendHash()
+            var response = Etcdserverpb_HashResponse()
+            response.header = member.header(revision: result.revision)
+            response.hash = result.hash
+            return response
+        }
     }
 
     func hashKV(request: Etcdserverpb_HashKVRequest, context: ServerContext) async throws -> Etcdserverpb_HashKVResponse {
-        throw RPCError.notImplementedYet
+        try await etcdCall {
+            let result = try member.hashKV(revision: request.revision)
+            var response = Etcdserverpb_HashKVResponse()
+            response.header = member.header(revision: result.currentRevision)
+            response.hash = result.hash
+            response.compactRevision = result.compactRevision
+            response.hashRevision = result.hashRevision
+            return response
+        }
     }
 
     func snapshot(request: Etcdserverpb_SnapshotRequest, response: RPCWriter<Etcdserverpb_SnapshotResponse>, context: ServerContext) async throws {

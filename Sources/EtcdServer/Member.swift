@@ -175,6 +175,18 @@ public final class Member: Sendable {
         return try validate { try store.range(request) }
     }
 
+    /// etcd's HashKV: a hash of the MVCC key space up to `revision` (0: now),
+    /// equal on members with the same history.
+    public func hashKV(revision: Int64) throws -> (hash: UInt32, compactRevision: Int64, hashRevision: Int64, currentRevision: Int64) {
+        let (result, current) = try validate { try store.hashKV(revision) }
+        return (result.hash, result.compactRevision, result.revision, current)
+    }
+
+    /// etcd's Hash: a hash over the whole backend.
+    public func backendHash() throws -> (hash: UInt32, revision: Int64) {
+        try validate { try store.hash() }
+    }
+
     /// The header every response carries.
     public func header(revision: Int64? = nil) -> Etcdserverpb_ResponseHeader {
         var header = Etcdserverpb_ResponseHeader()

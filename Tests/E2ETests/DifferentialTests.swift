@@ -25,6 +25,7 @@ import Testing
         let theirs = try RealEtcdProcess()
         defer { theirs.terminate() }
 
+        let ports = (ours: ours.port, theirs: theirs.port)
         try await withKVClients(ports: [ours.port, theirs.port]) { clients in
             var script = KVScript(seed: seed)
             var mismatches: [String] = []
@@ -48,6 +49,19 @@ import Testing
                 }
             }
             #expect(mismatches.isEmpty, "seed \(seed):\n\(mismatches.joined(separator: "\n"))")
+
+            // The same history must hash the same: HashKV at the current
+            // revision and at an earlier one that is not compacted.
+            for revision in [0, script.latestRevision - 3] as [Int64] {
+                var request = Etcdserverpb_HashKVRequest()
+                request.revision = revision
+                let hashes = try await [ports.ours, ports.theirs].asyncMap { port in
+                    try await withMaintenanceClient(port: port) { try await $0.hashKV(request) }
+                }
+                #expect(hashes[0].hash == hashes[1].hash, "hashKV(\(revision)): ours \(hashes[0]) etcd \(hashes[1])")
+                #expect(hashes[0].compactRevision == hashes[1].compactRevision)
+                #expect(hashes[0].header.revision == hashes[1].header.revision)
+            }
             // The script must exercise real data and etcd's error paths, or equality means little.
             #expect(responses > 150 && withKeyValues > 50, "\(responses) responses, \(withKeyValues) with key-values")
             #expect(errors.count >= 2, "errors seen: \(errors)")
@@ -67,6 +81,24 @@ func withKVClients(ports: [Int], _ body: ([Etcdserverpb_KV.Client<HTTP2ClientTra
         for client in grpcClients { group.addTask { try await client.runConnections() } }
         defer { grpcClients.forEach { $0.beginGracefulShutdown() } }
         try await body(grpcClients.map { Etcdserverpb_KV.Client(wrapping: $0) })
+    }
+}
+
+/// Runs `body` with a Maintenance client on `port`.
+func withMaintenanceClient<T: Sendable>(port: Int, _ body: (Etcdserverpb_Maintenance.Client<HTTP2ClientTransport.Posix>) async throws -> T) async throws -> T {
+    let client = GRPCClient(transport: try HTTP2ClientTransport.Posix(target: .ipv4(address: "127.0.0.1", port: port), transportSecurity: .plaintext))
+    return try await withThrowingTaskGroup { group in
+        group.addTask { try await client.runConnections() }
+        defer { client.beginGracefulShutdown() }
+        return try await body(Etcdserverpb_Maintenance.Client(wrapping: client))
+    }
+}
+
+extension Array {
+    func asyncMap<T>(_ transform: (Element) async throws -> T) async rethrows -> [T] {
+        var out: [T] = []
+        for element in self { out.append(try await transform(element)) }
+        return out
     }
 }
 
@@ -151,6 +183,8 @@ struct KVScript {
     private var revision: Int64 = 1
 
     init(seed: UInt64) { state = seed &* 0x9E37_79B9_7F4A_7C15 | 1 }
+
+    var latestRevision: Int64 { revision }
 
     mutating func observe(_ outcome: Outcome) {
         if let revision = outcome.revision { self.revision = max(self.revision, revision) }
