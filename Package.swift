@@ -158,6 +158,10 @@ let package = Package(
             name: "MVCCTests",
             dependencies: ["MVCC", "Backend", "EtcdProto", .product(name: "SwiftProtobuf", package: "swift-protobuf")]
         ),
+        .testTarget(
+            name: "LeaseTests",
+            dependencies: ["Lease", "Backend", "EtcdProto", .product(name: "SwiftProtobuf", package: "swift-protobuf")]
+        ),
         .testTarget(name: "EtcdServerTests", dependencies: ["EtcdServer", "EtcdProto"]),
         // Spawns the built `etcd`; drives it with Debian's Go etcdctl and
         // compares it with Debian's real etcd.
