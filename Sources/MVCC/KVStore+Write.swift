@@ -28,10 +28,29 @@ struct TxnPath {
 extension KVStore {
     // MARK: - Public write API (writer thread)
 
-    /// etcd's Put.
-    public func put(_ request: Etcdserverpb_PutRequest) throws(MVCCError) -> WriteResult<Etcdserverpb_PutResponse> {
+    /// etcd's Put. `leaseExists` answers whether a lease id is granted; a
+    /// put naming an unknown lease fails with `leaseNotFound` before anything
+    /// else is checked, as in etcd.
+    public func put(
+        _ request: Etcdserverpb_PutRequest, leaseExists: (Int64) -> Bool = { _ in true }
+    ) throws(MVCCError) -> WriteResult<Etcdserverpb_PutResponse> {
         try RequestValidation.check(request)
+        if request.lease != 0 && !leaseExists(request.lease) { throw .leaseNotFound }
         return try write { context, tx in try applyPut(request, &context, tx) }
+    }
+
+    /// Deletes `keys` (those that exist) in one revision: how a lease revoke
+    /// removes its keys. Keys that do not exist are skipped.
+    public func deleteKeys(_ keys: [Data]) throws(MVCCError) -> WriteResult<Int64> {
+        try write { context, tx in
+            var deleted: Int64 = 0
+            for key in keys where !key.isEmpty {
+                var request = Etcdserverpb_DeleteRangeRequest()
+                request.key = key
+                deleted += try applyDelete(request, &context, tx).deleted
+            }
+            return deleted
+        }
     }
 
     /// etcd's DeleteRange.
@@ -47,9 +66,11 @@ extension KVStore {
     /// empty keys, duplicate writes), then the ops on the chosen branch
     /// (`ignore_*` on missing keys, range revisions), and fails as a whole
     /// without changes if any check fails.
-    public func txn(_ request: Etcdserverpb_TxnRequest) throws(MVCCError) -> WriteResult<Etcdserverpb_TxnResponse> {
+    public func txn(
+        _ request: Etcdserverpb_TxnRequest, leaseExists: (Int64) -> Bool = { _ in true }
+    ) throws(MVCCError) -> WriteResult<Etcdserverpb_TxnResponse> {
         try RequestValidation.check(request, maxOperations: config.maxTxnOps)
-        return try write { context, tx in try applyTxn(request, &context, tx) }
+        return try write { context, tx in try applyTxn(request, &context, tx, leaseExists: leaseExists) }
     }
 
     /// A txn whose ops are all ranges (nested txns included), served as a
@@ -61,7 +82,7 @@ extension KVStore {
         defer { lock.unlock() }
         var context = WriteContext(beginRevision: currentRev, canWrite: false)
         do {
-            return try backend.read { tx in try applyTxn(request, &context, tx) }
+            return try backend.read { tx in try applyTxn(request, &context, tx, leaseExists: { _ in true }) }
         } catch {
             throw KVStore.mvccError(error)
         }
@@ -178,11 +199,12 @@ extension KVStore {
     // MARK: - Txn
 
     func applyTxn(
-        _ request: Etcdserverpb_TxnRequest, _ context: inout WriteContext, _ tx: ReadTx
+        _ request: Etcdserverpb_TxnRequest, _ context: inout WriteContext, _ tx: ReadTx,
+        leaseExists: (Int64) -> Bool
     ) throws -> Etcdserverpb_TxnResponse {
         // Every compare, nested ones too, sees the store before the txn.
         let path = try evaluate(request, at: context.beginRevision, tx)
-        try check(request, path, at: context.beginRevision, tx)
+        try check(request, path, at: context.beginRevision, tx, leaseExists: leaseExists)
         var response = try execute(request, path, &context, tx)
         response.header.revision = context.changes > 0 ? context.revision : context.beginRevision
         return response
@@ -208,16 +230,20 @@ extension KVStore {
     }
 
     /// etcd's checks of the ops on the taken branch, before anything runs.
-    private func check(_ request: Etcdserverpb_TxnRequest, _ path: TxnPath, at revision: Int64, _ tx: ReadTx) throws {
+    private func check(
+        _ request: Etcdserverpb_TxnRequest, _ path: TxnPath, at revision: Int64, _ tx: ReadTx,
+        leaseExists: (Int64) -> Bool
+    ) throws {
         var nested = path.nested.makeIterator()
         for op in branch(request, path) {
             switch op.request {
             case .requestTxn(let inner)?:
-                try check(inner, nested.next()!, at: revision, tx)
+                try check(inner, nested.next()!, at: revision, tx, leaseExists: leaseExists)
             case .requestPut(let put)?:
                 if put.ignoreValue || put.ignoreLease {
                     if index.get(byteArray(put.key))?.get(at: revision) == nil { throw MVCCError.keyNotFound }
                 }
+                if put.lease != 0 && !leaseExists(put.lease) { throw MVCCError.leaseNotFound }
             case .requestRange(let range)?:
                 if range.revision > revision { throw MVCCError.futureRevision }
                 if range.revision != 0 && range.revision < compactRev { throw MVCCError.compacted }

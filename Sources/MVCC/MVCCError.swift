@@ -20,6 +20,8 @@ public enum MVCCError: Error, Equatable, Sendable, CustomStringConvertible {
     case valueProvided
     /// A lease together with `ignore_lease`. gRPC: INVALID_ARGUMENT.
     case leaseProvided
+    /// A put names a lease that does not exist. gRPC: NOT_FOUND.
+    case leaseNotFound
     /// The backend failed. After a failed write the store refuses further
     /// writes until it is reopened (the WAL replays what was lost).
     /// gRPC: `quotaExceeded` → RESOURCE_EXHAUSTED, anything else → INTERNAL.
@@ -37,6 +39,7 @@ public enum MVCCError: Error, Equatable, Sendable, CustomStringConvertible {
         case .tooManyOperations: return "etcdserver: too many operations in txn request"
         case .valueProvided: return "etcdserver: value is provided"
         case .leaseProvided: return "etcdserver: lease is provided"
+        case .leaseNotFound: return "etcdserver: requested lease not found"
         case .backend(.quotaExceeded): return "etcdserver: mvcc: database space exceeded"
         case .backend(let error): return "etcdserver: \(error.description)"
         case .corruptEntry(let detail): return "etcdserver: corrupt mvcc entry: \(detail)"
