@@ -95,7 +95,7 @@ let package = Package(
         .target(
             name: "EtcdAPI",
             dependencies: [
-                "EtcdServer", "EtcdProto", "EtcdGRPC", "HTTP2PingResponder",
+                "EtcdServer", "MVCC", "Lease", "EtcdProto", "EtcdGRPC", "HTTP2PingResponder",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
@@ -162,7 +162,7 @@ let package = Package(
             name: "LeaseTests",
             dependencies: ["Lease", "Backend", "EtcdProto", .product(name: "SwiftProtobuf", package: "swift-protobuf")]
         ),
-        .testTarget(name: "EtcdServerTests", dependencies: ["EtcdServer", "EtcdProto"]),
+        .testTarget(name: "EtcdServerTests", dependencies: ["EtcdServer", "EtcdProto", "MVCC"]),
         // Spawns the built `etcd`; drives it with Debian's Go etcdctl and
         // compares it with Debian's real etcd.
         .testTarget(

@@ -4,7 +4,7 @@ import GRPCNIOTransportHTTP2
 import HTTP2PingResponder
 
 /// The client-facing gRPC listener of a member: health, and with a member KV,
-/// Maintenance and Cluster. Services that have not been built yet are not
+/// Watch, Lease, Maintenance and Cluster. Services that have not been built yet are not
 /// registered, so clients get UNIMPLEMENTED for them.
 public struct ClientListener: Sendable {
     public let address: ListenAddress
@@ -27,7 +27,10 @@ public struct ClientListener: Sendable {
         )
         var services: [any RegistrableRPCService] = [HealthService()]
         if let member {
-            services += [KVService(member: member), MaintenanceService(member: member), ClusterService(member: member)]
+            services += [
+                KVService(member: member), WatchService(member: member), LeaseService(member: member),
+                MaintenanceService(member: member), ClusterService(member: member),
+            ]
         }
         self.server = GRPCServer(transport: transport, services: services)
     }

@@ -1,6 +1,8 @@
 import Backend
 import EtcdProto
 import Foundation
+import Lease
+import Logging
 import MVCC
 import Raft
 import Synchronization
@@ -19,17 +21,30 @@ import WAL
 /// fsync. Reads never enter the loop: serializable reads go to the store,
 /// linearizable reads queue one ReadIndex per batch and wait for apply.
 ///
-/// Scope today: one member (no peers), no leases.
+/// Leases (`Member+Lease.swift`) and watchers (`Member+Watch.swift`) are
+/// fed by the same apply step: every write's events go to the lessor (key
+/// attachments) and to the watchable store.
+///
+/// Scope today: one member (no peers).
 public final class Member: Sendable {
     public let config: ServerConfig
     public let memberID: UInt64
     public let clusterID: UInt64
     let store: KVStore
-    private let backend: Backend
-    private let shared: Mutex<SharedState>
+    /// Watchers over `store`; the apply step notifies it of every write.
+    public let watchable: WatchableStore
+    let lessor: Lessor
+    let leaseIDs: IDGenerator
+    /// The monotonic time leases are measured in.
+    let clock = ContinuousClock()
+    let clockOrigin: ContinuousClock.Instant
+    let backend: Backend
+    let shared: Mutex<SharedState>
     private let wakeup = NSCondition()
     private let finished = Mutex<Bool>(false)
     private let loopBox: LoopBox
+    private let watchSyncThread: WatchSyncThread
+    let logger = Logger(label: "etcd")
 
     /// Proposals waiting in line for the loop; bounded so a flood of writes
     /// gets a clear error instead of unbounded memory.
@@ -54,6 +69,9 @@ public final class Member: Sendable {
         case deleteRange(Etcdserverpb_DeleteRangeResponse)
         case txn(Etcdserverpb_TxnResponse)
         case compaction(Etcdserverpb_CompactionResponse)
+        case leaseGrant(Etcdserverpb_LeaseGrantResponse)
+        case leaseRevoke(Etcdserverpb_LeaseRevokeResponse)
+        case none
     }
 
     /// Opens (or creates) the data dir and starts the raft loop.
@@ -64,7 +82,22 @@ public final class Member: Sendable {
         try fm.createDirectory(atPath: URL(fileURLWithPath: config.walDir).deletingLastPathComponent().path, withIntermediateDirectories: true)
         let backend = try Backend(path: config.backendPath, config: BackendConfig(quotaBytes: config.quotaBackendBytes))
         self.backend = backend
-        self.store = try KVStore(backend: backend)
+        let store = try KVStore(backend: backend)
+        self.store = store
+        self.watchable = WatchableStore(store: store)
+        let lessor: Lessor
+        do {
+            // As etcd: an expired lease whose revoke got lost is retried after
+            // a request timeout (5 s + two election timeouts).
+            let retrySeconds = 5 + Int64(2 * config.electionTimeoutMilliseconds / 1000)
+            lessor = try Lessor(backend: backend, config: LessorConfig(
+                minTTLSeconds: config.minLeaseTTLSeconds, expiredRetrySeconds: retrySeconds))
+        } catch {
+            throw EtcdError(.dataLoss, "etcdserver: cannot load leases: \(error)")
+        }
+        lessor.restoreAttachments(store.restoredLeases)
+        self.lessor = lessor
+        self.clockOrigin = clock.now
 
         let storage = MemoryStorage()
         let wal: WAL
@@ -109,6 +142,8 @@ public final class Member: Sendable {
         raftConfig.randomSeed = memberID
         let node = try RawNode(config: raftConfig)
         shared = Mutex(SharedState())
+        leaseIDs = IDGenerator(memberID: memberID)
+        watchSyncThread = WatchSyncThread(store: watchable)
         loopBox = LoopBox(RaftLoopState(
             node: node, storage: storage, wal: wal, snapshotter: snapshotter,
             confState: try storage.initialState().1, applied: raftConfig.applied,
@@ -118,6 +153,7 @@ public final class Member: Sendable {
         let thread = Thread { [self] in runLoop() }
         thread.name = "etcd-raft-loop"
         thread.start()
+        watchSyncThread.start()
     }
 
     /// Stops the loop, commits the backend and closes the files.
@@ -125,6 +161,7 @@ public final class Member: Sendable {
     /// error), so the files are closed when this returns — LMDB must never
     /// have the same file open twice in one process.
     public func stop() {
+        watchSyncThread.stop()
         shared.withLock { $0.stopped = true }
         signal()
         wakeup.lock()
@@ -213,7 +250,7 @@ public final class Member: Sendable {
 
     // MARK: - Proposals and reads
 
-    private func propose(_ request: Etcdserverpb_InternalRaftRequest) async throws -> ApplyResult {
+    func propose(_ request: Etcdserverpb_InternalRaftRequest) async throws -> ApplyResult {
         var request = request
         let data: Data
         let id: UInt64 = try shared.withLock { state in
@@ -265,7 +302,7 @@ public final class Member: Sendable {
         wakeup.unlock()
     }
 
-    private func validate<T>(_ body: () throws -> T) throws -> T {
+    func validate<T>(_ body: () throws -> T) throws -> T {
         do { return try body() } catch let error as MVCCError { throw EtcdError(error) }
     }
 
@@ -297,6 +334,7 @@ public final class Member: Sendable {
                 if Date() >= nextTick {
                     loop.node.tick()
                     nextTick = Date().addingTimeInterval(tickSeconds)
+                    proposeLeaseMaintenance(&loop)
                 }
                 for proposal in proposals {
                     do { try loop.node.propose(proposal.data) } catch {
@@ -346,6 +384,7 @@ public final class Member: Sendable {
             loop.node.advance(ready)
             releaseReads(&loop)
             publish(loop)
+            followLeadership(&loop)
         }
         if loop.applied >= loop.snapshotIndex + config.snapshotCount { try takeSnapshot(&loop) }
     }
@@ -407,31 +446,51 @@ public final class Member: Sendable {
             do { request = try Etcdserverpb_InternalRaftRequest(serializedBytes: entry.data) } catch {
                 throw EtcdError(.dataLoss, "etcdserver: cannot decode raft entry \(entry.index): \(error)")
             }
-            let result: Result<ApplyResult, EtcdError>
-            do {
-                if request.hasPut {
-                    result = .success(.put(try store.put(request.put).response))
-                } else if request.hasDeleteRange {
-                    result = .success(.deleteRange(try store.deleteRange(request.deleteRange).response))
-                } else if request.hasTxn {
-                    result = .success(.txn(try store.txn(request.txn).response))
-                } else if request.hasCompaction {
-                    let response = try store.compact(request.compaction.revision)
-                    if request.compaction.physical { try store.finishCompaction() }
-                    result = .success(.compaction(response))
-                } else {
-                    result = .failure(EtcdError(.unimplemented, "etcdserver: request type not supported yet"))
-                }
-            } catch {
-                if case .backend = error { throw error }
-                result = .failure(EtcdError(error))
-            }
+            let result = try applyRequest(request)
             try backend.setConsistentIndex(entry.index, term: entry.term)
             complete(request.id, result)
         case .confChange, .confChangeV2:
             loop.confState = try loop.node.applyConfChange(entry: entry)
             try backend.setConsistentIndex(entry.index, term: entry.term)
         }
+    }
+
+    /// Applies one request to the state machines. Errors of the request
+    /// (a failed compare, an unknown lease, ...) are its result; a backend
+    /// failure is thrown and stops the member.
+    private func applyRequest(_ request: Etcdserverpb_InternalRaftRequest) throws -> Result<ApplyResult, EtcdError> {
+        let leaseExists: (Int64) -> Bool = { [lessor] in lessor.contains($0) }
+        do {
+            if request.hasPut {
+                return .success(.put(try published(store.put(request.put, leaseExists: leaseExists))))
+            } else if request.hasDeleteRange {
+                return .success(.deleteRange(try published(store.deleteRange(request.deleteRange))))
+            } else if request.hasTxn {
+                return .success(.txn(try published(store.txn(request.txn, leaseExists: leaseExists))))
+            } else if request.hasCompaction {
+                let response = try store.compact(request.compaction.revision)
+                if request.compaction.physical { try store.finishCompaction() }
+                return .success(.compaction(response))
+            } else if request.hasLeaseGrant || request.hasLeaseRevoke || request.hasLeaseCheckpoint {
+                return try applyLease(request)
+            } else if request.hasClusterMemberAttrSet {
+                try applyMemberAttributes(request.clusterMemberAttrSet)
+                return .success(.none)
+            }
+            return .failure(EtcdError(.unimplemented, "etcdserver: request type not supported yet"))
+        } catch {
+            if case .backend = error { throw error }
+            return .failure(EtcdError(error))
+        }
+    }
+
+    /// Hands a write's events to the lessor and the watchers; returns its response.
+    func published<R>(_ write: WriteResult<R>) -> R {
+        if !write.events.isEmpty {
+            lessor.apply(events: write.events)
+            watchable.notify(write.events, revision: write.revision)
+        }
+        return write.response
     }
 
     private func complete(_ id: UInt64, _ result: Result<ApplyResult, EtcdError>) {
@@ -443,7 +502,7 @@ public final class Member: Sendable {
     /// member stops and every waiter gets an error (the WAL keeps what was
     /// acknowledged).
     private func fatalStop(loop: inout RaftLoopState, _ error: any Error) {
-        if !(error is SimulatedCrash) { FileHandle.standardError.write(Data("etcd: stopping after storage error: \(error)\n".utf8)) }
+        if !(error is SimulatedCrash) { logger.error("stopping after storage error", metadata: ["error": "\(error)"]) }
         shared.withLock { $0.stopped = true }
     }
 
@@ -508,6 +567,9 @@ struct RaftLoopState {
     var readBatch: UInt64 = 0
     var pendingReads: [Data: [CheckedContinuation<Void, any Error>]] = [:]
     var readsWaitingForApply: [(index: UInt64, waiters: [CheckedContinuation<Void, any Error>])] = []
+    /// Whether this member led at the last look (leases are promoted and
+    /// demoted on the change).
+    var isLeader = false
 }
 
 /// Holds the loop's state; only the raft loop thread uses it, so access is
@@ -529,6 +591,7 @@ extension EtcdError {
         case .tooManyOperations: self = .tooManyOps
         case .valueProvided: self = .valueProvided
         case .leaseProvided: self = .leaseProvided
+        case .leaseNotFound: self = .leaseNotFound
         case .backend(.quotaExceeded): self = .noSpace
         case .backend, .corruptEntry: self = EtcdError(.internal, error.message)
         }

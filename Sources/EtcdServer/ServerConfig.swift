@@ -33,13 +33,27 @@ public struct ServerConfig: Sendable {
     public var quotaBackendBytes: Int = 2 << 30
     /// --log-level: debug, info, warn, error, panic or fatal.
     public var logLevel = "info"
+    /// --experimental-watch-progress-notify-interval: how often watchers that
+    /// asked for progress notifications get one when idle.
+    public var watchProgressNotifyIntervalMilliseconds = 600_000
+    /// Watchers one watch stream may hold (a bound etcd does not have).
+    public var maxWatchersPerStream = 100_000
 
     /// Tests only: make the raft loop stop dead at `point` once it reaches
     /// raft index `atIndex` (see `MemberCrashTests`).
     var crashForTesting: (point: CrashPoint, atIndex: UInt64)?
+    /// Test seam: the monotonic time leases are measured in (a fake clock).
+    var leaseClockForTesting: (@Sendable () -> Duration)?
 
     /// Raft ticks per election timeout.
     public var electionTicks: Int { electionTimeoutMilliseconds / heartbeatIntervalMilliseconds }
+
+    /// The shortest lease TTL, as etcd derives it: 1.5 election timeouts
+    /// (in whole heartbeats), rounded up to seconds — 2 s with the defaults.
+    public var minLeaseTTLSeconds: Int64 {
+        let milliseconds = (3 * electionTicks / 2) * heartbeatIntervalMilliseconds
+        return Int64((milliseconds + 999) / 1000)
+    }
 
     public init(
         name: String = "default",

@@ -53,26 +53,7 @@ enum LoadRunner {
         label: String,
         request: @escaping @Sendable (Etcdserverpb_KV.Client<HTTP2ClientTransport.Posix>, Int) async throws -> Void
     ) async throws {
-        let parts = options.endpoint.split(separator: ":")
-        guard parts.count == 2, let port = Int(parts[1]) else { throw ValidationError("endpoint must be host:port") }
-        let host = String(parts[0])
-
-        var transports: [HTTP2ClientTransport.Posix] = []
-        for _ in 0..<options.conns {
-            var config = HTTP2ClientTransport.Posix.Config.defaults
-            // A Go server (real etcd) sends BDP pings too; answer them here.
-            config.channelDebuggingCallbacks.onCreateTCPConnection = { channel in
-                HTTP2PingResponder.install(on: channel, expectsClientPreface: false)
-            }
-            transports.append(try HTTP2ClientTransport.Posix(
-                target: .ipv4(address: host, port: port), transportSecurity: .plaintext, config: config))
-        }
-        let grpcClients = transports.map { GRPCClient(transport: $0) }
-
-        let result = try await withThrowingTaskGroup(of: Void.self) { connections in
-            for client in grpcClients { connections.addTask { try await client.runConnections() } }
-            defer { grpcClients.forEach { $0.beginGracefulShutdown() } }
-
+        let result = try await withConnections(options) { grpcClients in
             let clock = ContinuousClock()
             let start = clock.now
             let perClient = options.total / options.clients
@@ -103,6 +84,33 @@ enum LoadRunner {
             return (outcome.0, outcome.1, clock.now - start)
         }
         report(label: label, latencies: result.0, errors: result.1, elapsed: result.2)
+    }
+
+    /// Opens `--conns` gRPC connections to `--endpoint`, runs `body` with
+    /// them, and closes them.
+    static func withConnections<T: Sendable>(
+        _ options: LoadOptions, _ body: ([GRPCClient<HTTP2ClientTransport.Posix>]) async throws -> T
+    ) async throws -> T {
+        let parts = options.endpoint.split(separator: ":")
+        guard parts.count == 2, let port = Int(parts[1]) else { throw ValidationError("endpoint must be host:port") }
+        let host = String(parts[0])
+
+        var transports: [HTTP2ClientTransport.Posix] = []
+        for _ in 0..<options.conns {
+            var config = HTTP2ClientTransport.Posix.Config.defaults
+            // A Go server (real etcd) sends BDP pings too; answer them here.
+            config.channelDebuggingCallbacks.onCreateTCPConnection = { channel in
+                HTTP2PingResponder.install(on: channel, expectsClientPreface: false)
+            }
+            transports.append(try HTTP2ClientTransport.Posix(
+                target: .ipv4(address: host, port: port), transportSecurity: .plaintext, config: config))
+        }
+        let grpcClients = transports.map { GRPCClient(transport: $0) }
+        return try await withThrowingTaskGroup(of: Void.self) { connections in
+            for client in grpcClients { connections.addTask { try await client.runConnections() } }
+            defer { grpcClients.forEach { $0.beginGracefulShutdown() } }
+            return try await body(grpcClients)
+        }
     }
 
     static func report(label: String, latencies: [Duration], errors: Int, elapsed: Duration) {

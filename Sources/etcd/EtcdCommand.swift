@@ -2,6 +2,7 @@ import ArgumentParser
 import EtcdAPI
 import EtcdServer
 import Foundation
+import Logging
 import Yams
 
 /// `etcd`: starts a member. Flags use etcd's names and defaults; each can
@@ -81,6 +82,10 @@ struct EtcdCommand: AsyncParsableCommand {
             throw ValidationError(error.description)
         }
         let addresses = try config.listenClientURLs.map { try ListenAddress(parsing: $0) }
+        let level = EtcdLogHandler.level(named: config.logLevel) ?? .info
+        LoggingSystem.bootstrap { _ in EtcdLogHandler(level: level) }
+        let logger = Logger(label: "etcd")
+        func log(_ message: String) { logger.info("\(message)") }
 
         let member = try Member(config: config)
         defer { member.stop() }
@@ -93,7 +98,7 @@ struct EtcdCommand: AsyncParsableCommand {
             signal(number, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: number)
             source.setEventHandler {
-                FileHandle.standardError.write(Data("etcd: received signal \(number), shutting down\n".utf8))
+                logger.info("received signal; shutting down", metadata: ["signal": "\(number)"])
                 for listener in listeners { listener.stop() }
             }
             source.resume()
@@ -108,9 +113,14 @@ struct EtcdCommand: AsyncParsableCommand {
                 let port = try await listener.boundPort() ?? listener.address.port
                 log("serving insecure client requests on \(listener.address.host):\(port), this is strongly discouraged!")
             }
+            // As etcd, a member serves once its attributes are published.
+            do { try await member.publish() } catch {
+                logger.warning("failed to publish local member to cluster through raft", metadata: ["error": "\(error)"])
+            }
             // Operators' scripts wait for these lines, as with etcd.
             log("enabled capabilities for version \(EtcdVersion.api)")
             log("ready to serve client requests")
+            SystemdNotifier.notifyReady()
         }
     }
 
@@ -148,9 +158,5 @@ struct EtcdCommand: AsyncParsableCommand {
             }
         }
         return settings
-    }
-
-    private func log(_ message: String) {
-        FileHandle.standardError.write(Data("etcd: \(message)\n".utf8))
     }
 }
