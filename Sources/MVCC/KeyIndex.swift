@@ -14,9 +14,12 @@
 ///
 /// Compacting at revision c removes the revisions no read at >= c can need:
 /// every generation deleted at or before c, and inside the generation alive
-/// at c every revision older than the newest one <= c. Continuing the
-/// example, compact(2) leaves [ {revs [2, 3(t)]}, {revs [4, 5]} ]; compact(3)
-/// leaves [ {revs [4, 5]} ]; compact(5) leaves [ {revs [5]} ]. A key whose
+/// at c every revision older than the newest one <= c — except a tombstone
+/// exactly at c, which stays until a later compaction so watchers from c see
+/// the delete. Continuing the example, compact(2) leaves
+/// [ {revs [2, 3(t)]}, {revs [4, 5]} ]; compact(3) leaves
+/// [ {revs [3(t)]}, {revs [4, 5]} ]; compact(4) leaves [ {revs [4, 5]} ];
+/// compact(5) leaves [ {revs [5]} ]. A key whose
 /// generations are all gone (deleted at or before c, not recreated) is
 /// removed from the index altogether.
 final class KeyIndex {
@@ -126,9 +129,14 @@ final class KeyIndex {
                 keep.insert(generations[g].revisions[r])
                 generations[g].revisions.removeFirst(r)
             }
-            if generations[g].revisions.count == 1 && g != generations.count - 1 {
-                // Only the tombstone is left: the generation ended at or
-                // before the compaction point, drop it as well.
+            if generations[g].revisions.count == 1 && g != generations.count - 1
+                && generations[g].revisions[0].main < atRevision {
+                // Only the tombstone is left and it is older than the
+                // compaction point: drop the generation as well. A tombstone
+                // exactly at the compaction revision stays, so a watch from
+                // that revision still gets the delete (etcd 3.5.15 fixed the
+                // same loss; `keep(_:into:)`, which the hash uses, still skips
+                // it, so hashes stay equal to etcd's).
                 keep.remove(generations[g].revisions[0])
                 start += 1
             }
@@ -148,14 +156,13 @@ final class KeyIndex {
         }
     }
 
-    /// The first generation not deleted at or before `atRevision` (or the
-    /// last one), and in it the position of the newest revision
-    /// <= atRevision.
+    /// The first generation not deleted before `atRevision` (or the last
+    /// one), and in it the position of the newest revision <= atRevision.
     private func findCompactionPoint(_ atRevision: Int64) -> (generation: Int, revision: Int?) {
         var g = 0
         while g < generations.count - 1 {
             let revisions = generations[g].revisions
-            if revisions[revisions.count - 1].main > atRevision { break }
+            if revisions[revisions.count - 1].main >= atRevision { break }
             g += 1
         }
         let revisions = generations[g].revisions

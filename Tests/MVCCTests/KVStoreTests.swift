@@ -226,13 +226,14 @@ import Testing
         try store.finishCompaction()
         #expect(!store.hasPendingCompaction)
         #expect(try store.hashKV(0).hash == hashBefore)
-        // Only a@3 (kept), a@6 and c@7 remain in the backend.
+        // Only a@3 (kept), b's tombstone at exactly 5 (kept for watchers
+        // from 5), a@6 and c@7 remain in the backend.
         let stored = try store.backend.read { tx in
             var keys: [Revision] = []
             try tx.forEach(.key) { k, _ in keys.append(RevisionKey.decode(k)!.revision); return true }
             return keys
         }
-        #expect(stored == [Revision(main: 3), Revision(main: 6), Revision(main: 7)])
+        #expect(stored == [Revision(main: 3), Revision(main: 5), Revision(main: 6), Revision(main: 7)])
         #expect(throws: MVCCError.compacted) { try store.hashKV(5) }
         try store.backend.close()
         let reopened = try dir.openStore()

@@ -34,7 +34,14 @@ import Testing
         keep = []
         index.compact(2, keep: &keep)
         #expect(index.generations.map(\.revisions) == [[Revision(main: 2), Revision(main: 3)], [Revision(main: 4), Revision(main: 5)]])
+        // A tombstone exactly at the compaction revision stays (watchers
+        // from there must see the delete); the next compaction drops it.
+        keep = []
         index.compact(3, keep: &keep)
+        #expect(index.generations.map(\.revisions) == [[Revision(main: 3)], [Revision(main: 4), Revision(main: 5)]])
+        #expect(keep == [Revision(main: 3)])
+        keep = []
+        index.compact(4, keep: &keep)
         #expect(index.generations.map(\.revisions) == [[Revision(main: 4), Revision(main: 5)]])
         keep = []
         index.compact(5, keep: &keep)
@@ -42,6 +49,10 @@ import Testing
         index.tombstone(Revision(main: 6))
         keep = []
         index.compact(6, keep: &keep)
+        #expect(!index.isEmpty && keep == [Revision(main: 6)])
+        #expect(index.get(at: 6) == nil)
+        keep = []
+        index.compact(7, keep: &keep)
         #expect(index.isEmpty && keep.isEmpty)
     }
 

@@ -444,11 +444,10 @@ struct WatchableStoreTests {
         #expect(sink.events(for: 1).last?.kv.modRevision == rev)
     }
 
-    /// A deletion at exactly the compaction revision: etcd (before
-    /// etcd-io/etcd#18274, in 3.5.16/3.6) and this KVStore remove the
-    /// tombstone, so a watch from that revision misses the delete. Recorded
-    /// as a known issue of the KVStore's compaction, not of the watch layer.
-    @Test func deleteAtTheCompactionRevisionIsLostFromHistory() throws {
+    /// A deletion at exactly the compaction revision: compaction keeps the
+    /// tombstone, so a watch from that revision still gets the delete (etcd
+    /// lost it before etcd-io/etcd#18274, 3.5.15).
+    @Test func deleteAtTheCompactionRevisionStaysInHistory() throws {
         let f = try WatchFixture()
         try f.put("k", "1")
         let deleted = try f.delete("k")
@@ -458,9 +457,8 @@ struct WatchableStoreTests {
         let sink = RecordingSink()
         _ = f.watch(1, "k", from: deleted, sink: sink)
         f.drain()
-        withKnownIssue("KVStore compaction drops the tombstone at the compaction revision") {
-            #expect(revisionsOf(sink.events(for: 1)) == [deleted])
-        }
+        // Compaction keeps a tombstone exactly at its revision (etcd 3.5.15's fix).
+        #expect(revisionsOf(sink.events(for: 1)) == [deleted])
     }
 
     @Test func prevKVOfAnEventAtTheCompactionRevisionIsGone() throws {
