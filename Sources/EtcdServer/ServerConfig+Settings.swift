@@ -20,6 +20,7 @@ public enum ConfigKey: String, CaseIterable, Sendable {
     case maxTxnOps = "max-txn-ops"
     case quotaBackendBytes = "quota-backend-bytes"
     case logLevel = "log-level"
+    case watchProgressNotifyInterval = "experimental-watch-progress-notify-interval"
 
     /// `ETCD_` + the flag name in upper snake case.
     public var environmentVariable: String {
@@ -92,6 +93,13 @@ extension ServerConfig {
             }
             logLevel = level
         }
+        if let text = settings[.watchProgressNotifyInterval] {
+            guard let milliseconds = GoDuration.milliseconds(text), milliseconds > 0 else {
+                throw .invalid(key: ConfigKey.watchProgressNotifyInterval.rawValue, value: text,
+                               reason: "expected a positive duration such as 10m, 30s or 500ms")
+            }
+            watchProgressNotifyIntervalMilliseconds = milliseconds
+        }
         if let state = settings[.initialClusterState] {
             guard state == "new" || state == "existing" else {
                 throw .invalid(key: ConfigKey.initialClusterState.rawValue, value: state, reason: "expected new or existing")
@@ -146,5 +154,32 @@ extension String {
         while let first = slice.first, first.isWhitespace { slice.removeFirst() }
         while let last = slice.last, last.isWhitespace { slice.removeLast() }
         return String(slice)
+    }
+}
+
+/// Go's duration syntax, as etcd's duration flags take it: a sequence of
+/// decimal numbers with units (`10m`, `1h30m`, `1.5s`, `500ms`, `250us`).
+enum GoDuration {
+    static let unitMilliseconds: [(String, Double)] = [
+        ("ns", 1e-6), ("us", 1e-3), ("µs", 1e-3), ("ms", 1), ("s", 1000), ("m", 60_000), ("h", 3_600_000),
+    ]
+
+    /// Whole milliseconds (rounded down), or nil when `text` is not a duration.
+    static func milliseconds(_ text: String) -> Int? {
+        var rest = Substring(text.trimmingWhitespace())
+        guard !rest.isEmpty else { return nil }
+        if rest == "0" { return 0 }
+        var total = 0.0
+        while !rest.isEmpty {
+            let number = rest.prefix { $0.isNumber || $0 == "." }
+            guard !number.isEmpty, let value = Double(number) else { return nil }
+            rest = rest.dropFirst(number.count)
+            let unit = rest.prefix { !$0.isNumber && $0 != "." }
+            guard let scale = unitMilliseconds.first(where: { $0.0 == unit })?.1 else { return nil }
+            rest = rest.dropFirst(unit.count)
+            total += value * scale
+        }
+        guard total < Double(Int.max / 2) else { return nil }
+        return Int(total)
     }
 }

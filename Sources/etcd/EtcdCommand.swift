@@ -49,6 +49,8 @@ struct EtcdCommand: AsyncParsableCommand {
     var quotaBackendBytes: String?
     @Option(name: .customLong("log-level"), help: "debug, info, warn, error, panic or fatal (default: info).")
     var logLevel: String?
+    @Option(name: .customLong("experimental-watch-progress-notify-interval"), help: "Interval of progress notifications to watchers that asked for them (default: 10m).")
+    var watchProgressNotifyInterval: String?
     @Option(name: .customLong("config-file"), help: "YAML configuration file with etcd's keys; flags and environment are then ignored.")
     var configFile: String?
 
@@ -63,7 +65,7 @@ struct EtcdCommand: AsyncParsableCommand {
             .initialClusterState: initialClusterState, .initialClusterToken: initialClusterToken,
             .snapshotCount: snapshotCount, .heartbeatInterval: heartbeatInterval, .electionTimeout: electionTimeout,
             .maxRequestBytes: maxRequestBytes, .maxTxnOps: maxTxnOps, .quotaBackendBytes: quotaBackendBytes,
-            .logLevel: logLevel,
+            .logLevel: logLevel, .watchProgressNotifyInterval: watchProgressNotifyInterval,
         ]
     }
 

@@ -118,6 +118,48 @@ import Testing
         }
     }
 
+    /// Watchers that asked for progress notifications get one per interval
+    /// while idle, with the current revision; others get none.
+    @Test func idleWatchersWithProgressNotifyGetNotifications() async throws {
+        try await withServedMember(progressNotifyMilliseconds: 200) { member, client in
+            let revision = try await member.put(Self.put("x", "1")).header.revision
+            let stream = try await WatchStreamProbe.open(client)
+            defer { stream.finish() }
+            var notify = Etcdserverpb_WatchRequest.create(key: "quiet")
+            notify.createRequest.progressNotify = true
+            stream.send(notify)
+            stream.send(.create(key: "silent"))
+            let responses = try await stream.waitFor(count: 4)
+            let progress = responses.filter { !$0.created }
+            #expect(progress.allSatisfy { $0.watchID == 0 && $0.events.isEmpty && $0.header.revision == revision })
+        }
+    }
+
+    /// Resumable: a watch restarted from the last revision it saw + 1 gets
+    /// exactly the rest of the history.
+    @Test func aWatchResumedFromTheNextRevisionGetsExactlyTheRest() async throws {
+        try await withServedMember { member, client in
+            let first = try await WatchStreamProbe.open(client)
+            first.send(.create(key: "r/", rangeEnd: "r0"))
+            _ = try await first.waitFor(count: 1)
+            var all: [Int64] = []
+            for i in 0..<10 { all.append(try await member.put(Self.put("r/\(i % 3)", "\(i)")).header.revision) }
+            let seen = try await first.waitFor(count: 2).dropFirst().flatMap(\.events).map(\.kv.modRevision)
+            first.finish()
+            let last = try #require(seen.last)
+            for i in 10..<15 { all.append(try await member.put(Self.put("r/\(i % 3)", "\(i)")).header.revision) }
+            let second = try await WatchStreamProbe.open(client)
+            defer { second.finish() }
+            second.send(.create(key: "r/", rangeEnd: "r0", startRevision: last + 1))
+            let deadline = ContinuousClock.now + .seconds(10)
+            while second.responses.flatMap(\.events).count < all.count - seen.count && ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            let rest = second.responses.flatMap(\.events).map(\.kv.modRevision)
+            #expect(seen + rest == all)
+        }
+    }
+
     static func put(_ key: String, _ value: String) -> Etcdserverpb_PutRequest {
         var request = Etcdserverpb_PutRequest()
         request.key = Data(key.utf8)
@@ -129,12 +171,14 @@ import Testing
 /// A member with a client listener on a free loopback port, and a gRPC client to it.
 func withServedMember(
     maxRequestBytes: Int = 1_572_864,
+    progressNotifyMilliseconds: Int = 600_000,
     _ body: (Member, GRPCClient<HTTP2ClientTransport.Posix>) async throws -> Void
 ) async throws {
     let dir = FileManager.default.temporaryDirectory.appendingPathComponent("api-\(UUID().uuidString)").path
     defer { try? FileManager.default.removeItem(atPath: dir) }
     var config = ServerConfig(name: "api", dataDir: dir)
     config.maxRequestBytes = maxRequestBytes
+    config.watchProgressNotifyIntervalMilliseconds = progressNotifyMilliseconds
     let member = try Member(config: config)
     defer { member.stop() }
     let listener = ClientListener(address: try ListenAddress(parsing: "http://127.0.0.1:0"), member: member)

@@ -1,4 +1,4 @@
-import EtcdServer
+@testable import EtcdServer
 import Testing
 
 @Suite struct SettingsTests {
@@ -37,6 +37,17 @@ import Testing
         #expect(config.snapshotCount == 100)
     }
 
+    @Test func durationsUseGoSyntax() throws {
+        #expect(try ServerConfig(settings: [:]).watchProgressNotifyIntervalMilliseconds == 600_000)
+        let config = try ServerConfig(settings: [.watchProgressNotifyInterval: "1m30s"])
+        #expect(config.watchProgressNotifyIntervalMilliseconds == 90_000)
+        #expect(GoDuration.milliseconds("500ms") == 500)
+        #expect(GoDuration.milliseconds("1.5h") == 5_400_000)
+        #expect(GoDuration.milliseconds("250us") == 0)
+        #expect(GoDuration.milliseconds("10") == nil)
+        #expect(GoDuration.milliseconds("m") == nil)
+    }
+
     @Test func nameWithoutInitialClusterDefaultsToItself() throws {
         let config = try ServerConfig(settings: [.name: "solo"])
         #expect(config.initialCluster.map(\.name) == ["solo"])
@@ -52,6 +63,8 @@ import Testing
         ([.initialCluster: "other=http://localhost:2380"], "initial-cluster"),
         ([.initialCluster: "default=http://localhost:9999"], "initial-cluster"),
         ([.maxTxnOps: "0"], "max-txn-ops"),
+        ([.watchProgressNotifyInterval: "10 minutes"], "experimental-watch-progress-notify-interval"),
+        ([.watchProgressNotifyInterval: "0s"], "experimental-watch-progress-notify-interval"),
     ])
     func badValuesNameTheFlag(settings: [ConfigKey: String], flag: String) {
         do {
