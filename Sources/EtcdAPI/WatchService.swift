@@ -214,22 +214,27 @@ final class WatchStream: WatchSink, @unchecked Sendable {
         while !Task.isCancelled {
             let batch = await nextBatch()
             if batch.isEmpty { if state.withLock({ $0.closed }) { return } else { continue } }
+            // One write for the whole batch: grpc-swift then hops to the
+            // event loop and flushes once, not once per response.
+            var responses: [Etcdserverpb_WatchResponse] = []
+            responses.reserveCapacity(batch.count)
             for item in batch {
                 switch item {
-                case .control(let response):
-                    try await writer.write(response)
-                case .delivery(let delivery):
-                    try await send(delivery, writer)
+                case .control(let response): responses.append(response)
+                case .delivery(let delivery): append(delivery, to: &responses)
                 }
             }
+            try await writer.write(contentsOf: responses)
         }
     }
 
     private func nextBatch() async -> [Outgoing] {
         await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                // Checked under the lock that wake() takes, so a cancellation
+                // either is seen here or finds the waiter to resume.
                 let ready = state.withLock { state -> Bool in
-                    if !state.queue.isEmpty || state.closed { return true }
+                    if !state.queue.isEmpty || state.closed || Task.isCancelled { return true }
                     state.waiter = continuation
                     return false
                 }
@@ -244,7 +249,7 @@ final class WatchStream: WatchSink, @unchecked Sendable {
         }
     }
 
-    private func send(_ delivery: WatchDelivery, _ writer: RPCWriter<Etcdserverpb_WatchResponse>) async throws {
+    private func append(_ delivery: WatchDelivery, to responses: inout [Etcdserverpb_WatchResponse]) {
         var response = Etcdserverpb_WatchResponse()
         response.header = member.header(revision: delivery.revision)
         response.watchID = delivery.watchID
@@ -255,11 +260,9 @@ final class WatchStream: WatchSink, @unchecked Sendable {
         }
         let fragment = state.withLock { $0.watchers[delivery.watchID]?.fragment ?? false }
         if fragment && response.events.count > 1 {
-            for piece in Self.fragments(of: response, maxBytes: member.config.maxRequestBytes) {
-                try await writer.write(piece)
-            }
+            responses += Self.fragments(of: response, maxBytes: member.config.maxRequestBytes)
         } else {
-            try await writer.write(response)
+            responses.append(response)
         }
     }
 

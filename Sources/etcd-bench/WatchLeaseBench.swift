@@ -137,17 +137,26 @@ struct LeaseKeepAliveLoad: AsyncParsableCommand {
                         grant.ttl = 60
                         let id = try await lease.leaseGrant(grant).id
                         let (requests, continuation) = AsyncStream<Etcdserverpb_LeaseKeepAliveRequest>.makeStream()
+                        var keepAlive = Etcdserverpb_LeaseKeepAliveRequest()
+                        keepAlive.id = id
+                        let request = keepAlive
+                        // The first keep-alive goes out before the response
+                        // stream opens: a Go server sends its headers only
+                        // with its first answer.
+                        let firstSent = clock.now
+                        continuation.yield(request)
                         return try await lease.leaseKeepAlive(requestProducer: { writer in
                             for await request in requests { try await writer.write(request) }
                         }, onResponse: { response in
                             var latencies: [Duration] = []
                             var errors = 0
                             var messages = response.messages.makeAsyncIterator()
-                            var request = Etcdserverpb_LeaseKeepAliveRequest()
-                            request.id = id
-                            for _ in 0..<count {
-                                let begin = clock.now
-                                continuation.yield(request)
+                            var begin = firstSent
+                            for sent in 0..<count {
+                                if sent > 0 {
+                                    begin = clock.now
+                                    continuation.yield(request)
+                                }
                                 guard let answer = try await messages.next() else { errors += 1; break }
                                 if answer.ttl <= 0 { errors += 1 }
                                 latencies.append(clock.now - begin)
