@@ -175,9 +175,18 @@ extension PosixFileSystem {
         let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard fd >= 0 else { throw .ioError(operation: "open directory", path: path, errno: errno) }
         // flock locks belong to the open file description, so this also
-        // excludes a second lock from the same process.
-        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+        // excludes a second lock from the same process. A lock just released
+        // can linger for a moment in a child this process is spawning (the
+        // child shares the descriptor until its exec closes it), so a busy
+        // lock is retried for up to 100 ms before it counts as held.
+        var attempts = 0
+        while flock(fd, LOCK_EX | LOCK_NB) != 0 {
             let code = errno
+            attempts += 1
+            if code == EWOULDBLOCK && attempts < 20 {
+                usleep(5_000)
+                continue
+            }
             _ = systemClose(fd)
             if code == EWOULDBLOCK { throw .locked(path: path) }
             throw .ioError(operation: "flock", path: path, errno: code)
