@@ -105,7 +105,7 @@ let package = Package(
         .target(
             name: "EtcdClient",
             dependencies: [
-                "EtcdProto", "EtcdGRPC",
+                "EtcdProto", "EtcdGRPC", "HTTP2PingResponder",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
             ]
@@ -121,11 +121,13 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // etcdctl parses its command line as the Go etcdctl's cobra does
+        // (same errors, usage text and exit codes), so no ArgumentParser.
         .executableTarget(
             name: "etcdctl",
             dependencies: [
-                "EtcdClient",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                "EtcdClient", "EtcdProto",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ]
         ),
         .executableTarget(
@@ -158,6 +160,10 @@ let package = Package(
             name: "MVCCTests",
             dependencies: ["MVCC", "Backend", "EtcdProto", .product(name: "SwiftProtobuf", package: "swift-protobuf")]
         ),
+        // The client and our etcdctl against the real etcd 3.4 (Debian's
+        // etcd-server), and our etcdctl's output against the Go etcdctl's.
+        .testTarget(name: "EtcdClientTests", dependencies: ["EtcdClient", "EtcdProto"]),
+        .testTarget(name: "EtcdctlTests", dependencies: ["EtcdClient"]),
         .testTarget(
             name: "LeaseTests",
             dependencies: ["Lease", "Backend", "EtcdProto", .product(name: "SwiftProtobuf", package: "swift-protobuf")]

@@ -1,0 +1,264 @@
+import EtcdGRPC
+import EtcdProto
+import Foundation
+import GRPCCore
+import Synchronization
+
+public typealias Event = Mvccpb_Event
+
+/// What to watch and how.
+public struct WatchOptions: Sendable {
+    public var range: KeyRange = .single
+    /// The first revision to report (0: changes after now).
+    public var startRevision: Int64 = 0
+    /// Include each event's previous key-value.
+    public var prevKV = false
+    /// Ask the server for periodic progress notifications.
+    public var progressNotify = false
+    /// Do not report puts.
+    public var noPut = false
+    /// Do not report deletes.
+    public var noDelete = false
+    /// Also deliver the server's "created" response.
+    public var createdNotify = false
+
+    public init(range: KeyRange = .single, startRevision: Int64 = 0, prevKV: Bool = false, progressNotify: Bool = false,
+                noPut: Bool = false, noDelete: Bool = false, createdNotify: Bool = false) {
+        self.range = range
+        self.startRevision = startRevision
+        self.prevKV = prevKV
+        self.progressNotify = progressNotify
+        self.noPut = noPut
+        self.noDelete = noDelete
+        self.createdNotify = createdNotify
+    }
+}
+
+/// One batch of a watch: events at one revision range, or a progress notification.
+public struct WatchResponse: Sendable {
+    public var header: ResponseHeader
+    public var events: [Event]
+    public var created: Bool
+    public var canceled: Bool
+    public var compactRevision: Int64
+    public var cancelReason: String
+
+    init(_ r: Etcdserverpb_WatchResponse) {
+        header = r.header
+        events = r.events
+        created = r.created
+        canceled = r.canceled
+        compactRevision = r.compactRevision
+        cancelReason = r.cancelReason
+    }
+
+    /// A progress notification: no events, only the current revision.
+    public var isProgressNotify: Bool {
+        events.isEmpty && !created && !canceled && compactRevision == 0 && header.revision != 0
+    }
+}
+
+/// A running watch: an `AsyncSequence` of ``WatchResponse``s.
+///
+/// The watch survives connection loss and server restarts: it reconnects (to
+/// the next endpoint if needed) and resumes from the last revision it
+/// delivered plus one, so no event is lost or repeated. It ends by throwing
+/// ``EtcdClientError/watchCompacted(compactRevision:)`` when the revision it
+/// needs is compacted, or ``EtcdClientError/watchCanceled(reason:)`` when the
+/// server cancels it. Cancel it with ``cancel()`` or by ending the iteration.
+public final class EtcdWatch: AsyncSequence, Sendable {
+    public typealias Element = WatchResponse
+    public typealias AsyncIterator = AsyncThrowingStream<WatchResponse, any Error>.Iterator
+
+    private let stream: AsyncThrowingStream<WatchResponse, any Error>
+    private let control: Control
+    private let task: Mutex<Task<Void, Never>?> = Mutex(nil)
+
+    final class Control: Sendable {
+        struct State {
+            var outgoing: AsyncStream<Etcdserverpb_WatchRequest>.Continuation?
+            var nextRevision: Int64
+            var created: CheckedContinuation<Void, any Error>?
+            var createdDone = false
+            var createdError: (any Error)?
+        }
+        let state: Mutex<State>
+        init(startRevision: Int64) { state = Mutex(State(nextRevision: startRevision)) }
+
+        func signalCreated(_ error: (any Error)?) {
+            let waiter = state.withLock { s -> CheckedContinuation<Void, any Error>? in
+                if s.createdDone { return nil }
+                s.createdDone = true
+                s.createdError = error
+                defer { s.created = nil }
+                return s.created
+            }
+            if let error { waiter?.resume(throwing: error) } else { waiter?.resume() }
+        }
+
+        func waitCreated() async throws {
+            try await withTaskCancellationHandler {
+                try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
+                    let done = state.withLock { s -> (Bool, (any Error)?) in
+                        if s.createdDone { return (true, s.createdError) }
+                        s.created = c
+                        return (false, nil)
+                    }
+                    if done.0 { if let e = done.1 { c.resume(throwing: e) } else { c.resume() } }
+                }
+            } onCancel: {
+                signalCreated(CancellationError())
+            }
+        }
+    }
+
+    init(client: EtcdClient, key: Data, options: WatchOptions) {
+        let (stream, continuation) = AsyncThrowingStream<WatchResponse, any Error>.makeStream()
+        self.stream = stream
+        let control = Control(startRevision: options.startRevision)
+        self.control = control
+        let task = Task {
+            await Self.run(client: client, key: key, options: options, control: control, continuation: continuation)
+        }
+        self.task.withLock { $0 = task }
+        continuation.onTermination = { _ in task.cancel() }
+    }
+
+    public func makeAsyncIterator() -> AsyncIterator { stream.makeAsyncIterator() }
+
+    /// The revision the watch resumes from after a reconnect.
+    public var nextRevision: Int64 { control.state.withLock { $0.nextRevision } }
+
+    /// Asks the server for a progress notification (delivered as a ``WatchResponse`` with ``WatchResponse/isProgressNotify``).
+    public func requestProgress() {
+        var request = Etcdserverpb_WatchRequest()
+        request.progressRequest = Etcdserverpb_WatchProgressRequest()
+        _ = control.state.withLock { $0.outgoing }?.yield(request)
+    }
+
+    /// Stops the watch; the sequence ends.
+    public func cancel() {
+        task.withLock { $0 }?.cancel()
+    }
+
+    private static func run(client: EtcdClient, key: Data, options: WatchOptions, control: Control,
+                            continuation: AsyncThrowingStream<WatchResponse, any Error>.Continuation) async {
+        let clock = ContinuousClock()
+        let start = clock.now
+        var pause = Duration.milliseconds(50)
+        while !Task.isCancelled {
+            let index = client.currentIndex
+            let connection = client.connections[index]
+            let (outgoing, outgoingContinuation) = AsyncStream<Etcdserverpb_WatchRequest>.makeStream()
+            var create = Etcdserverpb_WatchCreateRequest()
+            (create.key, create.rangeEnd) = options.range.resolve(key)
+            create.startRevision = control.state.withLock { $0.nextRevision }
+            create.prevKv = options.prevKV
+            create.progressNotify = options.progressNotify
+            if options.noPut { create.filters.append(.noput) }
+            if options.noDelete { create.filters.append(.nodelete) }
+            var request = Etcdserverpb_WatchRequest()
+            request.createRequest = create
+            outgoingContinuation.yield(request)
+            control.state.withLock { $0.outgoing = outgoingContinuation }
+            do {
+                var metadata = try await client.metadata()
+                if client.options.requireLeader { metadata.addString("true", forKey: "hasleader") }
+                try await Etcdserverpb_Watch.Client(wrapping: connection.grpc).watch(
+                    metadata: metadata,
+                    requestProducer: { writer in
+                        for await request in outgoing { try await writer.write(request) }
+                    },
+                    onResponse: { response in
+                        for try await message in response.messages {
+                            try handle(message, options: options, control: control, continuation: continuation)
+                        }
+                    })
+                outgoingContinuation.finish()
+                // The server ended the stream: reconnect.
+            } catch {
+                outgoingContinuation.finish()
+                if Task.isCancelled { break }
+                let mapped = EtcdClientError(error)
+                switch mapped {
+                case .watchCompacted, .watchCanceled, .canceled, .closed:
+                    control.signalCreated(mapped)
+                    continuation.finish(throwing: mapped)
+                    return
+                case .invalidAuthToken:
+                    client.clearToken()
+                    continue
+                default:
+                    let created = control.state.withLock { $0.createdDone }
+                    let retryable = EtcdClient.neverSent(error) || EtcdClient.connectionLost(error) || mapped.isEndpointUnavailable
+                        || mapped == .deadlineExceeded
+                    if !retryable || (!created && clock.now - start >= client.options.dialTimeout) {
+                        let failure: EtcdClientError = retryable ? .deadlineExceeded : mapped
+                        control.signalCreated(failure)
+                        continuation.finish(throwing: failure)
+                        return
+                    }
+                    client.advance(from: index)
+                }
+            }
+            try? await Task.sleep(for: pause)
+            pause = Swift.min(pause * 2, .seconds(1))
+        }
+        control.signalCreated(EtcdClientError.canceled)
+        continuation.finish()
+    }
+
+    private static func handle(_ message: Etcdserverpb_WatchResponse, options: WatchOptions, control: Control,
+                               continuation: AsyncThrowingStream<WatchResponse, any Error>.Continuation) throws {
+        if message.canceled || message.compactRevision != 0 {
+            if message.compactRevision != 0 { throw EtcdClientError.watchCompacted(compactRevision: message.compactRevision) }
+            throw EtcdClientError.watchCanceled(reason: message.cancelReason)
+        }
+        let response = WatchResponse(message)
+        if message.created {
+            control.state.withLock { s in
+                if s.nextRevision == 0 { s.nextRevision = message.header.revision + 1 }
+            }
+            control.signalCreated(nil)
+            if options.createdNotify { continuation.yield(response) }
+            return
+        }
+        control.state.withLock { s in
+            if let last = message.events.last {
+                s.nextRevision = last.kv.modRevision + 1
+            } else if message.header.revision + 1 > s.nextRevision {
+                s.nextRevision = message.header.revision + 1
+            }
+        }
+        continuation.yield(response)
+    }
+}
+
+extension EtcdClient {
+    /// Starts watching `key` (or a range) and returns once the server has created the watch.
+    ///
+    /// ```swift
+    /// let watch = try await client.watch("config/", options: WatchOptions(range: .prefix))
+    /// for try await response in watch {
+    ///     for event in response.events { print(event.type, event.kv.key) }
+    /// }
+    /// ```
+    /// - Throws: ``EtcdClientError/watchCompacted(compactRevision:)`` when `startRevision` is compacted,
+    ///   or ``EtcdClientError/deadlineExceeded`` when no endpoint answers within the dial timeout.
+    public func watch(_ key: some EtcdBytes, options: WatchOptions = WatchOptions()) async throws -> EtcdWatch {
+        let watch = EtcdWatch(client: self, key: key.etcdBytes, options: options)
+        do {
+            try await watch.waitCreated()
+        } catch {
+            watch.cancel()
+            throw EtcdClientError(error)
+        }
+        return watch
+    }
+
+    var currentIndex: Int { stateCurrent() }
+}
+
+extension EtcdWatch {
+    func waitCreated() async throws { try await control.waitCreated() }
+}
