@@ -54,36 +54,48 @@ enum LoadRunner {
         request: @escaping @Sendable (Etcdserverpb_KV.Client<HTTP2ClientTransport.Posix>, Int) async throws -> Void
     ) async throws {
         let result = try await withConnections(options) { grpcClients in
-            let clock = ContinuousClock()
-            let start = clock.now
-            let perClient = options.total / options.clients
-            let outcome = try await withThrowingTaskGroup(of: ([Duration], Int).self) { workers in
-                for worker in 0..<options.clients {
-                    let kv = Etcdserverpb_KV.Client(wrapping: grpcClients[worker % grpcClients.count])
-                    let count = perClient + (worker < options.total % options.clients ? 1 : 0)
-                    workers.addTask {
-                        var latencies: [Duration] = []
-                        latencies.reserveCapacity(count)
-                        var errors = 0
-                        for i in 0..<count {
-                            let begin = clock.now
-                            do { try await request(kv, worker &* 1_000_003 &+ i) } catch { errors += 1 }
-                            latencies.append(clock.now - begin)
-                        }
-                        return (latencies, errors)
-                    }
-                }
-                var all: [Duration] = []
+            try await runWorkers(options, grpcClients) { worker, count, client in
+                let kv = Etcdserverpb_KV.Client(wrapping: client)
+                let clock = ContinuousClock()
+                var latencies: [Duration] = []
+                latencies.reserveCapacity(count)
                 var errors = 0
-                for try await (latencies, failed) in workers {
-                    all += latencies
-                    errors += failed
+                for i in 0..<count {
+                    let begin = clock.now
+                    do { try await request(kv, worker &* 1_000_003 &+ i) } catch { errors += 1 }
+                    latencies.append(clock.now - begin)
                 }
-                return (all, errors)
+                return (latencies, errors)
             }
-            return (outcome.0, outcome.1, clock.now - start)
         }
         report(label: label, latencies: result.0, errors: result.1, elapsed: result.2)
+    }
+
+    /// Runs one task per `--clients`, each with its number, its share of
+    /// `--total` and a connection (round-robin); gathers their latencies and
+    /// error counts and the elapsed time of the whole.
+    static func runWorkers(
+        _ options: LoadOptions, _ clients: [GRPCClient<HTTP2ClientTransport.Posix>],
+        _ work: @escaping @Sendable (_ worker: Int, _ count: Int, _ client: GRPCClient<HTTP2ClientTransport.Posix>) async throws -> ([Duration], Int)
+    ) async throws -> ([Duration], Int, Duration) {
+        let clock = ContinuousClock()
+        let start = clock.now
+        let perClient = options.total / options.clients
+        let outcome = try await withThrowingTaskGroup(of: ([Duration], Int).self) { workers in
+            for worker in 0..<options.clients {
+                let client = clients[worker % clients.count]
+                let count = perClient + (worker < options.total % options.clients ? 1 : 0)
+                workers.addTask { try await work(worker, count, client) }
+            }
+            var all: [Duration] = []
+            var errors = 0
+            for try await (latencies, failed) in workers {
+                all += latencies
+                errors += failed
+            }
+            return (all, errors)
+        }
+        return (outcome.0, outcome.1, clock.now - start)
     }
 
     /// Opens `--conns` gRPC connections to `--endpoint`, runs `body` with

@@ -127,54 +127,39 @@ struct LeaseKeepAliveLoad: AsyncParsableCommand {
         let options = options
         let clock = ContinuousClock()
         let result = try await LoadRunner.withConnections(options) { clients in
-            let start = clock.now
-            let outcome = try await withThrowingTaskGroup(of: ([Duration], Int).self) { workers in
-                for worker in 0..<options.clients {
-                    let lease = Etcdserverpb_Lease.Client(wrapping: clients[worker % clients.count])
-                    let count = options.total / options.clients + (worker < options.total % options.clients ? 1 : 0)
-                    workers.addTask {
-                        var grant = Etcdserverpb_LeaseGrantRequest()
-                        grant.ttl = 60
-                        let id = try await lease.leaseGrant(grant).id
-                        let (requests, continuation) = AsyncStream<Etcdserverpb_LeaseKeepAliveRequest>.makeStream()
-                        var keepAlive = Etcdserverpb_LeaseKeepAliveRequest()
-                        keepAlive.id = id
-                        let request = keepAlive
-                        // The first keep-alive goes out before the response
-                        // stream opens: a Go server sends its headers only
-                        // with its first answer.
-                        let firstSent = clock.now
-                        continuation.yield(request)
-                        return try await lease.leaseKeepAlive(requestProducer: { writer in
-                            for await request in requests { try await writer.write(request) }
-                        }, onResponse: { response in
-                            var latencies: [Duration] = []
-                            var errors = 0
-                            var messages = response.messages.makeAsyncIterator()
-                            var begin = firstSent
-                            for sent in 0..<count {
-                                if sent > 0 {
-                                    begin = clock.now
-                                    continuation.yield(request)
-                                }
-                                guard let answer = try await messages.next() else { errors += 1; break }
-                                if answer.ttl <= 0 { errors += 1 }
-                                latencies.append(clock.now - begin)
-                            }
-                            continuation.finish()
-                            return (latencies, errors)
-                        })
+            try await LoadRunner.runWorkers(options, clients) { _, count, client in
+                let lease = Etcdserverpb_Lease.Client(wrapping: client)
+                var grant = Etcdserverpb_LeaseGrantRequest()
+                grant.ttl = 60
+                let id = try await lease.leaseGrant(grant).id
+                let (requests, continuation) = AsyncStream<Etcdserverpb_LeaseKeepAliveRequest>.makeStream()
+                var keepAlive = Etcdserverpb_LeaseKeepAliveRequest()
+                keepAlive.id = id
+                let request = keepAlive
+                // The first keep-alive goes out before the response stream
+                // opens: a Go server sends its headers only with its first answer.
+                let firstSent = clock.now
+                continuation.yield(request)
+                return try await lease.leaseKeepAlive(requestProducer: { writer in
+                    for await request in requests { try await writer.write(request) }
+                }, onResponse: { response in
+                    var latencies: [Duration] = []
+                    var errors = 0
+                    var messages = response.messages.makeAsyncIterator()
+                    var begin = firstSent
+                    for sent in 0..<count {
+                        if sent > 0 {
+                            begin = clock.now
+                            continuation.yield(request)
+                        }
+                        guard let answer = try await messages.next() else { errors += 1; break }
+                        if answer.ttl <= 0 { errors += 1 }
+                        latencies.append(clock.now - begin)
                     }
-                }
-                var all: [Duration] = []
-                var errors = 0
-                for try await (latencies, failed) in workers {
-                    all += latencies
-                    errors += failed
-                }
-                return (all, errors)
+                    continuation.finish()
+                    return (latencies, errors)
+                })
             }
-            return (outcome.0, outcome.1, clock.now - start)
         }
         LoadRunner.report(label: "lease-keepalive", latencies: result.0, errors: result.1, elapsed: result.2)
     }
