@@ -15,10 +15,11 @@ swift build --build-tests
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
-spawning='E2ETests|EtcdClientTests|EtcdctlTests'
+# Test ids start with the test target's name: E2ETests.GoEtcdctlTests/...
+spawning='^(E2ETests|EtcdClientTests|EtcdctlTests)\.'
 swift test --skip-build --disable-xctest --skip "$spawning" 2>&1 | tee -a "$log" || status=$?
 for phase in E2ETests EtcdClientTests EtcdctlTests; do
-    swift test --skip-build --disable-xctest --filter "$phase" 2>&1 | tee -a "$log" || status=$?
+    swift test --skip-build --disable-xctest --filter "^$phase\." 2>&1 | tee -a "$log" || status=$?
 done
 # One closing line with the counts, whatever the runner printed.
 passed=$(grep -v '^✔ Test run with' "$log" | grep -c '^✔ Test .* passed after' || true)
