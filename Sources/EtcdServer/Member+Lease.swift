@@ -84,7 +84,9 @@ extension Member {
     /// an election timeout more, so none expires early because of the
     /// change) and demotes it when leadership is lost.
     func followLeadership(_ loop: inout RaftLoopState) {
-        let leading = loop.node.status().softState.role == .leader
+        // `lead` is this member exactly while it leads (cheaper than
+        // status(), which copies the progress of every peer).
+        let leading = loop.node.lead == memberID
         guard leading != loop.isLeader else { return }
         loop.isLeader = leading
         if leading {

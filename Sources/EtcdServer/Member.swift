@@ -302,7 +302,7 @@ public final class Member: Sendable {
         wakeup.unlock()
     }
 
-    func validate<T>(_ body: () throws -> T) throws -> T {
+    private func validate<T>(_ body: () throws -> T) throws -> T {
         do { return try body() } catch let error as MVCCError { throw EtcdError(error) }
     }
 
