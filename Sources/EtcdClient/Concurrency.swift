@@ -434,7 +434,7 @@ public struct ServiceRegistry: Sendable {
 
     /// Registers `address` under the session's lease.
     public func register(address: String, metadata: String? = nil, session: Session) async throws {
-        var value = "{\"Op\":0,\"Addr\":" + jsonString(address)
+        var value = "{\"Op\":0,\"Addr\":" + goJSONString(address)
         value += ",\"Metadata\":" + (metadata ?? "null") + "}"
         try await client.put(prefix + address, value, options: PutOptions(lease: session.leaseID))
     }
@@ -492,7 +492,10 @@ public struct ServiceRegistry: Sendable {
     }
 }
 
-func jsonString(_ s: String) -> String {
+/// A JSON string literal escaped as Go's encoding/json escapes it (HTML
+/// characters and U+2028/2029 too), so records read by Go programs and
+/// etcdctl's json output match byte for byte.
+package func goJSONString(_ s: String) -> String {
     var out = "\""
     for scalar in s.unicodeScalars {
         switch scalar {
@@ -501,6 +504,11 @@ func jsonString(_ s: String) -> String {
         case "\n": out += "\\n"
         case "\r": out += "\\r"
         case "\t": out += "\\t"
+        case "<": out += "\\u003c"
+        case ">": out += "\\u003e"
+        case "&": out += "\\u0026"
+        case "\u{2028}": out += "\\u2028"
+        case "\u{2029}": out += "\\u2029"
         default:
             if scalar.value < 0x20 { out += String(format: "\\u%04x", scalar.value) } else { out.unicodeScalars.append(scalar) }
         }
