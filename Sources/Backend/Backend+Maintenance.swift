@@ -65,6 +65,59 @@ extension Backend {
         }
     }
 
+    /// Installs the LMDB file at `source` (a copy made by `snapshot` or
+    /// `copy(to:)`, on the same file system as `path`) in place of the
+    /// backend's file, which it supersedes entirely: the open batch is
+    /// dropped, not committed. `source` is checked first (opened read-only)
+    /// and then renamed over `path`. Readers wait during the swap and see
+    /// either the old data or the new one. Afterwards the backend is as if
+    /// freshly opened on the new file. On failure the old data (and batch)
+    /// stays, unless the new file was in place and could not be opened: then
+    /// the backend is closed. Writer thread.
+    public func replace(withFileAt source: String) throws(BackendError) {
+        _ = try currentEnv()
+        try Backend.validateEnvironment(at: source, maxReaders: config.maxReaders)
+        try Backend.fsyncFile(source)
+        suspendWriteTxn()
+        try withExclusiveEnvironment { () throws(BackendError) in
+            closeEnvironmentForReplacement()
+            guard rename(source, path) == 0 else {
+                let code = errno
+                try reopenEnvironment()
+                throw .io(operation: "rename", path: source, errno: code)
+            }
+            discardBatch()
+            try Backend.fsyncDirectory(of: path)
+            try reopenEnvironment()
+        }
+    }
+
+    /// Opens the file at `path` read-only as an LMDB environment and reads
+    /// its main database, or throws.
+    static func validateEnvironment(at path: String, maxReaders: Int) throws(BackendError) {
+        func failure(_ rc: Int32, _ operation: String) -> BackendError {
+            backendError(rc, operation: operation, path: path, maxReaders: maxReaders)
+        }
+        var env: OpaquePointer?
+        var rc = mdb_env_create(&env)
+        guard rc == 0, let env else { throw failure(rc, "mdb_env_create") }
+        defer { mdb_env_close(env) }
+        rc = mdb_env_set_maxdbs(env, MDB_dbi(Bucket.allCases.count + 4))
+        if rc == 0 {
+            rc = mdb_env_open(env, path, UInt32(MDB_NOSUBDIR | MDB_RDONLY | MDB_NOLOCK | MDB_NOTLS), 0o600)
+        }
+        guard rc == 0 else { throw failure(rc, "mdb_env_open") }
+        var txn: OpaquePointer?
+        rc = mdb_txn_begin(env, nil, UInt32(MDB_RDONLY), &txn)
+        guard rc == 0, let txn else { throw failure(rc, "mdb_txn_begin") }
+        defer { mdb_txn_abort(txn) }
+        var dbi: MDB_dbi = 0
+        var stat = MDB_stat()
+        rc = mdb_dbi_open(txn, nil, 0, &dbi)
+        if rc == 0 { rc = mdb_stat(txn, dbi, &stat) }
+        guard rc == 0 else { throw failure(rc, "mdb_stat") }
+    }
+
     /// Streams a consistent copy of the committed data (a complete LMDB file,
     /// compacted) to `write` in chunks of up to 1 MiB; returns the byte
     /// count. The copy holds exactly the data described by its own stored

@@ -65,9 +65,10 @@ struct Handle: @unchecked Sendable {
 ///
 /// Threading rules:
 /// - **Writer methods** (`put`, `delete`, `withWriteView`, `setConsistentIndex`,
-///   `commitIfDue`, `forceCommit`, `defragment`, `close`) must all be called
-///   from one thread at a time, and a batch must be committed on the thread
-///   that started it: LMDB's writer lock is an OS mutex owned by that thread.
+///   `commitIfDue`, `forceCommit`, `defragment`, `replace`, `close`) must all
+///   be called from one thread at a time, and a batch must be committed on
+///   the thread that started it: LMDB's writer lock is an OS mutex owned by
+///   that thread.
 ///   The server's apply loop is that thread. Violations trap (`precondition`).
 /// - **Readers** (`read`, `hash`, `snapshot`, the size properties) may be used
 ///   from any thread, concurrently with the writer. A read sees the committed
@@ -565,4 +566,25 @@ public final class Backend: @unchecked Sendable {
     }
 
     var hasOpenWriteTxn: Bool { writeTxn != nil || needsReplay }
+
+    /// Aborts the open write transaction, keeping the batch for replay.
+    /// Writer thread.
+    func suspendWriteTxn() {
+        guard writeTxn != nil else { return }
+        precondition(
+            pthread_equal(writeTxnThread!, pthread_self()) != 0,
+            "Backend writer methods must run on the thread that began the batch"
+        )
+        abortWriteTxn()
+    }
+
+    /// Forgets the batch (suspended first): the file under it was replaced.
+    /// Caller holds the write side of `envLock`.
+    func discardBatch() {
+        needsReplay = false
+        opsInBatch = 0
+        let empty = PendingBatch()
+        pending = empty
+        published.withLock { $0 = Published(current: empty, committing: nil) }
+    }
 }

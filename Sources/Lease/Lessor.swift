@@ -23,6 +23,28 @@ public final class Lessor: Sendable {
     /// below the minimum, as etcd does). Loaded leases do not expire until
     /// `promote`.
     public init(backend: Backend, config: LessorConfig) throws(LeaseError) {
+        let loaded = try Lessor.load(backend, config)
+        self.backend = backend
+        self.config = config
+        self.state = Mutex(LessorState(config: config, leases: loaded))
+    }
+
+    /// After the backend's file was replaced (`Backend.replace(withFileAt:)`):
+    /// replaces every lease, and drops every attachment, with what the
+    /// `lease` bucket holds now, loaded as `init` does. On the primary the
+    /// new leases expire as `promote(now:extend:)` would have them expire;
+    /// otherwise they do not expire. Then reattach the keys with
+    /// `restoreAttachments(store.restoredLeases)`. Backend writer thread.
+    public func reload(now: Duration, extend: Duration) throws(LeaseError) {
+        let loaded = try Lessor.load(backend, config)
+        state.withLock { s in
+            let primary = s.isPrimary
+            s = LessorState(config: config, leases: loaded)
+            if primary { s.promote(now: now, extend: extend) }
+        }
+    }
+
+    private static func load(_ backend: Backend, _ config: LessorConfig) throws(LeaseError) -> [Int64: LeaseRecord] {
         var loaded: [Int64: LeaseRecord] = [:]
         do {
             try backend.read { tx in
@@ -38,9 +60,7 @@ public final class Lessor: Sendable {
         } catch {
             throw .backend("lease: cannot decode a stored lease: \(error)")
         }
-        self.backend = backend
-        self.config = config
-        self.state = Mutex(LessorState(config: config, leases: loaded))
+        return loaded
     }
 
     // MARK: - Applied from the raft log (backend writer thread)
@@ -93,10 +113,12 @@ public final class Lessor: Sendable {
         state.withLock { $0.apply(events) }
     }
 
-    /// After a restart: attaches each key to the lease the MVCC store found
-    /// on it. Unknown lease ids are ignored.
+    /// After a restart or a `reload`: attaches each key to the lease the
+    /// MVCC store found on it, replacing every attachment made before.
+    /// Unknown lease ids are ignored.
     public func restoreAttachments(_ keys: [Data: Int64]) {
         state.withLock { s in
+            s.detachAll()
             for (key, id) in keys {
                 s.attach(key, to: id)
             }

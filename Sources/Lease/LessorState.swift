@@ -85,6 +85,11 @@ struct LessorState {
         leases[owner]?.keys.remove(key)
     }
 
+    mutating func detachAll() {
+        for id in Set(owners.values) { leases[id]?.keys.removeAll() }
+        owners.removeAll()
+    }
+
     mutating func apply(_ events: [Mvccpb_Event]) {
         for event in events {
             switch event.type {

@@ -45,9 +45,9 @@ public struct KeyValueHash: Equatable, Sendable {
 /// history (`KeyIndex`), rebuilt from the backend when the store opens.
 ///
 /// Threading: the write methods (`put`, `deleteRange`, `txn`, `compact`,
-/// `compactionStep`, `finishCompaction`) belong to the backend's writer
-/// thread, the server's apply loop. They never commit the backend batch:
-/// after applying a raft entry the caller records it with
+/// `compactionStep`, `finishCompaction`, `reload`) belong to the backend's
+/// writer thread, the server's apply loop. They never commit the backend
+/// batch: after applying a raft entry the caller records it with
 /// `backend.setConsistentIndex(_:term:)` and then calls
 /// `backend.commitIfDue()`, so data and index always commit together.
 /// Reads (`range`, `readOnlyTxn`, `hash`, `hashKV`, the revision properties)
@@ -73,8 +73,9 @@ public final class KVStore: @unchecked Sendable {
     var compactionJob: CompactionJob?
     var failure: BackendError?
 
-    /// Keys and their lease ids as found when the store was opened, for the
-    /// lessor to reattach (writes report lease changes through events).
+    /// Keys and their lease ids as found when the store was opened (or
+    /// reloaded), for the lessor to reattach (writes report lease changes
+    /// through events). Writer thread.
     public private(set) var restoredLeases: [Data: Int64] = [:]
 
     /// Opens the store on `backend`, rebuilding the index and resuming an
@@ -113,6 +114,38 @@ public final class KVStore: @unchecked Sendable {
 
     // MARK: - Restore
 
+    /// Rebuilds the index, the revisions and `restoredLeases` from the
+    /// backend, as opening the store does, after its file was replaced
+    /// (`Backend.replace(withFileAt:)`): a compaction of the old data still
+    /// in progress is dropped, an unfinished one of the new data resumes,
+    /// and a recorded write failure is cleared. `install`, if given, runs
+    /// first under the store's write lock, so no read sees the new data
+    /// through the old index: `reload { try backend.replace(withFileAt: p) }`;
+    /// if it throws, nothing changes. Writer thread; then reattach leases
+    /// from `restoredLeases` and call `WatchableStore.restore()`.
+    public func reload(after install: () throws -> Void = {}) throws(MVCCError) {
+        lock.writeLock()
+        defer { lock.unlock() }
+        do {
+            try install()
+        } catch {
+            throw KVStore.mvccError(error)
+        }
+        do {
+            try restore()
+        } catch {
+            if case .backend(let backendError) = error {
+                failure = backendError
+            } else {
+                failure = .corrupted(path: backend.path, detail: error.message)
+            }
+            throw error
+        }
+        failure = nil
+    }
+
+    /// Loads the in-memory state from the backend. Caller holds the write
+    /// lock (or is initialising).
     private func restore() throws(MVCCError) {
         var finished: Int64 = -1
         var scheduled: Int64 = 0
@@ -164,6 +197,7 @@ public final class KVStore: @unchecked Sendable {
         restoredLeases = leases
         compactRev = finished
         currentRev = max(lastMain, finished, scheduled)
+        compactionJob = nil
         if scheduled > 0 && scheduled > finished {
             // A compaction was requested but not finished: redo it.
             startCompaction(at: scheduled)

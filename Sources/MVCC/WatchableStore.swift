@@ -359,6 +359,29 @@ public final class WatchableStore: @unchecked Sendable {
         return victimCount
     }
 
+    // MARK: - Restore
+
+    /// After `KVStore.reload()` (the backend holds another member's data,
+    /// which continues the history this store has seen, as raft ensures):
+    /// "now" becomes the store's revision, and every synced watcher the new
+    /// data has events for becomes unsynced with its next revision, so
+    /// `syncUnsynced` catches it up from the new data, or sends it the
+    /// compaction notice if the new data's compaction passed it. Victims
+    /// stay victims: their held delivery is history the new data shares,
+    /// and after it they catch up the same way. A catch-up read in flight
+    /// read a prefix of the same history, so its results stay valid too.
+    /// Writer thread.
+    public func restore() {
+        let revision = store.currentRevision
+        lock.lock()
+        defer { lock.unlock() }
+        notifiedRev = revision
+        for watcher in watchers.values.sorted(by: { $0.serial < $1.serial })
+        where watcher.state == .synced && watcher.nextRev <= revision {
+            move(watcher, to: .unsynced)
+        }
+    }
+
     // MARK: - State
 
     /// The last revision reported by `notify` (initially the store's): what
