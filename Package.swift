@@ -81,12 +81,20 @@ let package = Package(
         .target(name: "MVCC", dependencies: ["Backend", "EtcdProto", "Checksum"]),
         .target(name: "Lease", dependencies: ["Backend", "EtcdProto"]),
         .target(name: "Auth", dependencies: ["Backend", "EtcdProto"]),
+        .target(
+            name: "PeerTransport",
+            dependencies: [
+                "Checksum",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
 
         // MARK: the member, its API and the client
         .target(
             name: "EtcdServer",
             dependencies: [
-                "Raft", "WAL", "Backend", "MVCC", "Lease", "Auth", "EtcdProto",
+                "Raft", "WAL", "Backend", "MVCC", "Lease", "Auth", "EtcdProto", "PeerTransport",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -169,6 +177,12 @@ let package = Package(
             dependencies: ["Lease", "Backend", "EtcdProto", .product(name: "SwiftProtobuf", package: "swift-protobuf")]
         ),
         .testTarget(name: "EtcdServerTests", dependencies: ["EtcdServer", "EtcdProto", "MVCC"]),
+        // Several members in one process over loopback sockets.
+        .testTarget(name: "ClusterTests", dependencies: ["EtcdServer", "EtcdProto"]),
+        .testTarget(
+            name: "PeerTransportTests",
+            dependencies: ["PeerTransport", "Checksum", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")]
+        ),
         // Spawns the built `etcd`; drives it with Debian's Go etcdctl and
         // compares it with Debian's real etcd.
         .testTarget(

@@ -126,6 +126,17 @@ public final class Backend: @unchecked Sendable {
     deinit {
         if env != nil {
             if let txn = writeTxn {
+                guard let owner = writeTxnThread, pthread_equal(owner, pthread_self()) != 0 else {
+                    // LMDB's writer lock is a robust mutex owned by the thread
+                    // that began the batch: unlocking it here fails, and
+                    // unmapping it would leave a dangling entry on the owner's
+                    // robust-mutex list (that thread would crash on its next
+                    // LMDB lock). Leak the environment instead; close the
+                    // backend on its writer thread to avoid this.
+                    let message = "Backend \(path): released with an open batch on another thread; leaking the environment\n"
+                    _ = message.withCString { write(2, $0, strlen($0)) }
+                    return
+                }
                 mdb_txn_abort(txn)
             }
             drainReaderPool()
@@ -189,6 +200,7 @@ public final class Backend: @unchecked Sendable {
         var commitError: BackendError?
         do { try forceCommit() } catch { commitError = error }
         if let txn = writeTxn {
+            assertWriterThread("close")
             mdb_txn_abort(txn)
             writeTxn = nil
         }
@@ -206,6 +218,7 @@ public final class Backend: @unchecked Sendable {
     public func abandon() {
         guard env != nil else { return }
         if let txn = writeTxn {
+            assertWriterThread("abandon")
             mdb_txn_abort(txn)
             writeTxn = nil
             writeTxnThread = nil
@@ -402,8 +415,16 @@ public final class Backend: @unchecked Sendable {
         }
     }
 
+    /// LMDB's writer lock belongs to the thread that began the batch; ending
+    /// the transaction anywhere else corrupts that thread's lock list.
+    private func assertWriterThread(_ operation: String) {
+        precondition(writeTxnThread.map { pthread_equal($0, pthread_self()) != 0 } ?? true,
+                     "Backend \(operation) of \(path) off the thread that began the batch")
+    }
+
     private func abortWriteTxn() {
         if let txn = writeTxn {
+            assertWriterThread("abort")
             mdb_txn_abort(txn)
         }
         writeTxn = nil

@@ -9,6 +9,7 @@ import HTTP2PingResponder
 public struct ClientListener: Sendable {
     public let address: ListenAddress
     private let server: GRPCServer<HTTP2ServerTransport.Posix>
+    private let forwarder: LeaderForwarder?
 
     /// - Parameter answerPingsBeforeHTTP2: install `HTTP2PingResponder` on every
     ///   connection (on by default; off only to show what happens without it).
@@ -26,9 +27,10 @@ public struct ClientListener: Sendable {
             config: config
         )
         var services: [any RegistrableRPCService] = [HealthService()]
-        if let member {
+        forwarder = member.map(LeaderForwarder.init)
+        if let member, let forwarder {
             services += [
-                KVService(member: member), WatchService(member: member), LeaseService(member: member),
+                KVService(member: member), WatchService(member: member), LeaseService(member: member, forwarder: forwarder),
                 MaintenanceService(member: member), ClusterService(member: member),
             ]
         }
@@ -54,5 +56,6 @@ public struct ClientListener: Sendable {
 
     public func stop() {
         server.beginGracefulShutdown()
+        forwarder?.close()
     }
 }

@@ -5,8 +5,11 @@ import GRPCCore
 import Lease
 
 /// etcdserverpb.Lease over a member.
+/// Keep-alives and TimeToLive need the leader's lessor (expiry lives
+/// there): a follower forwards them to the leader.
 struct LeaseService: Etcdserverpb_Lease.SimpleServiceProtocol {
     let member: Member
+    let forwarder: LeaderForwarder
 
     func leaseGrant(request: Etcdserverpb_LeaseGrantRequest, context: ServerContext) async throws -> Etcdserverpb_LeaseGrantResponse {
         try await etcdCall {
@@ -40,6 +43,8 @@ struct LeaseService: Etcdserverpb_Lease.SimpleServiceProtocol {
                     answer.ttl = try member.leaseRenew(id: keepAlive.id)
                 } catch let error as EtcdError where error == .leaseNotFound {
                     answer.ttl = 0
+                } catch let error as EtcdError where error == .notPrimary {
+                    answer.ttl = try await forwarder.renew(id: keepAlive.id)
                 }
                 answer.header = member.header()
                 try await response.write(answer)
@@ -49,6 +54,9 @@ struct LeaseService: Etcdserverpb_Lease.SimpleServiceProtocol {
 
     /// A lease that does not exist answers TTL -1 (not an error), as etcd does.
     func leaseTimeToLive(request: Etcdserverpb_LeaseTimeToLiveRequest, context: ServerContext) async throws -> Etcdserverpb_LeaseTimeToLiveResponse {
+        if !member.isLeader {
+            return try await etcdCall { try await forwarder.timeToLive(request) }
+        }
         var response = Etcdserverpb_LeaseTimeToLiveResponse()
         response.header = member.header()
         response.id = request.id

@@ -19,6 +19,7 @@ struct MaintenanceService: Etcdserverpb_Maintenance.SimpleServiceProtocol {
         response.raftIndex = raft.committedIndex
         response.raftTerm = raft.term
         response.raftAppliedIndex = raft.appliedIndex
+        response.isLearner = member.memberList().first { $0.id == member.memberID }?.isLearner ?? false
         response.storageVersion = EtcdVersion.api + ".0"
         return response
     }
@@ -66,35 +67,69 @@ struct MaintenanceService: Etcdserverpb_Maintenance.SimpleServiceProtocol {
     }
 }
 
-/// etcdserverpb.Cluster: the member list of this (single-member) cluster.
+/// etcdserverpb.Cluster: the members as applied from the raft log, and
+/// membership changes through raft.
 struct ClusterService: Etcdserverpb_Cluster.SimpleServiceProtocol {
     let member: Member
 
+    private func members() -> [Etcdserverpb_Member] { member.memberList().map(Etcdserverpb_Member.init) }
+
     func memberList(request: Etcdserverpb_MemberListRequest, context: ServerContext) async throws -> Etcdserverpb_MemberListResponse {
-        var me = Etcdserverpb_Member()
-        me.id = member.memberID
-        me.name = member.config.name
-        me.clientUrls = member.config.advertiseClientURLs
-        me.peerUrls = member.config.initialAdvertisePeerURLs
         var response = Etcdserverpb_MemberListResponse()
         response.header = member.header()
-        response.members = [me]
+        response.members = members()
         return response
     }
 
     func memberAdd(request: Etcdserverpb_MemberAddRequest, context: ServerContext) async throws -> Etcdserverpb_MemberAddResponse {
-        throw RPCError.notImplementedYet
+        try await etcdCall {
+            let added = try await member.memberAdd(peerURLs: request.peerUrls, isLearner: request.isLearner)
+            var response = Etcdserverpb_MemberAddResponse()
+            response.header = member.header()
+            response.member = Etcdserverpb_Member(added)
+            response.members = members()
+            return response
+        }
     }
 
     func memberRemove(request: Etcdserverpb_MemberRemoveRequest, context: ServerContext) async throws -> Etcdserverpb_MemberRemoveResponse {
-        throw RPCError.notImplementedYet
+        try await etcdCall {
+            try await member.memberRemove(id: request.id)
+            var response = Etcdserverpb_MemberRemoveResponse()
+            response.header = member.header()
+            response.members = members()
+            return response
+        }
     }
 
     func memberUpdate(request: Etcdserverpb_MemberUpdateRequest, context: ServerContext) async throws -> Etcdserverpb_MemberUpdateResponse {
-        throw RPCError.notImplementedYet
+        try await etcdCall {
+            try await member.memberUpdate(id: request.id, peerURLs: request.peerUrls)
+            var response = Etcdserverpb_MemberUpdateResponse()
+            response.header = member.header()
+            response.members = members()
+            return response
+        }
     }
 
     func memberPromote(request: Etcdserverpb_MemberPromoteRequest, context: ServerContext) async throws -> Etcdserverpb_MemberPromoteResponse {
-        throw RPCError.notImplementedYet
+        try await etcdCall {
+            try await member.memberPromote(id: request.id)
+            var response = Etcdserverpb_MemberPromoteResponse()
+            response.header = member.header()
+            response.members = members()
+            return response
+        }
+    }
+}
+
+extension Etcdserverpb_Member {
+    init(_ record: MemberRecord) {
+        self.init()
+        id = record.id
+        name = record.name
+        peerUrls = record.peerURLs
+        clientUrls = record.clientURLs
+        isLearner = record.isLearner
     }
 }

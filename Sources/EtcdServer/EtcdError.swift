@@ -38,5 +38,6 @@ public struct EtcdError: Error, Equatable, Sendable, CustomStringConvertible {
     public static let leaderChanged = EtcdError(.unavailable, "etcdserver: leader changed")
     public static let timeout = EtcdError(.unavailable, "etcdserver: request timed out")
     public static let stopped = EtcdError(.unavailable, "etcdserver: server stopped")
+    public static let notPrimary = EtcdError(.failedPrecondition, "etcdserver: not primary")
     public static let corrupt = EtcdError(.dataLoss, "etcdserver: corrupt cluster")
 }

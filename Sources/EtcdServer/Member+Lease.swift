@@ -52,6 +52,9 @@ extension Member {
 
     public func leaseIDsGranted() -> [Int64] { lessor.leases() }
 
+    /// Whether this member leads (and so keeps leases alive).
+    public var isLeader: Bool { raftStatus().leader == memberID }
+
     func leaseNow() -> Duration { config.leaseClockForTesting?() ?? (clock.now - clockOrigin) }
 
     // MARK: - The raft loop's side
@@ -99,10 +102,7 @@ extension Member {
     /// A proposal the member makes itself: nobody waits for its result.
     func proposeFromLoop(_ request: Etcdserverpb_InternalRaftRequest, _ loop: inout RaftLoopState) {
         var request = request
-        request.id = shared.withLock { state in
-            defer { state.nextRequestID += 1 }
-            return state.nextRequestID
-        }
+        request.id = requestIDs.next()
         request.header.id = request.id
         guard let data = try? request.serializedData() else { return }
         try? loop.node.propose(data)
@@ -148,7 +148,7 @@ extension EtcdError {
         case .notFound: self = .leaseNotFound
         case .alreadyExists: self = .leaseExists
         case .ttlTooLarge: self = .leaseTTLTooLarge
-        case .notPrimary: self = EtcdError(.failedPrecondition, "etcdserver: not primary")
+        case .notPrimary: self = .notPrimary
         case .tooManyLeases: self = EtcdError(.resourceExhausted, error.description)
         case .backend(let message): self = EtcdError(.internal, "etcdserver: lease backend: \(message)")
         }

@@ -2,20 +2,30 @@ import Backend
 import EtcdProto
 import Foundation
 import MVCC
+import Raft
 
-/// The member record: after start a member publishes its name and client
-/// URLs through raft (etcd's ClusterMemberAttrSet), and every member stores
-/// the record in the backend's `members` bucket as etcd does — the key is
-/// the member id in hex, the value etcd's JSON form of the member.
+/// Membership: the member records (published attributes, conf changes) and
+/// the Cluster API's member calls. Records live in the `members` bucket in
+/// etcd's JSON form; conf changes carry the record as their context, as in
+/// etcd, so every member applies the same record.
 extension Member {
-    /// Proposes this member's attributes and waits until they are applied;
-    /// logs etcd's `published local member to cluster through raft`.
+    /// Proposes this member's attributes until they are applied (a new
+    /// cluster has no leader until a quorum of members runs); logs etcd's
+    /// `published local member to cluster through raft`.
     public func publish() async throws {
         var internalRequest = Etcdserverpb_InternalRaftRequest()
         internalRequest.clusterMemberAttrSet.memberID = memberID
         internalRequest.clusterMemberAttrSet.memberAttributes.name = config.name
         internalRequest.clusterMemberAttrSet.memberAttributes.clientUrls = config.advertiseClientURLs
-        _ = try await propose(internalRequest)
+        while true {
+            do {
+                _ = try await propose(internalRequest)
+                break
+            } catch let error as EtcdError where error != .stopped {
+                // No leader yet, or the proposal was lost in an election.
+                try await Task.sleep(for: .milliseconds(error == .noLeader ? 100 : 10))
+            }
+        }
         logger.info("published local member to cluster through raft", metadata: [
             "local-member-id": "\(String(memberID, radix: 16))",
             "local-member-attributes": "{Name:\(config.name) ClientURLs:[\(config.advertiseClientURLs.joined(separator: " "))]}",
@@ -23,36 +33,120 @@ extension Member {
         ])
     }
 
-    /// Applies ClusterMemberAttrSet: the record of that member, with the peer
-    /// URLs this member knows for it.
-    func applyMemberAttributes(_ request: Membershippb_ClusterMemberAttrSetRequest) throws(MVCCError) {
-        let record = MemberRecord(
-            id: request.memberID,
-            peerURLs: request.memberID == memberID ? config.initialAdvertisePeerURLs : [],
-            name: request.memberAttributes.name,
-            clientURLs: request.memberAttributes.clientUrls)
-        do {
-            try backend.put(.members, key: Array(String(request.memberID, radix: 16).utf8), value: Array(record.json().utf8))
-        } catch {
-            throw .backend(error)
+    /// The members, sorted by id.
+    public func memberList() -> [MemberRecord] { membership.members }
+
+    /// MemberAdd: a new member (voter or learner) with an id derived from
+    /// its peer URLs, the cluster token and the time, as etcd derives it.
+    public func memberAdd(peerURLs: [String], isLearner: Bool) async throws -> MemberRecord {
+        for url in peerURLs {
+            guard URLs.isValidPeerURL(url) else { throw EtcdError(.invalidArgument, "etcdserver: invalid peer URL \(url)") }
         }
+        let inUse = Set(membership.members.flatMap(\.peerURLs))
+        if peerURLs.contains(where: inUse.contains) { throw EtcdError.peerURLExists }
+        if isLearner && membership.members.filter(\.isLearner).count >= Self.maxLearners { throw EtcdError.tooManyLearners }
+        let record = MemberRecord(
+            id: MemberIdentity.memberID(peerURLs: peerURLs, clusterToken: config.initialClusterToken,
+                                        addedAtUnixSeconds: Int64(Date().timeIntervalSince1970)),
+            peerURLs: peerURLs, isLearner: isLearner)
+        if membership.member(record.id) != nil { throw EtcdError.memberExists }
+        try await proposeConfChange(ConfChange(type: isLearner ? .addLearnerNode : .addNode, nodeID: record.id,
+                                               context: Data(record.json().utf8)))
+        return record
+    }
+
+    public func memberRemove(id: UInt64) async throws {
+        if membership.isRemoved(id) { throw EtcdError.memberRemoved }
+        guard membership.member(id) != nil else { throw EtcdError.memberNotFound }
+        try await proposeConfChange(ConfChange(type: .removeNode, nodeID: id))
+    }
+
+    public func memberUpdate(id: UInt64, peerURLs: [String]) async throws {
+        if membership.isRemoved(id) { throw EtcdError.memberRemoved }
+        guard var record = membership.member(id) else { throw EtcdError.memberNotFound }
+        let inUse = Set(membership.members.filter { $0.id != id }.flatMap(\.peerURLs))
+        if peerURLs.contains(where: inUse.contains) { throw EtcdError.peerURLExists }
+        record.peerURLs = peerURLs
+        try await proposeConfChange(ConfChange(type: .updateNode, nodeID: id, context: Data(record.json().utf8)))
+    }
+
+    /// MemberPromote: a learner becomes a voter once its log is within 90%
+    /// of the leader's (checked where this member leads; elsewhere the
+    /// leader's raft has the last word).
+    public func memberPromote(id: UInt64) async throws {
+        if membership.isRemoved(id) { throw EtcdError.memberRemoved }
+        guard var record = membership.member(id) else { throw EtcdError.memberNotFound }
+        guard record.isLearner else { throw EtcdError.notLearner }
+        if let progress = learnerProgress(id), progress.match < progress.leaderLast * 9 / 10 { throw EtcdError.learnerNotReady }
+        record.isLearner = false
+        try await proposeConfChange(ConfChange(type: .addNode, nodeID: id, context: Data(record.json().utf8)))
+    }
+
+    /// etcd allows one learner at a time.
+    static let maxLearners = 1
+
+    // MARK: - Apply (raft loop thread)
+
+    /// ClusterMemberAttrSet: the member's name and client URLs.
+    func applyMemberAttributes(_ request: Membershippb_ClusterMemberAttrSetRequest) throws(MVCCError) {
+        guard var record = membership.member(request.memberID) else { return }
+        record.name = request.memberAttributes.name
+        record.clientURLs = request.memberAttributes.clientUrls
+        do { try membership.save(record, to: backend) } catch { throw .backend(error) }
+    }
+
+    /// A committed conf change: the membership table, the backend and the
+    /// transport follow it. Returns true when this member was removed.
+    func applyMembership(_ change: ConfChange) throws -> Bool {
+        switch change.type {
+        case .addNode, .addLearnerNode, .updateNode:
+            guard var record = MemberRecord(json: change.context), record.id == change.nodeID else {
+                throw EtcdError(.dataLoss, "etcdserver: conf change for \(String(change.nodeID, radix: 16)) carries no member record")
+            }
+            if let existing = membership.member(record.id) {
+                // Promotion and updates keep the published attributes.
+                if record.name.isEmpty { record.name = existing.name }
+                if record.clientURLs.isEmpty { record.clientURLs = existing.clientURLs }
+            }
+            try membership.save(record, to: backend)
+            if record.id != memberID { peers.setPeer(id: record.id, urls: record.peerURLs) }
+            logger.info(change.type == .updateNode ? "updated member" : "added member", metadata: [
+                "updated-remote-peer-id": "\(String(record.id, radix: 16))",
+                "updated-remote-peer-urls": "\(record.peerURLs)",
+            ])
+        case .removeNode:
+            try membership.remove(change.nodeID, from: backend)
+            peers.removePeer(id: change.nodeID)
+            logger.info("removed member", metadata: ["removed-remote-peer-id": "\(String(change.nodeID, radix: 16))"])
+            return change.nodeID == memberID
+        }
+        return false
+    }
+
+    /// What a member joining with `--initial-cluster-state existing` asks
+    /// its peers for: the cluster id and the members.
+    func clusterInfoJSON() -> Data {
+        let members = membership.members.map { $0.json() }.joined(separator: ",")
+        return Data(#"{"clusterID":\#(clusterID),"members":[\#(members)]}"#.utf8)
+    }
+
+    /// Parses `clusterInfoJSON()`.
+    static func parseClusterInfo(_ data: Data) -> (clusterID: UInt64, members: [MemberRecord])? {
+        struct Wire: Decodable {
+            var clusterID: UInt64
+            var members: [MemberRecord.Wire]
+        }
+        guard let wire = try? JSONDecoder().decode(Wire.self, from: data) else { return nil }
+        return (wire.clusterID, wire.members.map(MemberRecord.init))
     }
 }
 
-/// etcd's JSON form of a member in the `members` bucket.
-struct MemberRecord: Equatable {
-    var id: UInt64
-    var peerURLs: [String]
-    var name: String
-    var clientURLs: [String]
-    var isLearner = false
-
-    func json() -> String {
-        func list(_ items: [String]) -> String { "[" + items.map(EtcdLogHandler.quoted).joined(separator: ",") + "]" }
-        var text = #"{"id":\#(id),"peerURLs":\#(list(peerURLs))"#
-        if isLearner { text += #","isLearner":true"# }
-        text += #","name":\#(EtcdLogHandler.quoted(name))"#
-        if !clientURLs.isEmpty { text += #","clientURLs":\#(list(clientURLs))"# }
-        return text + "}"
-    }
+extension EtcdError {
+    public static let memberExists = EtcdError(.failedPrecondition, "etcdserver: member ID already exist")
+    public static let peerURLExists = EtcdError(.failedPrecondition, "etcdserver: Peer URLs already exists")
+    public static let memberNotFound = EtcdError(.notFound, "etcdserver: member not found")
+    public static let memberRemoved = EtcdError(.failedPrecondition, "etcdserver: member was removed")
+    public static let notLearner = EtcdError(.failedPrecondition, "etcdserver: can only promote a learner member")
+    public static let learnerNotReady = EtcdError(.failedPrecondition, "etcdserver: can only promote a learner member which is in sync with leader")
+    public static let tooManyLearners = EtcdError(.failedPrecondition, "etcdserver: too many learner members in cluster")
 }

@@ -4,6 +4,7 @@ import Foundation
 import Lease
 import Logging
 import MVCC
+import PeerTransport
 import Raft
 import Synchronization
 import WAL
@@ -25,7 +26,10 @@ import WAL
 /// fed by the same apply step: every write's events go to the lessor (key
 /// attachments) and to the watchable store.
 ///
-/// Scope today: one member (no peers).
+/// Peers (`Member+Peers.swift`): raft messages go out through the
+/// `PeerTransport` (a leader sends before its own fsync, a follower after),
+/// incoming ones are queued for the loop; a follower too far behind gets
+/// the leader's backend as a snapshot.
 public final class Member: Sendable {
     public let config: ServerConfig
     public let memberID: UInt64
@@ -40,8 +44,18 @@ public final class Member: Sendable {
     let clockOrigin: ContinuousClock.Instant
     let backend: Backend
     let shared: Mutex<SharedState>
-    private let wakeup = NSCondition()
-    private let finished = Mutex<Bool>(false)
+    /// The members as applied from the log.
+    let membership = MembershipTable()
+    /// Raft messages to and from the other members; it sends from the
+    /// start and listens once `startPeers` is called.
+    let peers: PeerTransport
+    let inbox: PeerInbox
+    /// Ids of proposals, unique cluster-wide (a follower's proposal is
+    /// applied by every member, and only its proposer may answer it).
+    let requestIDs: IDGenerator
+    /// etcd's request timeout: 5 s plus two election timeouts.
+    let requestTimeout: Duration
+    let wakeup = NSCondition()
     private let loopBox: LoopBox
     private let watchSyncThread: WatchSyncThread
     let logger = Logger(label: "etcd")
@@ -50,12 +64,27 @@ public final class Member: Sendable {
     /// gets a clear error instead of unbounded memory.
     static let maxQueuedProposals = 10_000
 
+    struct Waiter {
+        var continuation: CheckedContinuation<ApplyResult, any Error>
+        var deadline: ContinuousClock.Instant
+    }
+
     struct SharedState {
         var proposals: [(id: UInt64, data: Data)] = []
-        var waiters: [UInt64: CheckedContinuation<ApplyResult, any Error>] = [:]
+        var confChanges: [(id: UInt64, change: ConfChange)] = []
+        var waiters: [UInt64: Waiter] = [:]
         var readWaiters: [CheckedContinuation<Void, any Error>] = []
-        var nextRequestID: UInt64 = 1
+        /// From the peer transport, for the loop.
+        var incoming: [Raft.Message] = []
+        var unreachable: Set<UInt64> = []
+        var snapshotReports: [(peer: UInt64, delivered: Bool)] = []
         var stopped = false
+        /// The loop has shut down (tasks waiting in `waitUntilStopped`).
+        var finished = false
+        var stopWaiters: [CheckedContinuation<Void, Never>] = []
+        /// On the leader, for MemberPromote: each learner's match index and
+        /// the leader's last index.
+        var learnerProgress: [UInt64: (match: UInt64, leaderLast: UInt64)] = [:]
         // Published by the loop for Status and headers.
         var term: UInt64 = 0
         var leader: UInt64 = 0
@@ -74,12 +103,39 @@ public final class Member: Sendable {
         case none
     }
 
-    /// Opens (or creates) the data dir and starts the raft loop.
-    public init(config: ServerConfig) throws {
+    /// Opens (or creates) the data dir and starts the raft loop. A new data
+    /// dir joins the cluster `--initial-cluster` describes; with
+    /// `--initial-cluster-state existing` use `Member.join(config:)`, which
+    /// asks the running members first.
+    public convenience init(config: ServerConfig) throws {
+        try self.init(config: config, joining: nil)
+    }
+
+    /// What a member joining a running cluster learned from it.
+    struct JoinInfo {
+        var memberID: UInt64
+        var clusterID: UInt64
+        var members: [MemberRecord]
+    }
+
+    init(config: ServerConfig, joining: JoinInfo?) throws {
         self.config = config
         let fm = FileManager.default
         try fm.createDirectory(atPath: config.snapDir, withIntermediateDirectories: true)
         try fm.createDirectory(atPath: URL(fileURLWithPath: config.walDir).deletingLastPathComponent().path, withIntermediateDirectories: true)
+
+        // Which raft snapshot to continue from decides the backend file: a
+        // received snapshot whose install was cut short is finished first.
+        let snapshotter = Snapshotter(dir: config.snapDir)
+        let walExists = WAL.exists(in: config.walDir)
+        var markers: [WALSnapshot] = []
+        var snapshot: Raftpb_Snapshot?
+        if walExists {
+            markers = try WAL.validSnapshots(dir: config.walDir)
+            snapshot = try snapshotter.loadNewestAvailable(among: markers)
+        }
+        try Self.finishSnapshotInstall(config: config, snapshotIndex: snapshot?.metadata.index)
+
         let backend = try Backend(path: config.backendPath, config: BackendConfig(quotaBytes: config.quotaBackendBytes))
         self.backend = backend
         let store = try KVStore(backend: backend)
@@ -98,16 +154,18 @@ public final class Member: Sendable {
         lessor.restoreAttachments(store.restoredLeases)
         self.lessor = lessor
         self.clockOrigin = clock.now
+        requestTimeout = .seconds(5) + .milliseconds(2 * config.electionTimeoutMilliseconds)
 
         let storage = MemoryStorage()
         let wal: WAL
-        let snapshotter = Snapshotter(dir: config.snapDir)
-        if WAL.exists(in: config.walDir) {
+        var singleVoter = false
+        if walExists {
             // Continue from the newest raft snapshot the WAL knows about, or
-            // from the bootstrap marker at index 1 that `create` wrote below.
-            let markers = try WAL.validSnapshots(dir: config.walDir)
-            let snapshot = try snapshotter.loadNewestAvailable(among: markers)
-            let marker = snapshot.map(WALSnapshot.init) ?? WALSnapshot(index: 1, term: 1)
+            // from the bootstrap marker at index 1 that a new cluster's
+            // members write (a joining member has none: it starts empty and
+            // gets a snapshot from the leader).
+            let bootstrapMarker = markers.first { $0.index == 1 && $0.term == 1 }
+            let marker = snapshot.map(WALSnapshot.init) ?? bootstrapMarker ?? WALSnapshot()
             wal = try WAL.open(dir: config.walDir, at: marker)
             let (metadata, hardState, entries) = try wal.readAll()
             let ids = try Etcdserverpb_Metadata(serializedBytes: metadata)
@@ -115,40 +173,79 @@ public final class Member: Sendable {
             clusterID = ids.clusterID
             if let snapshot {
                 try storage.applySnapshot(Raft.Snapshot(snapshot))
-            } else {
-                try RawNode.bootstrap(storage, voters: [memberID])
+            } else if let bootstrapMarker {
+                let voters = bootstrapMarker.confState.map { Raft.ConfState($0) } ?? Raft.ConfState(voters: [memberID])
+                try storage.applySnapshot(Raft.Snapshot(metadata: SnapshotMetadata(confState: voters, index: 1, term: 1)))
             }
             try storage.append(entries.filter { $0.index > marker.index }.map(Raft.Entry.init))
             if hardState.term > 0 { storage.setHardState(Raft.HardState(hardState)) }
-        } else {
-            memberID = MemberIdentity.memberID(peerURLs: config.initialAdvertisePeerURLs, clusterToken: config.initialClusterToken)
-            clusterID = MemberIdentity.clusterID(memberIDs: [memberID])
+            try membership.load(from: backend)
+        } else if let joining {
+            memberID = joining.memberID
+            clusterID = joining.clusterID
             var metadata = Etcdserverpb_Metadata()
             metadata.nodeID = memberID
             metadata.clusterID = clusterID
             wal = try WAL.create(dir: config.walDir, metadata: try metadata.serializedData())
-            // The initial configuration is raft's snapshot at index 1, term 1;
-            // the WAL records it as a snapshot marker so the log continues at 2.
-            try RawNode.bootstrap(storage, voters: [memberID])
-            try wal.saveSnapshot(WALSnapshot(index: 1, term: 1, confState: Raftpb_ConfState(Raft.ConfState(voters: [memberID]))))
+            // The member records come with the leader's snapshot; until then
+            // the known members are what the cluster told us.
+            for record in joining.members { try membership.save(record, to: backend) }
+            try backend.forceCommit()
+        } else {
+            let initial = config.initialMembers
+            memberID = MemberIdentity.memberID(peerURLs: config.initialAdvertisePeerURLs, clusterToken: config.initialClusterToken)
+            clusterID = MemberIdentity.clusterID(memberIDs: initial.map(\.id))
+            var metadata = Etcdserverpb_Metadata()
+            metadata.nodeID = memberID
+            metadata.clusterID = clusterID
+            wal = try WAL.create(dir: config.walDir, metadata: try metadata.serializedData())
+            // The initial configuration is raft's snapshot at index 1, term 1
+            // (every member of a new cluster writes the same one); the WAL
+            // records it as a snapshot marker so the log continues at 2.
+            let voters = initial.map(\.id).sorted()
+            try RawNode.bootstrap(storage, voters: voters)
+            for record in initial { try membership.save(record, to: backend) }
+            try backend.setConsistentIndex(1, term: 1)
+            try backend.forceCommit()
+            try wal.saveSnapshot(WALSnapshot(index: 1, term: 1, confState: Raftpb_ConfState(Raft.ConfState(voters: voters))))
             try wal.save(hardState: Raftpb_HardState(Raft.HardState(term: 1, vote: 0, commit: 1)), entries: [], mustSync: true)
         }
+        let confState = try storage.initialState().1
+        singleVoter = confState.voters == [memberID] && confState.learners.isEmpty
 
         var raftConfig = Raft.Config(id: memberID, electionTick: config.electionTicks, heartbeatTick: 1, storage: storage)
         let snapshotIndex = try storage.snapshot().metadata.index
-        raftConfig.applied = max(snapshotIndex, try store.consistentIndex().index)
+        let consistentIndex = try store.consistentIndex().index
+        // Entries the backend already holds are not applied again; after an
+        // installed snapshot the backend may be ahead of the raft log, which
+        // `skipThrough` covers.
+        raftConfig.applied = max(snapshotIndex, min(consistentIndex, storage.hardState.commit, try storage.lastIndex()))
         raftConfig.checkQuorum = true
-        raftConfig.preVote = true
+        raftConfig.preVote = config.preVote
         raftConfig.randomSeed = memberID
         let node = try RawNode(config: raftConfig)
         shared = Mutex(SharedState())
         leaseIDs = IDGenerator(memberID: memberID)
+        requestIDs = IDGenerator(memberID: memberID)
         watchSyncThread = WatchSyncThread(store: watchable)
-        loopBox = LoopBox(RaftLoopState(
+        var loopState = RaftLoopState(
             node: node, storage: storage, wal: wal, snapshotter: snapshotter,
-            confState: try storage.initialState().1, applied: raftConfig.applied,
+            confState: confState, applied: raftConfig.applied,
             snapshotIndex: snapshotIndex, compactedTo: snapshotIndex
-        ))
+        )
+        loopState.skipThrough = consistentIndex
+        loopState.campaignAtStart = singleVoter
+        loopBox = LoopBox(loopState)
+
+        let inbox = PeerInbox()
+        self.inbox = inbox
+        peers = PeerTransport(
+            config: PeerTransportConfig(localID: memberID, clusterID: clusterID, snapshotDirectory: config.snapDir),
+            delegate: inbox)
+        inbox.member = self
+        for record in membership.members where record.id != memberID {
+            peers.setPeer(id: record.id, urls: record.peerURLs)
+        }
 
         let thread = Thread { [self] in runLoop() }
         thread.name = "etcd-raft-loop"
@@ -165,8 +262,30 @@ public final class Member: Sendable {
         shared.withLock { $0.stopped = true }
         signal()
         wakeup.lock()
-        while !finished.withLock({ $0 }) { _ = wakeup.wait(until: Date().addingTimeInterval(0.05)) }
+        while !shared.withLock({ $0.finished }) { _ = wakeup.wait(until: Date().addingTimeInterval(0.05)) }
         wakeup.unlock()
+        let peers = self.peers
+        Task { await peers.stop() }
+    }
+
+    /// `stop()`, waiting for the peer listeners to close too (so the ports
+    /// are free again when this returns).
+    public func stopAndWait() async {
+        await peers.stop()
+        stop()
+    }
+
+    /// Returns once the member has stopped: after `stop()`, a storage
+    /// error, or its removal from the cluster.
+    public func waitUntilStopped() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let finished = shared.withLock { state -> Bool in
+                if state.finished { return true }
+                state.stopWaiters.append(continuation)
+                return false
+            }
+            if finished { continuation.resume() }
+        }
     }
 
     // MARK: - Requests
@@ -253,12 +372,11 @@ public final class Member: Sendable {
     func propose(_ request: Etcdserverpb_InternalRaftRequest) async throws -> ApplyResult {
         var request = request
         let data: Data
-        let id: UInt64 = try shared.withLock { state in
+        try shared.withLock { state in
             if state.stopped { throw EtcdError.stopped }
             if state.proposals.count >= Self.maxQueuedProposals { throw EtcdError.timeout }
-            defer { state.nextRequestID += 1 }
-            return state.nextRequestID
         }
+        let id = requestIDs.next()
         request.id = id
         var header = Etcdserverpb_RequestHeader()
         header.id = id
@@ -266,12 +384,29 @@ public final class Member: Sendable {
         data = try request.serializedData()
         if data.count > config.maxRequestBytes { throw EtcdError.requestTooLarge }
 
+        return try await waitForApply(id) { $0.proposals.append((id, data)) }
+    }
+
+    /// Proposes a membership change and waits until it is applied.
+    func proposeConfChange(_ change: ConfChange) async throws {
+        if shared.withLock({ $0.stopped }) { throw EtcdError.stopped }
+        var change = change
+        let id = requestIDs.next()
+        change.id = id
+        _ = try await waitForApply(id) { [change] in $0.confChanges.append((id, change)) }
+    }
+
+    /// Registers a waiter for request `id`, queues the request with
+    /// `enqueue` and waits for its result (or etcd's request timeout, which
+    /// the loop enforces on its ticks).
+    private func waitForApply(_ id: UInt64, _ enqueue: @escaping (inout SharedState) -> Void) async throws -> ApplyResult {
+        let deadline = ContinuousClock.now + requestTimeout
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { continuation in
                 let accepted = shared.withLock { state -> Bool in
                     if state.stopped { return false }
-                    state.waiters[id] = continuation
-                    state.proposals.append((id, data))
+                    state.waiters[id] = Waiter(continuation: continuation, deadline: deadline)
+                    enqueue(&state)
                     return true
                 }
                 if accepted { signal() } else { continuation.resume(throwing: EtcdError.stopped) }
@@ -279,7 +414,7 @@ public final class Member: Sendable {
         } onCancel: {
             // The entry may still commit; the caller just stops waiting.
             let waiter = shared.withLock { $0.waiters.removeValue(forKey: id) }
-            waiter?.resume(throwing: CancellationError())
+            waiter?.continuation.resume(throwing: CancellationError())
         }
     }
 
@@ -296,7 +431,7 @@ public final class Member: Sendable {
         }
     }
 
-    private func signal() {
+    func signal() {
         wakeup.lock()
         wakeup.signal()
         wakeup.unlock()
@@ -313,42 +448,65 @@ public final class Member: Sendable {
         var nextTick = Date().addingTimeInterval(tickSeconds)
         loopBox.withState { loop in
             // A single voter elects itself at once instead of waiting a timeout.
-            try? loop.node.campaign()
+            if loop.campaignAtStart { try? loop.node.campaign() }
         }
         while true {
             wakeup.lock()
-            let idle = shared.withLock { $0.proposals.isEmpty && $0.readWaiters.isEmpty && !$0.stopped }
+            let idle = shared.withLock {
+                $0.proposals.isEmpty && $0.readWaiters.isEmpty && $0.incoming.isEmpty && $0.confChanges.isEmpty
+                    && $0.unreachable.isEmpty && $0.snapshotReports.isEmpty && !$0.stopped
+            }
             if idle { _ = wakeup.wait(until: nextTick) }
             wakeup.unlock()
 
-            let (proposals, reads, stopped) = shared.withLock { state in
-                defer { state.proposals.removeAll(keepingCapacity: true); state.readWaiters.removeAll(keepingCapacity: true) }
-                return (state.proposals, state.readWaiters, state.stopped)
+            let input = shared.withLock { state in
+                defer {
+                    state.proposals.removeAll(keepingCapacity: true)
+                    state.readWaiters.removeAll(keepingCapacity: true)
+                    state.incoming.removeAll(keepingCapacity: true)
+                    state.confChanges.removeAll()
+                    state.unreachable.removeAll()
+                    state.snapshotReports.removeAll()
+                }
+                return LoopInput(proposals: state.proposals, confChanges: state.confChanges, reads: state.readWaiters,
+                                 incoming: state.incoming, unreachable: state.unreachable,
+                                 snapshotReports: state.snapshotReports, stopped: state.stopped)
             }
-            if stopped {
-                for read in reads { read.resume(throwing: EtcdError.stopped) }
+            if input.stopped {
+                for read in input.reads { read.resume(throwing: EtcdError.stopped) }
                 shutDown()
                 return
             }
             loopBox.withState { loop in
+                for message in input.incoming { stepPeerMessage(message, &loop) }
+                for peer in input.unreachable { loop.node.reportUnreachable(peer) }
+                for report in input.snapshotReports { loop.node.reportSnapshot(report.peer, status: report.delivered ? .finish : .failure) }
                 if Date() >= nextTick {
                     loop.node.tick()
                     nextTick = Date().addingTimeInterval(tickSeconds)
                     proposeLeaseMaintenance(&loop)
+                    expireRequests(&loop)
                 }
-                for proposal in proposals {
-                    do { try loop.node.propose(proposal.data) } catch {
-                        complete(proposal.id, .failure(loop.node.lead == 0 ? EtcdError.noLeader : EtcdError.timeout))
+                if !input.proposals.isEmpty {
+                    do { try loop.node.propose(batch: input.proposals.map(\.data)) } catch {
+                        for proposal in input.proposals {
+                            complete(proposal.id, .failure(loop.node.lead == 0 ? EtcdError.noLeader : EtcdError.timeout))
+                        }
                     }
                 }
-                if !reads.isEmpty {
+                for change in input.confChanges {
+                    do { try loop.node.proposeConfChange(change.change) } catch {
+                        complete(change.id, .failure(loop.node.lead == 0 ? EtcdError.noLeader : EtcdError.timeout))
+                    }
+                }
+                if !input.reads.isEmpty {
                     if loop.node.lead == 0 {
-                        for read in reads { read.resume(throwing: EtcdError.noLeader) }
+                        for read in input.reads { read.resume(throwing: EtcdError.noLeader) }
                     } else {
                         loop.readBatch += 1
                         var context = Data(count: 8)
                         context.withUnsafeMutableBytes { $0.storeBytes(of: loop.readBatch.bigEndian, as: UInt64.self) }
-                        loop.pendingReads[context] = reads
+                        loop.pendingReads[context] = PendingRead(deadline: .now + requestTimeout, waiters: input.reads)
                         loop.node.readIndex(context)
                     }
                 }
@@ -363,35 +521,98 @@ public final class Member: Sendable {
         }
     }
 
+    static let readIndexRetry: Duration = .milliseconds(500)
+
+    struct LoopInput {
+        var proposals: [(id: UInt64, data: Data)]
+        var confChanges: [(id: UInt64, change: ConfChange)]
+        var reads: [CheckedContinuation<Void, any Error>]
+        var incoming: [Raft.Message]
+        var unreachable: Set<UInt64>
+        var snapshotReports: [(peer: UInt64, delivered: Bool)]
+        var stopped: Bool
+    }
+
+    /// On every tick: requests older than the request timeout get etcd's
+    /// `request timed out` (a proposal lost in a leader change, a read whose
+    /// ReadIndex round never came back).
+    private func expireRequests(_ loop: inout RaftLoopState) {
+        let now = ContinuousClock.now
+        let expired = shared.withLock { state -> [Waiter] in
+            guard state.waiters.values.contains(where: { $0.deadline <= now }) else { return [] }
+            var expired: [Waiter] = []
+            state.waiters = state.waiters.filter { _, waiter in
+                if waiter.deadline <= now { expired.append(waiter); return false }
+                return true
+            }
+            return expired
+        }
+        for waiter in expired { waiter.continuation.resume(throwing: EtcdError.timeout) }
+        for (context, pending) in loop.pendingReads {
+            if pending.deadline <= now {
+                loop.pendingReads[context] = nil
+                for waiter in pending.waiters { waiter.resume(throwing: EtcdError.timeout) }
+            } else if now - pending.askedAt >= Self.readIndexRetry, loop.node.lead != 0 {
+                // The request or its answer was lost (a dropped message, a
+                // leader change): ask again, as etcd does every 500 ms.
+                loop.pendingReads[context]?.askedAt = now
+                loop.node.readIndex(context)
+            }
+        }
+        loop.readsWaitingForApply.removeAll { pending in
+            guard pending.deadline <= now else { return false }
+            for waiter in pending.waiters { waiter.resume(throwing: EtcdError.timeout) }
+            return true
+        }
+    }
+
     private func processReadies(_ loop: inout RaftLoopState) throws {
         while loop.node.hasReady {
             let ready = loop.node.ready()
+            // A leader sends while it persists (its own entries count once
+            // durable, in a later Ready); everyone else only once durable.
+            let leading = loop.node.role == .leader
+            if leading { send(ready.messages, &loop) }
+            if let snapshot = ready.snapshot {
+                try loop.snapshotter.save(Raftpb_Snapshot(snapshot))
+                try loop.wal.saveSnapshot(WALSnapshot(Raftpb_Snapshot(snapshot)))
+            }
             if ready.hardState != nil || !ready.entries.isEmpty {
                 let hardState = ready.hardState ?? loop.lastHardState
                 try loop.wal.save(hardState: Raftpb_HardState(hardState), entries: ready.entries.map(Raftpb_Entry.init), mustSync: ready.mustSync)
                 if let state = ready.hardState { loop.storage.setHardState(state); loop.lastHardState = state }
+            }
+            if let snapshot = ready.snapshot {
+                try loop.storage.applySnapshot(snapshot)
+                try installSnapshot(snapshot, &loop)
+            }
+            if !ready.entries.isEmpty {
                 try loop.storage.append(ready.entries)
                 try crashIfAsked(.afterWALAppend, reached: ready.entries.last?.index ?? 0, &loop)
             }
-            // Single member: raft addresses no peers. (Peers come with clustering.)
+            if !leading { send(ready.messages, &loop) }
             for entry in ready.committedEntries { try apply(entry, &loop) }
             try crashIfAsked(.afterApplyBeforeBackendCommit, reached: loop.applied, &loop)
             for readState in ready.readStates {
-                if let waiters = loop.pendingReads.removeValue(forKey: readState.requestContext) {
-                    loop.readsWaitingForApply.append((readState.index, waiters))
+                if let pending = loop.pendingReads.removeValue(forKey: readState.requestContext) {
+                    loop.readsWaitingForApply.append((readState.index, pending.deadline, pending.waiters))
                 }
             }
             loop.node.advance(ready)
             releaseReads(&loop)
             publish(loop)
             followLeadership(&loop)
+            if loop.removed { break }
+        }
+        if loop.removed {
+            logger.warning("the member has been permanently removed from the cluster", metadata: [
+                "local-member-id": "\(String(memberID, radix: 16))"])
+            shared.withLock { $0.stopped = true }
+            return
         }
         if loop.applied >= loop.snapshotIndex + config.snapshotCount { try takeSnapshot(&loop) }
     }
 
-    /// Entries kept in memory below a snapshot, for followers slightly behind
-    /// (etcd keeps 5,000 too).
-    static let retainedEntries: UInt64 = 5_000
 
     /// Every `--snapshot-count` applied entries: make the backend durable up
     /// to `applied`, record a raft snapshot (file + WAL marker), then release
@@ -406,8 +627,8 @@ public final class Member: Sendable {
         try loop.wal.saveSnapshot(WALSnapshot(Raftpb_Snapshot(snapshot)))
         try loop.wal.release(below: snapshot.metadata.index)
         loop.snapshotIndex = snapshot.metadata.index
-        if snapshot.metadata.index > loop.compactedTo + Self.retainedEntries {
-            let target = snapshot.metadata.index - Self.retainedEntries
+        if snapshot.metadata.index > loop.compactedTo + config.snapshotCatchUpEntries {
+            let target = snapshot.metadata.index - config.snapshotCatchUpEntries
             try loop.storage.compact(target)
             loop.compactedTo = target
         }
@@ -417,6 +638,7 @@ public final class Member: Sendable {
     static let retainedSnapshotFiles = 5
 
     private func releaseReads(_ loop: inout RaftLoopState) {
+        guard !loop.readsWaitingForApply.isEmpty else { return }
         loop.readsWaitingForApply.removeAll { pending in
             guard pending.index <= loop.applied else { return false }
             for waiter in pending.waiters { waiter.resume() }
@@ -426,18 +648,27 @@ public final class Member: Sendable {
 
     private func publish(_ loop: RaftLoopState) {
         let status = loop.node.status()
+        var learners: [UInt64: (match: UInt64, leaderLast: UInt64)] = [:]
+        if !loop.confState.learners.isEmpty, let last = try? loop.storage.lastIndex() {
+            for id in loop.confState.learners { if let progress = status.progress[id] { learners[id] = (progress.match, last) } }
+        }
         shared.withLock { state in
             state.term = status.hardState.term
             state.leader = status.softState.lead
             state.committedIndex = status.hardState.commit
             state.appliedIndex = loop.applied
+            state.learnerProgress = learners
         }
     }
 
     private func apply(_ entry: Raft.Entry, _ loop: inout RaftLoopState) throws {
         defer { loop.applied = entry.index }
+        // The backend already holds this entry (it came with a snapshot
+        // newer than raft's); only raft's own membership must still follow.
+        let alreadyApplied = entry.index <= loop.skipThrough
         switch entry.type {
         case .normal:
+            if alreadyApplied { return }
             guard !entry.data.isEmpty else {
                 try backend.setConsistentIndex(entry.index, term: entry.term)
                 return
@@ -450,8 +681,14 @@ public final class Member: Sendable {
             try backend.setConsistentIndex(entry.index, term: entry.term)
             complete(request.id, result)
         case .confChange, .confChangeV2:
-            loop.confState = try loop.node.applyConfChange(entry: entry)
+            let change = try ProtobufConfChangeCodec().decode(entry)
+            loop.confState = try loop.node.applyConfChange(change.asV2)
+            if alreadyApplied { return }
+            if case let .v1(single) = change {
+                if try applyMembership(single) { loop.removed = true }
+            }
             try backend.setConsistentIndex(entry.index, term: entry.term)
+            if case let .v1(single) = change { complete(single.id, .success(.none)) }
         }
     }
 
@@ -495,7 +732,7 @@ public final class Member: Sendable {
 
     private func complete(_ id: UInt64, _ result: Result<ApplyResult, EtcdError>) {
         guard let waiter = shared.withLock({ $0.waiters.removeValue(forKey: id) }) else { return }
-        waiter.resume(with: result.mapError { $0 as any Error })
+        waiter.continuation.resume(with: result.mapError { $0 as any Error })
     }
 
     /// A storage error in the loop: nothing more can be made durable, so the
@@ -519,10 +756,10 @@ public final class Member: Sendable {
             defer { state.waiters.removeAll(); state.readWaiters.removeAll() }
             return (Array(state.waiters.values), state.readWaiters)
         }
-        for waiter in waiters { waiter.resume(throwing: EtcdError.stopped) }
+        for waiter in waiters { waiter.continuation.resume(throwing: EtcdError.stopped) }
         for read in reads { read.resume(throwing: EtcdError.stopped) }
         loopBox.withState { loop in
-            for (_, waiters) in loop.pendingReads { for waiter in waiters { waiter.resume(throwing: EtcdError.stopped) } }
+            for (_, pending) in loop.pendingReads { for waiter in pending.waiters { waiter.resume(throwing: EtcdError.stopped) } }
             for pending in loop.readsWaitingForApply { for waiter in pending.waiters { waiter.resume(throwing: EtcdError.stopped) } }
             loop.pendingReads.removeAll()
             loop.readsWaitingForApply.removeAll()
@@ -536,7 +773,13 @@ public final class Member: Sendable {
                 try? backend.close()
             }
         }
-        finished.withLock { $0 = true }
+        let stopWaiters = shared.withLock { state in
+            state.finished = true
+            state.stopped = true
+            defer { state.stopWaiters.removeAll() }
+            return state.stopWaiters
+        }
+        for waiter in stopWaiters { waiter.resume() }
         signal()
     }
 }
@@ -565,11 +808,26 @@ struct RaftLoopState {
     /// Set by a simulated crash: shut down without committing anything.
     var crashed = false
     var readBatch: UInt64 = 0
-    var pendingReads: [Data: [CheckedContinuation<Void, any Error>]] = [:]
-    var readsWaitingForApply: [(index: UInt64, waiters: [CheckedContinuation<Void, any Error>])] = []
+    var pendingReads: [Data: PendingRead] = [:]
+    var readsWaitingForApply: [(index: UInt64, deadline: ContinuousClock.Instant, waiters: [CheckedContinuation<Void, any Error>])] = []
+    /// Entries up to here are in the backend already (after an installed
+    /// snapshot the backend can be ahead of raft's log).
+    var skipThrough: UInt64 = 0
+    /// A single voter campaigns at once on start.
+    var campaignAtStart = false
+    /// This member applied its own removal.
+    var removed = false
     /// Whether this member led at the last look (leases are promoted and
     /// demoted on the change).
     var isLeader = false
+}
+
+/// Linearizable reads waiting for their ReadIndex round.
+struct PendingRead {
+    var deadline: ContinuousClock.Instant
+    var waiters: [CheckedContinuation<Void, any Error>]
+    /// When the ReadIndex request last went out (a lost one is asked again).
+    var askedAt: ContinuousClock.Instant = .now
 }
 
 /// Holds the loop's state; only the raft loop thread uses it, so access is

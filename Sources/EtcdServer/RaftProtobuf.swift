@@ -76,3 +76,33 @@ extension Raft.Snapshot {
         )
     }
 }
+
+extension Raftpb_Message {
+    init(_ message: Raft.Message) {
+        self.init()
+        type = Raftpb_MessageType(rawValue: Int(message.type.rawValue)) ?? .msgHup
+        to = message.to
+        from = message.from
+        term = message.term
+        logTerm = message.logTerm
+        index = message.index
+        if !message.entries.isEmpty { entries = message.entries.map(Raftpb_Entry.init) }
+        commit = message.commit
+        if let snapshot = message.snapshot { self.snapshot = Raftpb_Snapshot(snapshot) }
+        reject = message.reject
+        rejectHint = message.rejectHint
+        if !message.context.isEmpty { context = message.context }
+    }
+}
+
+extension Raft.Message {
+    /// Nil for a message type this build does not know.
+    init?(_ message: Raftpb_Message) {
+        guard let type = Raft.MessageType(rawValue: Int32(message.type.rawValue)) else { return nil }
+        self.init(
+            type: type, to: message.to, from: message.from, term: message.term, logTerm: message.logTerm,
+            index: message.index, entries: message.entries.map(Raft.Entry.init), commit: message.commit,
+            snapshot: message.hasSnapshot ? Raft.Snapshot(message.snapshot) : nil,
+            reject: message.reject, rejectHint: message.rejectHint, context: message.context)
+    }
+}

@@ -21,6 +21,8 @@ public enum ConfigKey: String, CaseIterable, Sendable {
     case quotaBackendBytes = "quota-backend-bytes"
     case logLevel = "log-level"
     case watchProgressNotifyInterval = "experimental-watch-progress-notify-interval"
+    case preVote = "pre-vote"
+    case snapshotCatchUpEntries = "experimental-snapshot-catchup-entries"
 
     /// `ETCD_` + the flag name in upper snake case.
     public var environmentVariable: String {
@@ -100,6 +102,14 @@ extension ServerConfig {
             }
             watchProgressNotifyIntervalMilliseconds = milliseconds
         }
+        if let value: UInt64 = try integer(.snapshotCatchUpEntries, 1...UInt64(Int32.max)) { snapshotCatchUpEntries = value }
+        if let text = settings[.preVote] {
+            switch text.lowercased() {
+            case "true", "1", "t": preVote = true
+            case "false", "0", "f": preVote = false
+            default: throw .invalid(key: ConfigKey.preVote.rawValue, value: text, reason: "expected true or false")
+            }
+        }
         if let state = settings[.initialClusterState] {
             guard state == "new" || state == "existing" else {
                 throw .invalid(key: ConfigKey.initialClusterState.rawValue, value: state, reason: "expected new or existing")
@@ -126,6 +136,11 @@ extension ServerConfig {
         } else {
             initialCluster = [(name, initialAdvertisePeerURLs)]
         }
+        let allPeerURLs = initialCluster.flatMap(\.peerURLs)
+        if let duplicate = allPeerURLs.first(where: { url in allPeerURLs.filter { $0 == url }.count > 1 }) {
+            throw .invalid(key: ConfigKey.initialCluster.rawValue, value: settings[.initialCluster] ?? "",
+                           reason: "peer URL \(duplicate) is listed more than once")
+        }
         guard let mine = initialCluster.first(where: { $0.name == name }) else {
             throw .invalid(key: ConfigKey.initialCluster.rawValue, value: settings[.initialCluster] ?? "",
                            reason: "it does not name this member (\(name))")
@@ -136,14 +151,11 @@ extension ServerConfig {
         }
     }
 
-    /// Whether this configuration asks for something only a cluster can do.
-    /// (Multi-member clusters come with the clustering issue.)
-    public func checkSingleMember() throws(SettingsError) {
-        if initialCluster.count > 1 {
-            throw .unsupported("etcdserver: a cluster of \(initialCluster.count) members is not implemented yet; this build runs a single member")
-        }
-        if initialClusterState == "existing" {
-            throw .unsupported("etcdserver: joining an existing cluster (--initial-cluster-state existing) is not implemented yet")
+    /// The members `--initial-cluster` names, with the ids etcd gives them.
+    public var initialMembers: [MemberRecord] {
+        initialCluster.map { member in
+            MemberRecord(id: MemberIdentity.memberID(peerURLs: member.peerURLs, clusterToken: initialClusterToken),
+                         peerURLs: member.peerURLs, name: member.name)
         }
     }
 }

@@ -31,6 +31,13 @@ public struct ServerConfig: Sendable {
     public var electionTimeoutMilliseconds = 1000
     /// --quota-backend-bytes: the backend may not grow past this.
     public var quotaBackendBytes: Int = 2 << 30
+    /// --experimental-snapshot-catchup-entries: raft entries kept in memory
+    /// below a snapshot for followers slightly behind; a follower further
+    /// behind gets the whole backend instead.
+    public var snapshotCatchUpEntries: UInt64 = 5_000
+    /// --pre-vote: a member first asks whether it could win before it
+    /// disrupts the cluster with a new term (etcd 3.5's default: on).
+    public var preVote = true
     /// --log-level: debug, info, warn, error, panic or fatal.
     public var logLevel = "info"
     /// --experimental-watch-progress-notify-interval: how often watchers that

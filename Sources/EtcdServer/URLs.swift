@@ -50,3 +50,11 @@ public enum ConfigError: Error, Equatable, CustomStringConvertible {
         }
     }
 }
+
+enum URLs {
+    /// A peer URL etcd accepts in MemberAdd/MemberUpdate: http(s)://host:port.
+    static func isValidPeerURL(_ url: String) -> Bool {
+        guard let address = try? ListenAddress(parsing: url) else { return false }
+        return address.scheme == .http || address.scheme == .https
+    }
+}

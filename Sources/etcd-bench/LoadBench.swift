@@ -8,7 +8,8 @@ import HTTP2PingResponder
 
 /// Options shared by the load generators that talk to a running server.
 struct LoadOptions: ParsableArguments {
-    @Option(help: "Server address host:port (ours or etcd's).")
+    @Option(name: [.customLong("endpoints"), .customLong("endpoint")],
+            help: "Server addresses host:port[,host:port...] (ours or etcd's); connections are spread over them.")
     var endpoint = "127.0.0.1:2379"
 
     @Option(help: "gRPC connections.")
@@ -103,12 +104,16 @@ enum LoadRunner {
     static func withConnections<T: Sendable>(
         _ options: LoadOptions, _ body: ([GRPCClient<HTTP2ClientTransport.Posix>]) async throws -> T
     ) async throws -> T {
-        let parts = options.endpoint.split(separator: ":")
-        guard parts.count == 2, let port = Int(parts[1]) else { throw ValidationError("endpoint must be host:port") }
-        let host = String(parts[0])
+        let addresses = try options.endpoint.split(separator: ",").map { endpoint -> (String, Int) in
+            let parts = endpoint.split(separator: ":")
+            guard parts.count == 2, let port = Int(parts[1]) else { throw ValidationError("endpoint must be host:port") }
+            return (String(parts[0]), port)
+        }
+        guard !addresses.isEmpty else { throw ValidationError("no endpoint given") }
 
         var transports: [HTTP2ClientTransport.Posix] = []
-        for _ in 0..<options.conns {
+        for connection in 0..<max(options.conns, addresses.count) {
+            let (host, port) = addresses[connection % addresses.count]
             var config = HTTP2ClientTransport.Posix.Config.defaults
             // A Go server (real etcd) sends BDP pings too; answer them here.
             config.channelDebuggingCallbacks.onCreateTCPConnection = { channel in

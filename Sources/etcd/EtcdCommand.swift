@@ -51,6 +51,10 @@ struct EtcdCommand: AsyncParsableCommand {
     var logLevel: String?
     @Option(name: .customLong("experimental-watch-progress-notify-interval"), help: "Interval of progress notifications to watchers that asked for them (default: 10m).")
     var watchProgressNotifyInterval: String?
+    @Option(name: .customLong("experimental-snapshot-catchup-entries"), help: "Entries kept for slow followers to catch up before they need a snapshot (default: 5000).")
+    var snapshotCatchUpEntries: String?
+    @Option(name: .customLong("pre-vote"), help: "Enable the raft pre-vote algorithm (default: true).")
+    var preVote: String?
     @Option(name: .customLong("config-file"), help: "YAML configuration file with etcd's keys; flags and environment are then ignored.")
     var configFile: String?
 
@@ -65,7 +69,8 @@ struct EtcdCommand: AsyncParsableCommand {
             .initialClusterState: initialClusterState, .initialClusterToken: initialClusterToken,
             .snapshotCount: snapshotCount, .heartbeatInterval: heartbeatInterval, .electionTimeout: electionTimeout,
             .maxRequestBytes: maxRequestBytes, .maxTxnOps: maxTxnOps, .quotaBackendBytes: quotaBackendBytes,
-            .logLevel: logLevel, .watchProgressNotifyInterval: watchProgressNotifyInterval,
+            .logLevel: logLevel, .watchProgressNotifyInterval: watchProgressNotifyInterval, .preVote: preVote,
+            .snapshotCatchUpEntries: snapshotCatchUpEntries,
         ]
     }
 
@@ -79,7 +84,6 @@ struct EtcdCommand: AsyncParsableCommand {
         let config: ServerConfig
         do {
             config = try ServerConfig(settings: settings)
-            try config.checkSingleMember()
         } catch {
             throw ValidationError(error.description)
         }
@@ -89,8 +93,12 @@ struct EtcdCommand: AsyncParsableCommand {
         let logger = Logger(label: "etcd")
         func log(_ message: String) { logger.info("\(message)") }
 
-        let member = try Member(config: config)
+        let member = try await Member.open(config: config)
         defer { member.stop() }
+        do { try await member.startPeers() } catch {
+            throw ValidationError("cannot listen for peer traffic: \(error)")
+        }
+        for url in config.listenPeerURLs { log("serving peer traffic on \(url)") }
         log("member \(String(member.memberID, radix: 16)) started in cluster \(String(member.clusterID, radix: 16)), data dir \(config.dataDir)")
 
         let listeners = addresses.map { ClientListener(address: $0, member: member) }
@@ -110,6 +118,12 @@ struct EtcdCommand: AsyncParsableCommand {
         try await withThrowingDiscardingTaskGroup { group in
             for listener in listeners {
                 group.addTask { try await listener.serve() }
+            }
+            // A member that stops by itself (removed from the cluster, a
+            // storage error) takes the listeners down with it.
+            Task {
+                await member.waitUntilStopped()
+                for listener in listeners { listener.stop() }
             }
             for listener in listeners {
                 let port = try await listener.boundPort() ?? listener.address.port

@@ -88,6 +88,7 @@ extension GoEtcdctlTests {
         data-dir: \(dataDir)-file
         listen-client-urls: http://127.0.0.1:\(port)
         advertise-client-urls: [http://127.0.0.1:\(port)]
+        listen-peer-urls: http://127.0.0.1:\(try EtcdProcess.freePort())
         snapshot-count: 1000
         client-transport-security:
           auto-tls: false
@@ -123,8 +124,11 @@ final class EtcdProcess {
         let port = try Self.freePort()
         let dir = dataDir ?? FileManager.default.temporaryDirectory.appendingPathComponent("e2e-\(UUID().uuidString)").path
         try self.init(
+            // Peers listen on a free port; the advertised peer URL stays the
+            // default, so the member id is the default member's, as etcd's.
             arguments: ["--data-dir", dir, "--listen-client-urls", "http://127.0.0.1:\(port)",
-                        "--advertise-client-urls", "http://127.0.0.1:\(port)"] + extraArguments,
+                        "--advertise-client-urls", "http://127.0.0.1:\(port)",
+                        "--listen-peer-urls", "http://127.0.0.1:\(try Self.freePort())"] + extraArguments,
             port: port, dataDir: dir, ownsDataDir: dataDir == nil, environment: environment
         )
     }
@@ -230,7 +234,8 @@ extension GoEtcdctlTests {
             let port = try EtcdProcess.freePort()
             let server = try BackgroundProcess(
                 ["--data-dir", dir + "/data", "--listen-client-urls", "http://127.0.0.1:\(port)",
-                 "--advertise-client-urls", "http://127.0.0.1:\(port)", "--log-level", level],
+                 "--advertise-client-urls", "http://127.0.0.1:\(port)", "--log-level", level,
+                 "--listen-peer-urls", "http://127.0.0.1:\(try EtcdProcess.freePort())"],
                 executable: EtcdProcess.binary, environment: ["NOTIFY_SOCKET": socketPath])
             defer { server.stop() }
             var buffer = [UInt8](repeating: 0, count: 64)

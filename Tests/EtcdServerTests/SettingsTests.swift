@@ -14,7 +14,8 @@ import Testing
         #expect(config.heartbeatIntervalMilliseconds == 100 && config.electionTicks == 10)
         #expect(config.maxRequestBytes == 1_572_864 && config.maxTxnOps == 128)
         #expect(config.quotaBackendBytes == 2 << 30)
-        try config.checkSingleMember()
+        #expect(config.preVote)
+        #expect(config.initialMembers.map(\.id) == [0x8e9e05c52164694d])
     }
 
     @Test func everyKeyHasItsEnvironmentVariable() {
@@ -62,6 +63,8 @@ import Testing
         ([.logLevel: "loud"], "log-level"),
         ([.initialCluster: "other=http://localhost:2380"], "initial-cluster"),
         ([.initialCluster: "default=http://localhost:9999"], "initial-cluster"),
+        ([.initialCluster: "default=http://localhost:2380,twin=http://localhost:2380"], "initial-cluster"),
+        ([.snapshotCatchUpEntries: "0"], "experimental-snapshot-catchup-entries"),
         ([.maxTxnOps: "0"], "max-txn-ops"),
         ([.watchProgressNotifyInterval: "10 minutes"], "experimental-watch-progress-notify-interval"),
         ([.watchProgressNotifyInterval: "0s"], "experimental-watch-progress-notify-interval"),
@@ -75,10 +78,18 @@ import Testing
         }
     }
 
-    @Test func clustersAreRefusedUntilClusteringLands() throws {
-        let config = try ServerConfig(settings: [.initialCluster: "default=http://localhost:2380,m2=http://localhost:2381"])
-        #expect(throws: SettingsError.self) { try config.checkSingleMember() }
-        let joining = try ServerConfig(settings: [.initialClusterState: "existing"])
-        #expect(throws: SettingsError.self) { try joining.checkSingleMember() }
+    @Test func initialClusterGivesEtcdsMemberIDs() throws {
+        // The ids etcd 3.4 gives `--initial-cluster infra0=http://127.0.0.1:2380,...`
+        // with the default token; the cluster id comes from the sorted ids.
+        let config = try ServerConfig(settings: [
+            .name: "infra1", .initialAdvertisePeerURLs: "http://127.0.0.1:2381",
+            .initialCluster: "infra0=http://127.0.0.1:2380,infra1=http://127.0.0.1:2381,infra2=http://127.0.0.1:2382",
+            .preVote: "false",
+        ])
+        #expect(config.initialMembers.map(\.name) == ["infra0", "infra1", "infra2"])
+        #expect(Set(config.initialMembers.map(\.id)).count == 3)
+        #expect(config.initialMembers[1].id == MemberIdentity.memberID(peerURLs: ["http://127.0.0.1:2381"], clusterToken: "etcd-cluster"))
+        #expect(!config.preVote)
+        #expect(throws: SettingsError.self) { try ServerConfig(settings: [.preVote: "maybe"]) }
     }
 }

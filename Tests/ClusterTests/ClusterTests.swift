@@ -1,0 +1,190 @@
+import EtcdProto
+@testable import EtcdServer
+import Foundation
+import Testing
+
+/// Multi-member clusters in one process over real loopback sockets.
+@Suite(.serialized, .timeLimit(.minutes(2))) struct ClusterTests {
+    @Test func threeMembersReplicateWritesFromEveryMember() async throws {
+        try await TestCluster.with(size: 3) { cluster in
+            let leader = try await cluster.waitForLeader()
+            for member in cluster.running { try await member.publishForTest() }
+
+            // Writes through every member (followers forward to the leader);
+            // the answer comes once the member it was sent to applied it.
+            var revisions: [Int64] = []
+            for round in 0..<5 {
+                for (i, member) in cluster.running.enumerated() {
+                    let response = try await cluster.retrying { try await member.put(putRequest("k\(round)-\(i)", "v")) }
+                    revisions.append(response.header.revision)
+                    // Read-your-write on that member, linearizably.
+                    let read = try await member.range(rangeRequest("k\(round)-\(i)"))
+                    #expect(read.kvs.count == 1)
+                }
+            }
+            #expect(revisions == revisions.sorted() && Set(revisions).count == revisions.count)
+            // Every member reads every key linearizably (ReadIndex on followers).
+            for member in cluster.running {
+                let all = try await member.range(rangeRequest("k", prefix: true))
+                #expect(all.kvs.count == 15)
+                #expect(all.header.revision == revisions.last)
+            }
+            let hashes = try await cluster.converged()
+            #expect(Set(hashes).count == 1)
+
+            // The members know each other, with names and client URLs published.
+            let list = cluster.running[leader].memberList()
+            #expect(list.map(\.name).sorted() == ["m0", "m1", "m2"])
+            #expect(list.allSatisfy { !$0.clientURLs.isEmpty && $0.peerURLs.count == 1 })
+            #expect(Set(cluster.running.map { $0.clusterID }).count == 1)
+        }
+    }
+
+    @Test func leaderLossElectsANewLeaderAndTheOldOneCatchesUp() async throws {
+        try await TestCluster.with(size: 3) { cluster in
+            let first = try await cluster.waitForLeader()
+            for i in 0..<10 { _ = try await cluster.retrying { try await cluster.running[0].put(putRequest("a\(i)", "1")) } }
+
+            await cluster.stopMember(first)
+            let started = ContinuousClock.now
+            let second = try await cluster.waitForLeader()
+            #expect(second != first)
+            // A new leader within a few election timeouts.
+            #expect(ContinuousClock.now - started < .milliseconds(TestCluster.electionMilliseconds * 10))
+            let survivor = try #require(cluster.members[second])
+            for i in 0..<10 { _ = try await cluster.retrying { try await survivor.put(putRequest("b\(i)", "2")) } }
+
+            try await cluster.startMember(first)
+            _ = try await cluster.waitForLeader()
+            let hashes = try await cluster.converged()
+            #expect(Set(hashes).count == 1)
+            let back = try #require(cluster.members[first])
+            let read = try await cluster.retrying { try await back.range(rangeRequest("b", prefix: true)) }
+            #expect(read.kvs.count == 10)
+        }
+    }
+
+    @Test func aMemberFarBehindCatchesUpThroughASnapshot() async throws {
+        try await TestCluster.with(size: 3, configure: { config in
+            config.snapshotCount = 50
+            config.snapshotCatchUpEntries = 10
+        }) { cluster in
+            var leader = try await cluster.waitForLeader()
+            let lagging = (leader + 1) % 3
+            await cluster.stopMember(lagging)
+            leader = try await cluster.waitForLeader()
+            let writer = try #require(cluster.members[leader])
+            for i in 0..<300 { _ = try await cluster.retrying { try await writer.put(putRequest("s\(i)", "\(i)")) } }
+            var lease = Etcdserverpb_LeaseGrantRequest()
+            lease.ttl = 600
+            let granted = try await writer.leaseGrant(lease)
+
+            try await cluster.startMember(lagging)
+            let hashes = try await cluster.converged(timeout: .seconds(30))
+            #expect(Set(hashes).count == 1)
+            let caughtUp = try #require(cluster.members[lagging])
+            let read = try await caughtUp.range(rangeRequest("s", prefix: true, serializable: true))
+            #expect(read.kvs.count == 300)
+            // It came with the snapshot (the log below it is gone) — leases too.
+            #expect(caughtUp.leaseIDsGranted().contains(granted.id))
+            let snapFiles = try FileManager.default.contentsOfDirectory(atPath: cluster.configs[lagging].snapDir)
+            #expect(snapFiles.contains { $0.hasSuffix(".snap") })
+            #expect(!snapFiles.contains { $0.hasSuffix(".snap.db") || $0.hasSuffix(".part") })
+
+            // It keeps applying after the snapshot, and survives a restart.
+            _ = try await cluster.retrying { try await caughtUp.put(putRequest("after", "snapshot")) }
+            await cluster.stopMember(lagging)
+            try await cluster.startMember(lagging)
+            let again = try await cluster.converged(timeout: .seconds(30))
+            #expect(Set(again).count == 1)
+        }
+    }
+
+    @Test func membersJoinAsLearnersArePromotedAndRemoved() async throws {
+        try await TestCluster.with(size: 3) { cluster in
+            let leader = try await cluster.waitForLeader()
+            let leaderMember = try #require(cluster.members[leader])
+            for i in 0..<20 { _ = try await cluster.retrying { try await leaderMember.put(putRequest("j\(i)", "v")) } }
+
+            let used = Set(cluster.configs.flatMap(\.initialAdvertisePeerURLs))
+            var port = try freePort()
+            while used.contains("http://127.0.0.1:\(port)") { port = try freePort() }
+            let added = try await cluster.retrying {
+                try await leaderMember.memberAdd(peerURLs: ["http://127.0.0.1:\(port)"], isLearner: true)
+            }
+            #expect(added.isLearner && added.name.isEmpty)
+            await #expect(throws: EtcdError.peerURLExists) {
+                _ = try await leaderMember.memberAdd(peerURLs: ["http://127.0.0.1:\(port)"], isLearner: false)
+            }
+            let joiner = cluster.addConfig(name: "m3", peerPort: port)
+            try await cluster.startMember(joiner)
+            let newcomer = try #require(cluster.members[joiner])
+            #expect(newcomer.memberID == added.id && newcomer.clusterID == leaderMember.clusterID)
+            let hashes = try await cluster.converged(timeout: .seconds(30))
+            #expect(Set(hashes).count == 1)
+
+            // Promotion waits until the leader sees the learner in sync.
+            let promoteBy = ContinuousClock.now + .seconds(10)
+            while true {
+                do {
+                    try await cluster.retrying { try await leaderMember.memberPromote(id: added.id) }
+                    break
+                } catch let error as EtcdError where error == .learnerNotReady && ContinuousClock.now < promoteBy {
+                    try await Task.sleep(for: .milliseconds(50))
+                }
+            }
+            #expect(leaderMember.memberList().first { $0.id == added.id }?.isLearner == false)
+            await #expect(throws: EtcdError.notLearner) { try await leaderMember.memberPromote(id: added.id) }
+
+            // Remove a follower that is not the newcomer: it stops by itself.
+            let victim = (0..<3).first { $0 != leader }!
+            let victimID = try #require(cluster.members[victim]).memberID
+            try await cluster.retrying { try await leaderMember.memberRemove(id: victimID) }
+            await #expect(throws: EtcdError.memberRemoved) { try await leaderMember.memberRemove(id: victimID) }
+            let removed = try #require(cluster.members[victim])
+            await removed.waitUntilStopped()
+            await cluster.stopMember(victim)
+            #expect(leaderMember.memberList().count == 3)
+            _ = try await cluster.retrying { try await newcomer.put(putRequest("from-newcomer", "v")) }
+            let final = try await cluster.converged()
+            #expect(Set(final).count == 1)
+        }
+    }
+
+    @Test func fiveMembersToleratesTwoFailures() async throws {
+        try await TestCluster.with(size: 5) { cluster in
+            let leader = try await cluster.waitForLeader()
+            let down = (0..<5).filter { $0 != leader }.prefix(2)
+            for i in down { await cluster.stopMember(i) }
+            let writer = try #require(cluster.members[leader])
+            for i in 0..<20 { _ = try await cluster.retrying { try await writer.put(putRequest("f\(i)", "v")) } }
+            for member in cluster.running {
+                let read = try await cluster.retrying { try await member.range(rangeRequest("f", prefix: true)) }
+                #expect(read.kvs.count == 20)
+            }
+            for i in down { try await cluster.startMember(i) }
+            let hashes = try await cluster.converged()
+            #expect(hashes.count == 5 && Set(hashes).count == 1)
+        }
+    }
+
+    @Test func aMemberWithoutQuorumRefusesWritesAndLinearizableReads() async throws {
+        try await TestCluster.with(size: 3) { cluster in
+            let leader = try await cluster.waitForLeader()
+            let writer = try #require(cluster.members[leader])
+            _ = try await cluster.retrying { try await writer.put(putRequest("q", "before")) }
+            // Stop both followers: the leader loses quorum.
+            for i in 0..<3 where i != leader { await cluster.stopMember(i) }
+            await #expect(throws: EtcdError.self) { _ = try await writer.put(putRequest("q", "lost")) }
+            await #expect(throws: EtcdError.self) { _ = try await writer.range(rangeRequest("q")) }
+            // Serializable reads stay local and see the last applied value.
+            let local = try await writer.range(rangeRequest("q", serializable: true))
+            #expect(local.kvs.first?.value == Data("before".utf8))
+        }
+    }
+}
+
+extension Member {
+    /// Publishing waits for a leader; tests call it once the cluster has one.
+    func publishForTest() async throws { try await publish() }
+}

@@ -1,0 +1,209 @@
+import EtcdGRPC
+import EtcdProto
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import Testing
+
+/// Clusters of our `etcd` binaries on loopback, driven by the Go etcdctl.
+@Suite(.serialized) struct ClusterE2ETests {
+    @Test func threeMembersServeTheGoEtcdctl() throws {
+        let cluster = try ClusterProcesses(size: 3)
+        defer { cluster.shutDown() }
+        _ = try cluster.waitForLeader()
+
+        // A write through each member, read back linearizably through every other.
+        for i in 0..<3 {
+            #expect(try cluster.etcdctl(["put", "key\(i)", "value\(i)"], endpoint: cluster.endpoint(i)).out == "OK\n")
+        }
+        for i in 0..<3 {
+            let all = try cluster.etcdctl(["get", "key", "--prefix", "--print-value-only"], endpoint: cluster.endpoint(i))
+            #expect(all.out == "value0\nvalue1\nvalue2\n", "member \(i): \(all)")
+        }
+
+        let members = try cluster.etcdctl(["member", "list"]).out.split(separator: "\n")
+        #expect(members.count == 3)
+        for i in 0..<3 {
+            #expect(members.contains { $0.contains("started, n\(i), http://127.0.0.1:\(cluster.nodes[i].peerPort), http://127.0.0.1:\(cluster.nodes[i].clientPort), false") })
+        }
+        let table = try cluster.etcdctl(["endpoint", "status", "--cluster", "-w", "table"])
+        #expect(table.status == 0, "\(table)")
+        let rows = table.out.split(separator: "\n").filter { $0.hasPrefix("| http://") }
+        #expect(rows.count == 3, "\(table.out)")
+        #expect(rows.filter { $0.contains("|      true |") }.count == 1, "exactly one leader: \(table.out)")
+        let health = try cluster.etcdctl(["endpoint", "health", "--cluster"])
+        #expect(health.err.components(separatedBy: "is healthy").count - 1 == 3, "\(health)")
+        let hashes = try cluster.convergedHashes()
+        #expect(hashes.count == 3 && Set(hashes).count == 1, "\(hashes)")
+        #expect(cluster.log(0).contains("published local member to cluster through raft"))
+    }
+
+    @Test func killingTheLeaderElectsAnotherAndTheOldOneCatchesUp() throws {
+        let cluster = try ClusterProcesses(size: 3)
+        defer { cluster.shutDown() }
+        let leader = try cluster.waitForLeader()
+        let leaderIndex = try #require(try cluster.index(ofMemberID: leader))
+        #expect(try cluster.etcdctl(["put", "before", "1"]).status == 0)
+
+        cluster.kill9(leaderIndex)
+        let next = try cluster.waitForLeader(excluding: leader)
+        #expect(next != leader)
+        let other = (leaderIndex + 1) % 3
+        for i in 0..<20 {
+            let put = try cluster.etcdctl(["put", "after\(i)", "v"], endpoint: cluster.endpoint(other))
+            #expect(put.status == 0, "\(put)")
+        }
+        try cluster.start(leaderIndex)
+        try cluster.waitServing(leaderIndex)
+        let hashes = try cluster.convergedHashes()
+        #expect(hashes.count == 3 && Set(hashes).count == 1, "\(hashes)")
+        let back = try cluster.etcdctl(["get", "after", "--prefix", "--keys-only"], endpoint: cluster.endpoint(leaderIndex))
+        #expect(back.out.split(separator: "\n").count == 20, "\(back)")
+    }
+
+    /// Two members paused (SIGSTOP): the one left cannot commit, and its
+    /// linearizable reads fail instead of answering stale data; once the
+    /// others resume, everyone converges.
+    @Test func aMinorityCannotCommitOrReadStaleAndRejoins() throws {
+        let cluster = try ClusterProcesses(size: 3)
+        defer { cluster.shutDown() }
+        _ = try cluster.waitForLeader()
+        #expect(try cluster.etcdctl(["put", "x", "1"]).status == 0)
+        cluster.pause(1)
+        cluster.pause(2)
+        let put = try cluster.etcdctl(["put", "x", "2", "--command-timeout=3s"], endpoint: cluster.endpoint(0))
+        #expect(put.status != 0)
+        let linearizable = try cluster.etcdctl(["get", "x", "--command-timeout=3s"], endpoint: cluster.endpoint(0))
+        #expect(linearizable.status != 0, "\(linearizable)")
+        let local = try cluster.etcdctl(["get", "x", "--consistency=s", "--print-value-only"], endpoint: cluster.endpoint(0))
+        #expect(local.out == "1\n")
+        cluster.resume(1)
+        cluster.resume(2)
+        _ = try cluster.waitForLeader()
+        #expect(try cluster.etcdctl(["put", "x", "3"], endpoint: cluster.endpoint(0)).status == 0)
+        for i in 0..<3 {
+            #expect(try cluster.etcdctl(["get", "x", "--print-value-only"], endpoint: cluster.endpoint(i)).out == "3\n")
+        }
+    }
+
+    @Test func aRestartedMemberFarBehindGetsASnapshot() async throws {
+        let cluster = try ClusterProcesses(size: 3, extraArguments: ["--snapshot-count", "100", "--experimental-snapshot-catchup-entries", "20"])
+        defer { cluster.shutDown() }
+        let leader = try cluster.waitForLeader()
+        let leaderIndex = try #require(try cluster.index(ofMemberID: leader))
+        let lagging = (leaderIndex + 1) % 3
+        cluster.kill9(lagging)
+        try await withKVClients(ports: [cluster.nodes[leaderIndex].clientPort]) { clients in
+            for i in 0..<400 {
+                var put = Etcdserverpb_PutRequest()
+                put.key = Data("bulk\(i)".utf8)
+                put.value = Data(repeating: UInt8(i % 256), count: 100)
+                _ = try await clients[0].put(put)
+            }
+        }
+        try cluster.start(lagging)
+        try cluster.waitServing(lagging)
+        let hashes = try cluster.convergedHashes()
+        #expect(hashes.count == 3 && Set(hashes).count == 1, "\(hashes)")
+        #expect(cluster.log(lagging).contains("applied snapshot"))
+        #expect(cluster.log(leaderIndex).contains("sending database snapshot") || cluster.log((lagging + 1) % 3).contains("sending database snapshot"))
+        let keys = try cluster.etcdctl(["get", "bulk", "--prefix", "--keys-only"], endpoint: cluster.endpoint(lagging))
+        #expect(keys.out.split(separator: "\n").count == 400, "\(keys.err)")
+    }
+}
+
+
+extension ClusterE2ETests {
+    /// A bounded fault loop: kill -9 + restart and SIGSTOP/SIGCONT of one
+    /// member at a time under a concurrent write workload through all
+    /// members. Afterwards every member has the same hashKV and every
+    /// acknowledged write.
+    @Test func faultLoopKeepsEveryAcknowledgedWrite() async throws {
+        let cluster = try ClusterProcesses(size: 3)
+        defer { cluster.shutDown() }
+        _ = try cluster.waitForLeader()
+        let acknowledged = LockedBox<[String]>([])
+        let stop = LockedBox(false)
+        var generator = SplitMix(seed: UInt64(Date().timeIntervalSince1970))
+        print("fault loop seed \(generator.state)")
+        let ports = cluster.nodes.map(\.clientPort)
+        try await withKVClients(ports: ports) { clients in
+            try await withThrowingTaskGroup { group in
+                for writer in 0..<4 {
+                    group.addTask {
+                        var n = 0
+                        while !stop.value && n < 5_000 {
+                            n += 1
+                            let key = "w\(writer)-\(n)"
+                            var put = Etcdserverpb_PutRequest()
+                            put.key = Data(key.utf8)
+                            put.value = Data(key.utf8)
+                            var options = CallOptions.defaults
+                            options.timeout = .seconds(3)
+                            do {
+                                _ = try await clients[(writer + n) % clients.count].put(put, options: options)
+                                acknowledged.update { $0.append(key) }
+                            } catch {
+                                try await Task.sleep(for: .milliseconds(20))
+                            }
+                        }
+                    }
+                }
+                // Faults for at most ~40 s, one member at a time.
+                let faultsUntil = Date().addingTimeInterval(40)
+                var faults = 0
+                while Date() < faultsUntil {
+                    let victim = Int(generator.next() % 3)
+                    if generator.next() % 2 == 0 {
+                        cluster.kill9(victim)
+                        try await Task.sleep(for: .milliseconds(500 + Int(generator.next() % 1500)))
+                        try cluster.start(victim)
+                    } else {
+                        cluster.pause(victim)
+                        try await Task.sleep(for: .milliseconds(500 + Int(generator.next() % 1500)))
+                        cluster.resume(victim)
+                    }
+                    faults += 1
+                    try await Task.sleep(for: .milliseconds(1000 + Int(generator.next() % 1000)))
+                }
+                stop.value = true
+                try await group.waitForAll()
+                print("fault loop: \(faults) faults, \(acknowledged.value.count) acknowledged writes")
+            }
+        }
+        for i in cluster.nodes.indices { try cluster.waitServing(i) }
+        let hashes = try cluster.convergedHashes(timeout: 60)
+        #expect(hashes.count == 3 && Set(hashes).count == 1, "\(hashes)")
+        #expect(acknowledged.value.count > 100)
+        for i in cluster.nodes.indices {
+            let keys = try cluster.etcdctl(["get", "w", "--prefix", "--keys-only", "--consistency=s"], endpoint: cluster.endpoint(i)).out
+            let present = Set(keys.split(separator: "\n").map { String($0) })
+            let missing = acknowledged.value.filter { !present.contains($0) }
+            #expect(missing.isEmpty, "member \(i) lost \(missing.count) acknowledged writes, e.g. \(missing.prefix(5))")
+        }
+    }
+}
+
+/// A small seeded generator (SplitMix64), so a failing run's faults can be replayed.
+struct SplitMix {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+final class LockedBox<T>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var stored: T
+    init(_ value: T) { stored = value }
+    var value: T {
+        get { lock.withLock { stored } }
+        set { lock.withLock { stored = newValue } }
+    }
+    func update(_ body: (inout T) -> Void) { lock.withLock { body(&stored) } }
+}
