@@ -646,16 +646,19 @@ public final class Member: Sendable {
         }
     }
 
+    /// Publishes term, leader and indexes for Status and headers: cheap
+    /// accessors on every Ready, the full status only while learners exist.
     private func publish(_ loop: RaftLoopState) {
-        let status = loop.node.status()
         var learners: [UInt64: (match: UInt64, leaderLast: UInt64)] = [:]
         if !loop.confState.learners.isEmpty, let last = try? loop.storage.lastIndex() {
+            let status = loop.node.status()
             for id in loop.confState.learners { if let progress = status.progress[id] { learners[id] = (progress.match, last) } }
         }
+        let (term, leader, committed) = (loop.node.term, loop.node.lead, loop.node.committedIndex)
         shared.withLock { state in
-            state.term = status.hardState.term
-            state.leader = status.softState.lead
-            state.committedIndex = status.hardState.commit
+            state.term = term
+            state.leader = leader
+            state.committedIndex = committed
             state.appliedIndex = loop.applied
             state.learnerProgress = learners
         }

@@ -203,6 +203,8 @@ public struct RawNode {
     public var role: RaftRole { raft.role }
     public var lead: NodeID { raft.lead }
     public var term: UInt64 { raft.term }
+    /// The highest log index known to be committed.
+    public var committedIndex: UInt64 { raft.log.committed }
 
     public func status() -> Status {
         var progress: [NodeID: ProgressStatus] = [:]
