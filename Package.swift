@@ -81,6 +81,8 @@ let package = Package(
         .target(name: "MVCC", dependencies: ["Backend", "EtcdProto", "Checksum"]),
         .target(name: "Lease", dependencies: ["Backend", "EtcdProto"]),
         .target(name: "Auth", dependencies: ["Backend", "EtcdProto"]),
+        // Linearizability and watch-guarantee checkers for tests and simulations.
+        .target(name: "Checkers"),
         .target(
             name: "PeerTransport",
             dependencies: [
@@ -179,6 +181,7 @@ let package = Package(
         .testTarget(name: "EtcdServerTests", dependencies: ["EtcdServer", "EtcdProto", "MVCC"]),
         // Several members in one process over loopback sockets.
         .testTarget(name: "ClusterTests", dependencies: ["EtcdServer", "EtcdProto"]),
+        .testTarget(name: "CheckersTests", dependencies: ["Checkers"]),
         .testTarget(
             name: "PeerTransportTests",
             dependencies: ["PeerTransport", "Checksum", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")]
@@ -188,7 +191,7 @@ let package = Package(
         .testTarget(
             name: "E2ETests",
             dependencies: [
-                "EtcdGRPC", "EtcdProto", "HTTP2PingResponder",
+                "EtcdGRPC", "EtcdProto", "HTTP2PingResponder", "Checkers",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),

@@ -109,6 +109,9 @@ extension Member {
     }
 
     func send(_ messages: [Raft.Message], _ loop: inout RaftLoopState) {
+        guard !messages.isEmpty else { return }
+        config.failpoints.hit(.beforeSendToPeers)
+        defer { config.failpoints.hit(.afterSendToPeers) }
         for message in messages {
             if message.type == .msgSnap {
                 sendSnapshot(message, &loop)

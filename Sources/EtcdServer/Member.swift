@@ -512,8 +512,13 @@ public final class Member: Sendable {
                 }
                 do {
                     try processReadies(&loop)
-                    _ = try backend.commitIfDue()
-                    if store.hasPendingCompaction { _ = try store.compactionStep() }
+                    let failpoints = config.failpoints
+                    if backend.pendingWriteCount > 0 { failpoints.hit(.beforeBackendCommit) }
+                    if try backend.commitIfDue() { failpoints.hit(.afterBackendCommit) }
+                    if store.hasPendingCompaction {
+                        failpoints.hit(.midCompaction)
+                        _ = try store.compactionStep()
+                    }
                 } catch {
                     fatalStop(loop: &loop, error)
                 }
@@ -572,6 +577,7 @@ public final class Member: Sendable {
             // A leader sends while it persists (its own entries count once
             // durable, in a later Ready); everyone else only once durable.
             let leading = loop.node.role == .leader
+            let failpoints = config.failpoints
             if leading { send(ready.messages, &loop) }
             if let snapshot = ready.snapshot {
                 try loop.snapshotter.save(Raftpb_Snapshot(snapshot))
@@ -579,12 +585,16 @@ public final class Member: Sendable {
             }
             if ready.hardState != nil || !ready.entries.isEmpty {
                 let hardState = ready.hardState ?? loop.lastHardState
+                failpoints.hit(.beforeWALSave)
                 try loop.wal.save(hardState: Raftpb_HardState(hardState), entries: ready.entries.map(Raftpb_Entry.init), mustSync: ready.mustSync)
+                failpoints.hit(.afterWALSave)
                 if let state = ready.hardState { loop.storage.setHardState(state); loop.lastHardState = state }
             }
             if let snapshot = ready.snapshot {
                 try loop.storage.applySnapshot(snapshot)
+                failpoints.hit(.beforeApplySnapshot)
                 try installSnapshot(snapshot, &loop)
+                failpoints.hit(.afterApplySnapshot)
             }
             if !ready.entries.isEmpty {
                 try loop.storage.append(ready.entries)

@@ -46,6 +46,9 @@ public struct ServerConfig: Sendable {
     /// Watchers one watch stream may hold (a bound etcd does not have).
     public var maxWatchersPerStream = 100_000
 
+    /// Failpoints of the write path (`ETCD_FAILPOINTS`; tests may set their own).
+    public var failpoints: Failpoints = .shared
+
     /// Tests only: make the raft loop stop dead at `point` once it reaches
     /// raft index `atIndex` (see `MemberCrashTests`).
     var crashForTesting: (point: CrashPoint, atIndex: UInt64)?

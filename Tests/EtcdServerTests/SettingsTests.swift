@@ -93,3 +93,19 @@ import Testing
         #expect(throws: SettingsError.self) { try ServerConfig(settings: [.preVote: "maybe"]) }
     }
 }
+
+@Suite struct FailpointParsingTests {
+    @Test func specificationsArmPointsAndIgnoreTypos() {
+        let points = Failpoints(specification: "afterWALSave=panic@3; beforeWALSave=sleep(5);nonsense=panic;midCompaction=bogus")
+        #expect(!points.isEmpty)
+        // Sleeping points stall and return; unarmed points do nothing.
+        let start = ContinuousClock.now
+        points.hit(.beforeWALSave)
+        #expect(ContinuousClock.now - start >= .milliseconds(5))
+        points.hit(.afterBackendCommit)
+        points.hit(.afterWALSave)
+        points.hit(.afterWALSave)
+        #expect(Failpoints(specification: "").isEmpty)
+        #expect(Failpoints(specification: "afterWALSave=off").isEmpty)
+    }
+}
