@@ -59,7 +59,7 @@ final class LeaderForwarder: Sendable {
     private func leaderClient() throws -> Client {
         let leader = member.raftStatus().leader
         guard leader != 0 else { throw EtcdError.noLeader }
-        guard let url = member.memberList().first(where: { $0.id == leader })?.clientURLs.first,
+        guard let url = member.member(id: leader)?.clientURLs.first,
               let address = try? ListenAddress(parsing: url) else { throw EtcdError.noLeader }
         if let existing = connections.withLock({ $0[url] }) { return existing.client }
         var config = HTTP2ClientTransport.Posix.Config.defaults

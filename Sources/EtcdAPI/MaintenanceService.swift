@@ -19,7 +19,7 @@ struct MaintenanceService: Etcdserverpb_Maintenance.SimpleServiceProtocol {
         response.raftIndex = raft.committedIndex
         response.raftTerm = raft.term
         response.raftAppliedIndex = raft.appliedIndex
-        response.isLearner = member.memberList().first { $0.id == member.memberID }?.isLearner ?? false
+        response.isLearner = member.member(id: member.memberID)?.isLearner ?? false
         response.storageVersion = EtcdVersion.api + ".0"
         return response
     }

@@ -36,6 +36,9 @@ extension Member {
     /// The members, sorted by id.
     public func memberList() -> [MemberRecord] { membership.members }
 
+    /// One member's record, without listing them all.
+    public func member(id: UInt64) -> MemberRecord? { membership.member(id) }
+
     /// MemberAdd: a new member (voter or learner) with an id derived from
     /// its peer URLs, the cluster token and the time, as etcd derives it.
     public func memberAdd(peerURLs: [String], isLearner: Bool) async throws -> MemberRecord {

@@ -18,6 +18,7 @@ final class TestCluster: @unchecked Sendable {
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("cluster-\(UUID().uuidString)").path
         let ports = try freePorts(size)
         let initial = (0..<size).map { ("m\($0)", ["http://127.0.0.1:\(ports[$0])"]) }
+        let token = "test-\(UUID().uuidString)"
         var configs: [ServerConfig] = []
         for i in 0..<size {
             var config = ServerConfig(name: "m\(i)", dataDir: root + "/m\(i)",
@@ -26,14 +27,12 @@ final class TestCluster: @unchecked Sendable {
             config.initialAdvertisePeerURLs = initial[i].1
             config.listenPeerURLs = initial[i].1
             config.initialCluster = initial
-            config.initialClusterToken = "test-\(UUID().uuidString)"
+            config.initialClusterToken = token
             config.heartbeatIntervalMilliseconds = heartbeatMilliseconds
             config.electionTimeoutMilliseconds = electionMilliseconds
             configure(&config)
             configs.append(config)
         }
-        // One token for the whole cluster.
-        for i in configs.indices { configs[i].initialClusterToken = configs[0].initialClusterToken }
         let cluster = TestCluster(root: root, configs: configs)
         for i in 0..<size { try await cluster.startMember(i) }
         return cluster
