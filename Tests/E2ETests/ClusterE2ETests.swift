@@ -37,6 +37,17 @@ import Testing
         let hashes = try cluster.convergedHashes()
         #expect(hashes.count == 3 && Set(hashes).count == 1, "\(hashes)")
         #expect(cluster.log(0).contains("published local member to cluster through raft"))
+
+        // Keep-alives and TimeToLive on a follower reach the leader's lessor.
+        let leader = try cluster.waitForLeader()
+        let leaderIndex = try #require(try cluster.index(ofMemberID: leader))
+        let follower = cluster.endpoint((leaderIndex + 1) % 3)
+        let grant = try cluster.etcdctl(["lease", "grant", "30"], endpoint: follower)
+        let id = try #require(grant.out.split(separator: " ").dropFirst().first.map(String.init), "\(grant)")
+        let renewed = try cluster.etcdctl(["lease", "keep-alive", "--once", id], endpoint: follower)
+        #expect(renewed.out == "lease \(id) keepalived with TTL(30)\n", "\(renewed)")
+        let ttl = try cluster.etcdctl(["lease", "timetolive", id], endpoint: follower)
+        #expect(ttl.out.contains("granted with TTL(30s)") && !ttl.out.contains("already expired"), "\(ttl)")
     }
 
     @Test func killingTheLeaderElectsAnotherAndTheOldOneCatchesUp() throws {
