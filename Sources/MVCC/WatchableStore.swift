@@ -239,16 +239,20 @@ public final class WatchableStore: @unchecked Sendable {
     /// Offers the watcher an empty delivery with `currentRevision` if it is
     /// synced (etcd's per-watcher progress notification); returns whether
     /// the sink took it. A watcher that is behind gets nothing: it is about
-    /// to receive events anyway.
+    /// to receive events anyway. Nor does one waiting for a start revision
+    /// beyond the store's (resumed on a member that lags): a notification
+    /// below where its client already is would send that client back.
     @discardableResult
     public func requestProgress(_ handle: WatcherHandle) -> Bool {
         lock.lock()
         defer { lock.unlock() }
-        guard let watcher = watchers[handle.serial], watcher.state == .synced else { return false }
+        guard let watcher = watchers[handle.serial], watcher.state == .synced,
+              watcher.nextRev <= notifiedRev + 1 else { return false }
         return watcher.sink.offer(WatchDelivery(watchID: watcher.id, events: [], revision: notifiedRev))
     }
 
-    /// If every watcher of `sink` is synced (also when it has none), offers
+    /// If every watcher of `sink` is synced and none waits for a future
+    /// start revision (also when it has none), offers
     /// it one delivery with watch id -1 and `currentRevision`; returns
     /// whether the sink took it. etcd 3.5's behaviour (3.4 answered at once
     /// with the store revision, even for watchers still catching up): the
@@ -258,7 +262,12 @@ public final class WatchableStore: @unchecked Sendable {
     public func requestProgressAll(sink: any WatchSink) -> Bool {
         lock.lock()
         defer { lock.unlock() }
-        if let counts = sinks[ObjectIdentifier(sink)], counts.behind > 0 { return false }
+        let key = ObjectIdentifier(sink)
+        if let counts = sinks[key] {
+            if counts.behind > 0 { return false }
+            // As for one watcher: not while one waits for a future start.
+            if watchers.values.contains(where: { $0.sinkKey == key && $0.nextRev > notifiedRev + 1 }) { return false }
+        }
         return sink.offer(WatchDelivery(watchID: -1, events: [], revision: notifiedRev))
     }
 

@@ -389,14 +389,22 @@ final class WatchHarness {
         }
         let counts = watchable.counts
         if counts.unsynced != 0 || counts.victims != 0 { fail("not drained: \(counts)") }
-        // Everything left is synced: progress is answered for all.
+        // Everything left is synced: progress is answered for all, except
+        // watchers waiting for a start beyond the store (and their sinks).
         var live = 0
+        var waitingSinks = Set<Int>()
         for w in watchers where w.cancelledAt == nil && watchable.inspect(w.handle) != nil {
             live += 1
-            if !watchable.requestProgress(w.handle) { fail("no progress for synced watcher \(w.id)") }
+            let waiting = w.start > revision + 1
+            if waiting { waitingSinks.insert(w.sink) }
+            if watchable.requestProgress(w.handle) == waiting {
+                fail(waiting ? "progress for watcher \(w.id) waiting for \(w.start) at \(revision)" : "no progress for synced watcher \(w.id)")
+            }
         }
         if counts.synced != live { fail("\(counts.synced) synced, \(live) live watchers") }
-        for sink in sinks where !watchable.requestProgressAll(sink: sink) { fail("no progress-all after drain") }
+        for (i, sink) in sinks.enumerated() where watchable.requestProgressAll(sink: sink) == waitingSinks.contains(i) {
+            fail(waitingSinks.contains(i) ? "progress-all for a sink with a watcher waiting for a future start" : "no progress-all after drain")
+        }
     }
 
     // MARK: Checking
