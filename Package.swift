@@ -27,6 +27,7 @@ let package = Package(
         .executable(name: "etcdctl", targets: ["etcdctl"]),
         .executable(name: "etcdutl", targets: ["etcdutl"]),
         .executable(name: "etcd-bench", targets: ["etcd-bench"]),
+        .executable(name: "etcd-sim", targets: ["etcd-sim"]),
         .library(name: "EtcdClient", targets: ["EtcdClient"]),
         .library(name: "EtcdServer", targets: ["EtcdServer"]),
         .library(name: "Raft", targets: ["Raft"]),
@@ -83,6 +84,18 @@ let package = Package(
         .target(name: "Auth", dependencies: ["Backend", "EtcdProto"]),
         // Linearizability and watch-guarantee checkers for tests and simulations.
         .target(name: "Checkers"),
+        // An in-memory file system that tracks what is fsynced (crash tests
+        // and the simulation's disk).
+        .target(name: "SimulatedDisk", dependencies: ["WAL"]),
+        // The deterministic cluster simulation: real members under a seeded
+        // scheduler with simulated time, network and disk.
+        .target(
+            name: "Simulation",
+            dependencies: [
+                "EtcdServer", "SimulatedDisk", "Checkers", "EtcdProto", "PeerTransport", "WAL", "MVCC",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .target(
             name: "PeerTransport",
             dependencies: [
@@ -141,6 +154,10 @@ let package = Package(
             ]
         ),
         .executableTarget(
+            name: "etcd-sim",
+            dependencies: ["Simulation", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
+        .executableTarget(
             name: "etcdutl",
             dependencies: [
                 "WAL", "Backend", "MVCC",
@@ -164,7 +181,7 @@ let package = Package(
         ),
         .testTarget(name: "RaftTests", dependencies: ["Raft"]),
         .testTarget(name: "ChecksumTests", dependencies: ["Checksum"]),
-        .testTarget(name: "WALTests", dependencies: ["WAL", "EtcdProto"]),
+        .testTarget(name: "WALTests", dependencies: ["WAL", "EtcdProto", "SimulatedDisk"]),
         .testTarget(name: "BackendTests", dependencies: ["Backend"]),
         .testTarget(
             name: "MVCCTests",
@@ -182,6 +199,7 @@ let package = Package(
         // Several members in one process over loopback sockets.
         .testTarget(name: "ClusterTests", dependencies: ["EtcdServer", "EtcdProto"]),
         .testTarget(name: "CheckersTests", dependencies: ["Checkers"]),
+        .testTarget(name: "SimulationTests", dependencies: ["Simulation", "Checkers"]),
         .testTarget(
             name: "PeerTransportTests",
             dependencies: ["PeerTransport", "Checksum", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")]

@@ -3,7 +3,7 @@ import EtcdProto
 import EtcdServer
 import GRPCCore
 
-/// etcdserverpb.Maintenance: Status, Hash and HashKV today; the rest answers UNIMPLEMENTED
+/// etcdserverpb.Maintenance: Status, Hash, HashKV and MoveLeader today; the rest answers UNIMPLEMENTED
 /// until the server issue completes it.
 struct MaintenanceService: Etcdserverpb_Maintenance.SimpleServiceProtocol {
     let member: Member
@@ -59,7 +59,12 @@ struct MaintenanceService: Etcdserverpb_Maintenance.SimpleServiceProtocol {
     }
 
     func moveLeader(request: Etcdserverpb_MoveLeaderRequest, context: ServerContext) async throws -> Etcdserverpb_MoveLeaderResponse {
-        throw RPCError.notImplementedYet
+        try await etcdCall {
+            try await member.moveLeader(to: request.targetID)
+            var response = Etcdserverpb_MoveLeaderResponse()
+            response.header = member.header()
+            return response
+        }
     }
 
     func downgrade(request: Etcdserverpb_DowngradeRequest, context: ServerContext) async throws -> Etcdserverpb_DowngradeResponse {

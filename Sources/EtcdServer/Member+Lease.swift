@@ -55,7 +55,7 @@ extension Member {
     /// Whether this member leads (and so keeps leases alive).
     public var isLeader: Bool { raftStatus().leader == memberID }
 
-    func leaseNow() -> Duration { config.leaseClockForTesting?() ?? (clock.now - clockOrigin) }
+    func leaseNow() -> Duration { config.leaseClockForTesting?() ?? (environment.now() - clockOrigin) }
 
     // MARK: - The raft loop's side
 

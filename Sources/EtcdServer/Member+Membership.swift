@@ -88,6 +88,31 @@ extension Member {
     /// etcd allows one learner at a time.
     static let maxLearners = 1
 
+    /// MoveLeader (on the leader): hands leadership to `target`, a voting
+    /// member, and returns once it leads — or etcd's transfer timeout after
+    /// a request timeout.
+    public func moveLeader(to target: UInt64) async throws {
+        guard isLeader else { throw EtcdError.notLeader }
+        guard let record = member(id: target), !record.isLearner else { throw EtcdError.badLeaderTransferee }
+        if target == memberID { return }
+        logger.info("leadership transfer starting", metadata: [
+            "local-member-id": "\(String(memberID, radix: 16))", "transferee-member-id": "\(String(target, radix: 16))"])
+        let deadline = environment.now() + requestTimeout
+        requestLeaderTransfer(to: target)
+        while raftStatus().leader != target {
+            if environment.now() >= deadline { throw EtcdError.leaderTransferTimeout }
+            try await Task.sleep(for: .milliseconds(config.heartbeatIntervalMilliseconds))
+        }
+        logger.info("leadership transfer finished", metadata: [
+            "local-member-id": "\(String(memberID, radix: 16))", "new-leader-member-id": "\(String(target, radix: 16))"])
+    }
+
+    /// Asks raft to hand leadership to `target` (a no-op unless this member leads).
+    package func requestLeaderTransfer(to target: UInt64) {
+        shared.withLock { $0.transferTo = target }
+        signal()
+    }
+
     // MARK: - Apply (raft loop thread)
 
     /// ClusterMemberAttrSet: the member's name and client URLs.
@@ -145,6 +170,9 @@ extension Member {
 }
 
 extension EtcdError {
+    public static let notLeader = EtcdError(.failedPrecondition, "etcdserver: not leader")
+    public static let badLeaderTransferee = EtcdError(.failedPrecondition, "etcdserver: bad leader transferee")
+    public static let leaderTransferTimeout = EtcdError(.unavailable, "etcdserver: request timed out, leader transfer took too long")
     public static let memberExists = EtcdError(.failedPrecondition, "etcdserver: member ID already exist")
     public static let peerURLExists = EtcdError(.failedPrecondition, "etcdserver: Peer URLs already exists")
     public static let memberNotFound = EtcdError(.notFound, "etcdserver: member not found")

@@ -39,8 +39,9 @@ public final class Member: Sendable {
     public let watchable: WatchableStore
     let lessor: Lessor
     let leaseIDs: IDGenerator
-    /// The monotonic time leases are measured in.
-    let clock = ContinuousClock()
+    /// Clocks, network, WAL file system and loop driver (see `MemberEnvironment`).
+    let environment: MemberEnvironment
+    /// Where the monotonic time leases are measured from.
     let clockOrigin: ContinuousClock.Instant
     let backend: Backend
     let shared: Mutex<SharedState>
@@ -48,7 +49,7 @@ public final class Member: Sendable {
     let membership = MembershipTable()
     /// Raft messages to and from the other members; it sends from the
     /// start and listens once `startPeers` is called.
-    let peers: PeerTransport
+    let peers: any RaftTransport
     let inbox: PeerInbox
     /// Ids of proposals, unique cluster-wide (a follower's proposal is
     /// applied by every member, and only its proposer may answer it).
@@ -58,14 +59,14 @@ public final class Member: Sendable {
     let wakeup = NSCondition()
     private let loopBox: LoopBox
     private let watchSyncThread: WatchSyncThread
-    let logger = Logger(label: "etcd")
+    let logger: Logger
 
     /// Proposals waiting in line for the loop; bounded so a flood of writes
     /// gets a clear error instead of unbounded memory.
     static let maxQueuedProposals = 10_000
 
     struct Waiter {
-        var continuation: CheckedContinuation<ApplyResult, any Error>
+        var complete: @Sendable (Result<ApplyResult, any Error>) -> Void
         var deadline: ContinuousClock.Instant
     }
 
@@ -73,7 +74,9 @@ public final class Member: Sendable {
         var proposals: [(id: UInt64, data: Data)] = []
         var confChanges: [(id: UInt64, change: ConfChange)] = []
         var waiters: [UInt64: Waiter] = [:]
-        var readWaiters: [CheckedContinuation<Void, any Error>] = []
+        var readWaiters: [ReadWaiter] = []
+        /// MoveLeader: hand leadership to this member.
+        var transferTo: UInt64?
         /// From the peer transport, for the loop.
         var incoming: [Raft.Message] = []
         var unreachable: Set<UInt64> = []
@@ -118,8 +121,17 @@ public final class Member: Sendable {
         var members: [MemberRecord]
     }
 
-    init(config: ServerConfig, joining: JoinInfo?) throws {
+    /// A member in a given environment (the simulation's clocks, network
+    /// and disk).
+    package convenience init(config: ServerConfig, environment: MemberEnvironment) throws {
+        try self.init(config: config, joining: nil, environment: environment)
+    }
+
+    init(config: ServerConfig, joining: JoinInfo?, environment: MemberEnvironment = .production) throws {
         self.config = config
+        self.environment = environment
+        self.logger = environment.logger ?? Logger(label: "etcd")
+        let walFS = environment.walFileSystem
         let fm = FileManager.default
         try fm.createDirectory(atPath: config.snapDir, withIntermediateDirectories: true)
         try fm.createDirectory(atPath: URL(fileURLWithPath: config.walDir).deletingLastPathComponent().path, withIntermediateDirectories: true)
@@ -127,16 +139,19 @@ public final class Member: Sendable {
         // Which raft snapshot to continue from decides the backend file: a
         // received snapshot whose install was cut short is finished first.
         let snapshotter = Snapshotter(dir: config.snapDir)
-        let walExists = WAL.exists(in: config.walDir)
+        let walExists = WAL.exists(in: config.walDir, fs: walFS)
         var markers: [WALSnapshot] = []
         var snapshot: Raftpb_Snapshot?
         if walExists {
-            markers = try WAL.validSnapshots(dir: config.walDir)
+            markers = try WAL.validSnapshots(dir: config.walDir, fs: walFS)
             snapshot = try snapshotter.loadNewestAvailable(among: markers)
         }
         try Self.finishSnapshotInstall(config: config, snapshotIndex: snapshot?.metadata.index)
 
-        let backend = try Backend(path: config.backendPath, config: BackendConfig(quotaBytes: config.quotaBackendBytes))
+        var backendConfig = BackendConfig(quotaBytes: config.quotaBackendBytes)
+        if let interval = environment.backendBatchIntervalMilliseconds { backendConfig.batchIntervalMilliseconds = interval }
+        if let limit = environment.backendBatchLimitOps { backendConfig.batchLimitOps = limit }
+        let backend = try Backend(path: config.backendPath, config: backendConfig)
         self.backend = backend
         let store = try KVStore(backend: backend)
         self.store = store
@@ -153,7 +168,7 @@ public final class Member: Sendable {
         }
         lessor.restoreAttachments(store.restoredLeases)
         self.lessor = lessor
-        self.clockOrigin = clock.now
+        self.clockOrigin = environment.now()
         requestTimeout = .seconds(5) + .milliseconds(2 * config.electionTimeoutMilliseconds)
 
         let storage = MemoryStorage()
@@ -166,7 +181,7 @@ public final class Member: Sendable {
             // gets a snapshot from the leader).
             let bootstrapMarker = markers.first { $0.index == 1 && $0.term == 1 }
             let marker = snapshot.map(WALSnapshot.init) ?? bootstrapMarker ?? WALSnapshot()
-            wal = try WAL.open(dir: config.walDir, at: marker)
+            wal = try WAL.open(dir: config.walDir, at: marker, segmentSizeBytes: environment.walSegmentSizeBytes, fs: walFS)
             let (metadata, hardState, entries) = try wal.readAll()
             let ids = try Etcdserverpb_Metadata(serializedBytes: metadata)
             memberID = ids.nodeID
@@ -186,7 +201,8 @@ public final class Member: Sendable {
             var metadata = Etcdserverpb_Metadata()
             metadata.nodeID = memberID
             metadata.clusterID = clusterID
-            wal = try WAL.create(dir: config.walDir, metadata: try metadata.serializedData())
+            wal = try WAL.create(dir: config.walDir, metadata: try metadata.serializedData(),
+                                 segmentSizeBytes: environment.walSegmentSizeBytes, fs: walFS)
             // The member records come with the leader's snapshot; until then
             // the known members are what the cluster told us.
             for record in joining.members { try membership.save(record, to: backend) }
@@ -198,7 +214,8 @@ public final class Member: Sendable {
             var metadata = Etcdserverpb_Metadata()
             metadata.nodeID = memberID
             metadata.clusterID = clusterID
-            wal = try WAL.create(dir: config.walDir, metadata: try metadata.serializedData())
+            wal = try WAL.create(dir: config.walDir, metadata: try metadata.serializedData(),
+                                 segmentSizeBytes: environment.walSegmentSizeBytes, fs: walFS)
             // The initial configuration is raft's snapshot at index 1, term 1
             // (every member of a new cluster writes the same one); the WAL
             // records it as a snapshot marker so the log continues at 2.
@@ -224,9 +241,13 @@ public final class Member: Sendable {
         raftConfig.preVote = config.preVote
         raftConfig.randomSeed = memberID
         let node = try RawNode(config: raftConfig)
-        shared = Mutex(SharedState())
-        leaseIDs = IDGenerator(memberID: memberID)
-        requestIDs = IDGenerator(memberID: memberID)
+        var initialState = SharedState()
+        initialState.appliedIndex = raftConfig.applied
+        initialState.committedIndex = storage.hardState.commit
+        initialState.term = storage.hardState.term
+        shared = Mutex(initialState)
+        leaseIDs = IDGenerator(memberID: memberID, nowMilliseconds: environment.wallMilliseconds())
+        requestIDs = IDGenerator(memberID: memberID, nowMilliseconds: environment.wallMilliseconds())
         watchSyncThread = WatchSyncThread(store: watchable)
         var loopState = RaftLoopState(
             node: node, storage: storage, wal: wal, snapshotter: snapshotter,
@@ -235,22 +256,24 @@ public final class Member: Sendable {
         )
         loopState.skipThrough = consistentIndex
         loopState.campaignAtStart = singleVoter
+        loopState.nextTick = environment.now() + .milliseconds(config.heartbeatIntervalMilliseconds)
         loopBox = LoopBox(loopState)
 
         let inbox = PeerInbox()
         self.inbox = inbox
-        peers = PeerTransport(
-            config: PeerTransportConfig(localID: memberID, clusterID: clusterID, snapshotDirectory: config.snapDir),
-            delegate: inbox)
+        let transportConfig = PeerTransportConfig(localID: memberID, clusterID: clusterID, snapshotDirectory: config.snapDir)
+        peers = environment.makeTransport?(transportConfig, inbox) ?? PeerTransport(config: transportConfig, delegate: inbox)
         inbox.member = self
         for record in membership.members where record.id != memberID {
             peers.setPeer(id: record.id, urls: record.peerURLs)
         }
 
-        let thread = Thread { [self] in runLoop() }
-        thread.name = "etcd-raft-loop"
-        thread.start()
-        watchSyncThread.start()
+        if !environment.manualLoop {
+            let thread = Thread { [self] in runLoop() }
+            thread.name = "etcd-raft-loop"
+            thread.start()
+            watchSyncThread.start()
+        }
     }
 
     /// Stops the loop, commits the backend and closes the files.
@@ -258,6 +281,11 @@ public final class Member: Sendable {
     /// error), so the files are closed when this returns — LMDB must never
     /// have the same file open twice in one process.
     public func stop() {
+        if environment.manualLoop {
+            shared.withLock { $0.stopped = true }
+            while step() {}
+            return
+        }
         watchSyncThread.stop()
         shared.withLock { $0.stopped = true }
         signal()
@@ -400,35 +428,48 @@ public final class Member: Sendable {
     /// `enqueue` and waits for its result (or etcd's request timeout, which
     /// the loop enforces on its ticks).
     private func waitForApply(_ id: UInt64, _ enqueue: @escaping (inout SharedState) -> Void) async throws -> ApplyResult {
-        let deadline = ContinuousClock.now + requestTimeout
-        return try await withTaskCancellationHandler {
+        try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { continuation in
-                let accepted = shared.withLock { state -> Bool in
-                    if state.stopped { return false }
-                    state.waiters[id] = Waiter(continuation: continuation, deadline: deadline)
-                    enqueue(&state)
-                    return true
-                }
-                if accepted { signal() } else { continuation.resume(throwing: EtcdError.stopped) }
+                enqueueWaiter(id, enqueue) { continuation.resume(with: $0) }
             }
         } onCancel: {
             // The entry may still commit; the caller just stops waiting.
             let waiter = shared.withLock { $0.waiters.removeValue(forKey: id) }
-            waiter?.continuation.resume(throwing: CancellationError())
+            waiter?.complete(.failure(CancellationError()))
         }
+    }
+
+    /// Registers `complete` as the waiter for request `id` and queues the
+    /// request with `enqueue`; `complete` runs once, on the loop's thread
+    /// (or at once when the member has stopped).
+    private func enqueueWaiter(_ id: UInt64, _ enqueue: (inout SharedState) -> Void,
+                               _ complete: @escaping @Sendable (Result<ApplyResult, any Error>) -> Void) {
+        let deadline = environment.now() + requestTimeout
+        let accepted = shared.withLock { state -> Bool in
+            if state.stopped { return false }
+            state.waiters[id] = Waiter(complete: complete, deadline: deadline)
+            enqueue(&state)
+            return true
+        }
+        if accepted { signal() } else { complete(.failure(EtcdError.stopped)) }
     }
 
     /// Returns once everything committed before the call has been applied:
     /// reads queued together share one ReadIndex round.
     private func linearizableBarrier() async throws {
+        if environment.bugLocalLinearizableReads { return }
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            let accepted = shared.withLock { state -> Bool in
-                if state.stopped { return false }
-                state.readWaiters.append(continuation)
-                return true
-            }
-            if accepted { signal() } else { continuation.resume(throwing: EtcdError.stopped) }
+            enqueueRead { continuation.resume(with: $0) }
         }
+    }
+
+    private func enqueueRead(_ done: @escaping @Sendable (Result<Void, any Error>) -> Void) {
+        let accepted = shared.withLock { state -> Bool in
+            if state.stopped { return false }
+            state.readWaiters.append(ReadWaiter(done: done))
+            return true
+        }
+        if accepted { signal() } else { done(.failure(EtcdError.stopped)) }
     }
 
     func signal() {
@@ -444,86 +485,158 @@ public final class Member: Sendable {
     // MARK: - The raft loop (runs on its own thread)
 
     private func runLoop() {
-        let tickSeconds = Double(config.heartbeatIntervalMilliseconds) / 1000
-        var nextTick = Date().addingTimeInterval(tickSeconds)
-        loopBox.withState { loop in
-            // A single voter elects itself at once instead of waiting a timeout.
-            if loop.campaignAtStart { try? loop.node.campaign() }
-        }
         while true {
             wakeup.lock()
-            let idle = shared.withLock {
-                $0.proposals.isEmpty && $0.readWaiters.isEmpty && $0.incoming.isEmpty && $0.confChanges.isEmpty
-                    && $0.unreachable.isEmpty && $0.snapshotReports.isEmpty && !$0.stopped
+            if !hasPendingInput {
+                let wait = loopBox.withState { $0.nextTick } - environment.now()
+                _ = wakeup.wait(until: Date().addingTimeInterval(max(0, wait.secondsDouble)))
             }
-            if idle { _ = wakeup.wait(until: nextTick) }
             wakeup.unlock()
+            if !iterate() { return }
+        }
+    }
 
-            let input = shared.withLock { state in
-                defer {
-                    state.proposals.removeAll(keepingCapacity: true)
-                    state.readWaiters.removeAll(keepingCapacity: true)
-                    state.incoming.removeAll(keepingCapacity: true)
-                    state.confChanges.removeAll()
-                    state.unreachable.removeAll()
-                    state.snapshotReports.removeAll()
-                }
-                return LoopInput(proposals: state.proposals, confChanges: state.confChanges, reads: state.readWaiters,
-                                 incoming: state.incoming, unreachable: state.unreachable,
-                                 snapshotReports: state.snapshotReports, stopped: state.stopped)
+    /// Whether the loop has something to do before its next tick.
+    package var hasPendingInput: Bool {
+        shared.withLock {
+            !($0.proposals.isEmpty && $0.readWaiters.isEmpty && $0.incoming.isEmpty && $0.confChanges.isEmpty
+                && $0.unreachable.isEmpty && $0.snapshotReports.isEmpty && $0.transferTo == nil && !$0.stopped)
+        }
+    }
+
+    /// When the loop ticks next (manual-loop members: call `step()` then).
+    package var nextTick: ContinuousClock.Instant { loopBox.withState { $0.nextTick } }
+
+    /// Manual-loop members: one pass of the raft loop (input, a tick when
+    /// due, every Ready). Returns false once the member has shut down.
+    @discardableResult
+    package func step() -> Bool {
+        precondition(environment.manualLoop, "step() drives manual-loop members only")
+        if shared.withLock({ $0.finished }) { return false }
+        return iterate()
+    }
+
+    /// Manual-loop members: stop dead, as a `kill -9` would — nothing more
+    /// is written and the backend's open batch is dropped.
+    package func crash() {
+        precondition(environment.manualLoop, "crash() is for manual-loop members")
+        loopBox.withState { $0.crashed = true }
+        shared.withLock { $0.stopped = true }
+        while step() {}
+    }
+
+    /// Manual-loop members: propose `request` (its id is set here);
+    /// `completion` runs on the driving thread once it is applied, fails or
+    /// times out.
+    package func submit(_ request: Etcdserverpb_InternalRaftRequest,
+                        completion: @escaping @Sendable (Result<ApplyResult, any Error>) -> Void) {
+        var request = request
+        let id = requestIDs.next()
+        request.id = id
+        request.header.id = id
+        guard let data = try? request.serializedData(), data.count <= config.maxRequestBytes else {
+            completion(.failure(EtcdError.requestTooLarge))
+            return
+        }
+        enqueueWaiter(id, { $0.proposals.append((id, data)) }, completion)
+    }
+
+    /// Manual-loop members: `done` runs once a linearizable read may be
+    /// served from the store (everything committed before the call is applied).
+    package func submitReadBarrier(_ done: @escaping @Sendable (Result<Void, any Error>) -> Void) {
+        if environment.bugLocalLinearizableReads { return done(.success(())) }
+        enqueueRead(done)
+    }
+
+    /// The index of the last entry in the store and the store's revision
+    /// (consistent with each other when read on the loop's thread, as the
+    /// simulation does: the state is a function of the log up to there).
+    package func storeState() -> (index: UInt64, revision: Int64)? {
+        guard let index = try? store.consistentIndex().index else { return nil }
+        return (index, store.currentRevision)
+    }
+
+    /// A range served from the store as it is now (after a barrier, a
+    /// linearizable one).
+    package func rangeNow(_ request: Etcdserverpb_RangeRequest) throws -> Etcdserverpb_RangeResponse {
+        try validate { try store.range(request) }
+    }
+
+    /// One pass of the loop; false once the member has shut down.
+    private func iterate() -> Bool {
+        let input = shared.withLock { state in
+            defer {
+                state.proposals.removeAll(keepingCapacity: true)
+                state.readWaiters.removeAll(keepingCapacity: true)
+                state.incoming.removeAll(keepingCapacity: true)
+                state.confChanges.removeAll()
+                state.unreachable.removeAll()
+                state.snapshotReports.removeAll()
+                state.transferTo = nil
             }
-            if input.stopped {
-                for read in input.reads { read.resume(throwing: EtcdError.stopped) }
-                shutDown()
-                return
+            return LoopInput(proposals: state.proposals, confChanges: state.confChanges, reads: state.readWaiters,
+                             incoming: state.incoming, unreachable: state.unreachable,
+                             snapshotReports: state.snapshotReports, transferTo: state.transferTo, stopped: state.stopped)
+        }
+        if input.stopped {
+            for read in input.reads { read.resume(throwing: EtcdError.stopped) }
+            shutDown()
+            return false
+        }
+        loopBox.withState { loop in
+            // A single voter elects itself at once instead of waiting a timeout.
+            if loop.campaignAtStart {
+                loop.campaignAtStart = false
+                try? loop.node.campaign()
             }
-            loopBox.withState { loop in
-                for message in input.incoming { stepPeerMessage(message, &loop) }
-                for peer in input.unreachable { loop.node.reportUnreachable(peer) }
-                for report in input.snapshotReports { loop.node.reportSnapshot(report.peer, status: report.delivered ? .finish : .failure) }
-                if Date() >= nextTick {
-                    loop.node.tick()
-                    nextTick = Date().addingTimeInterval(tickSeconds)
-                    proposeLeaseMaintenance(&loop)
-                    expireRequests(&loop)
-                }
-                if !input.proposals.isEmpty {
-                    do { try loop.node.propose(batch: input.proposals.map(\.data)) } catch {
-                        for proposal in input.proposals {
-                            complete(proposal.id, .failure(loop.node.lead == 0 ? EtcdError.noLeader : EtcdError.timeout))
-                        }
+            for message in input.incoming { stepPeerMessage(message, &loop) }
+            for peer in input.unreachable { loop.node.reportUnreachable(peer) }
+            for report in input.snapshotReports { loop.node.reportSnapshot(report.peer, status: report.delivered ? .finish : .failure) }
+            let now = environment.now()
+            if now >= loop.nextTick {
+                loop.node.tick()
+                loop.nextTick = now + .milliseconds(config.heartbeatIntervalMilliseconds)
+                proposeLeaseMaintenance(&loop)
+                expireRequests(&loop)
+            }
+            if let target = input.transferTo, loop.node.role == .leader { loop.node.transferLeadership(to: target) }
+            if !input.proposals.isEmpty {
+                do { try loop.node.propose(batch: input.proposals.map(\.data)) } catch {
+                    for proposal in input.proposals {
+                        complete(proposal.id, .failure(loop.node.lead == 0 ? EtcdError.noLeader : EtcdError.timeout))
                     }
                 }
-                for change in input.confChanges {
-                    do { try loop.node.proposeConfChange(change.change) } catch {
-                        complete(change.id, .failure(loop.node.lead == 0 ? EtcdError.noLeader : EtcdError.timeout))
-                    }
+            }
+            for change in input.confChanges {
+                do { try loop.node.proposeConfChange(change.change) } catch {
+                    complete(change.id, .failure(loop.node.lead == 0 ? EtcdError.noLeader : EtcdError.timeout))
                 }
-                if !input.reads.isEmpty {
-                    if loop.node.lead == 0 {
-                        for read in input.reads { read.resume(throwing: EtcdError.noLeader) }
-                    } else {
-                        loop.readBatch += 1
-                        var context = Data(count: 8)
-                        context.withUnsafeMutableBytes { $0.storeBytes(of: loop.readBatch.bigEndian, as: UInt64.self) }
-                        loop.pendingReads[context] = PendingRead(deadline: .now + requestTimeout, waiters: input.reads)
-                        loop.node.readIndex(context)
-                    }
+            }
+            if !input.reads.isEmpty {
+                if loop.node.lead == 0 {
+                    for read in input.reads { read.resume(throwing: EtcdError.noLeader) }
+                } else {
+                    loop.readBatch += 1
+                    var context = Data(count: 8)
+                    context.withUnsafeMutableBytes { $0.storeBytes(of: loop.readBatch.bigEndian, as: UInt64.self) }
+                    loop.pendingReads[context] = PendingRead(deadline: now + requestTimeout, waiters: input.reads, askedAt: now)
+                    loop.node.readIndex(context)
                 }
-                do {
-                    try processReadies(&loop)
-                    let failpoints = config.failpoints
-                    if backend.pendingWriteCount > 0 { failpoints.hit(.beforeBackendCommit) }
-                    if try backend.commitIfDue() { failpoints.hit(.afterBackendCommit) }
-                    if store.hasPendingCompaction {
-                        failpoints.hit(.midCompaction)
-                        _ = try store.compactionStep()
-                    }
-                } catch {
-                    fatalStop(loop: &loop, error)
+            }
+            do {
+                try processReadies(&loop)
+                let failpoints = config.failpoints
+                if backend.pendingWriteCount > 0 { failpoints.hit(.beforeBackendCommit) }
+                if try backend.commitIfDue() { failpoints.hit(.afterBackendCommit) }
+                if store.hasPendingCompaction {
+                    failpoints.hit(.midCompaction)
+                    _ = try store.compactionStep()
                 }
+            } catch {
+                fatalStop(loop: &loop, error)
             }
         }
+        return true
     }
 
     static let readIndexRetry: Duration = .milliseconds(500)
@@ -531,10 +644,11 @@ public final class Member: Sendable {
     struct LoopInput {
         var proposals: [(id: UInt64, data: Data)]
         var confChanges: [(id: UInt64, change: ConfChange)]
-        var reads: [CheckedContinuation<Void, any Error>]
+        var reads: [ReadWaiter]
         var incoming: [Raft.Message]
         var unreachable: Set<UInt64>
         var snapshotReports: [(peer: UInt64, delivered: Bool)]
+        var transferTo: UInt64?
         var stopped: Bool
     }
 
@@ -542,7 +656,7 @@ public final class Member: Sendable {
     /// `request timed out` (a proposal lost in a leader change, a read whose
     /// ReadIndex round never came back).
     private func expireRequests(_ loop: inout RaftLoopState) {
-        let now = ContinuousClock.now
+        let now = environment.now()
         let expired = shared.withLock { state -> [Waiter] in
             guard state.waiters.values.contains(where: { $0.deadline <= now }) else { return [] }
             var expired: [Waiter] = []
@@ -552,7 +666,7 @@ public final class Member: Sendable {
             }
             return expired
         }
-        for waiter in expired { waiter.continuation.resume(throwing: EtcdError.timeout) }
+        for waiter in expired { waiter.complete(.failure(EtcdError.timeout)) }
         for (context, pending) in loop.pendingReads {
             if pending.deadline <= now {
                 loop.pendingReads[context] = nil
@@ -586,7 +700,13 @@ public final class Member: Sendable {
             if ready.hardState != nil || !ready.entries.isEmpty {
                 let hardState = ready.hardState ?? loop.lastHardState
                 failpoints.hit(.beforeWALSave)
-                try loop.wal.save(hardState: Raftpb_HardState(hardState), entries: ready.entries.map(Raftpb_Entry.init), mustSync: ready.mustSync)
+                // After a snapshot the hard state's commit must be durable
+                // too: a restart only trusts snapshot markers at or below it,
+                // and the leader already counts this member as holding the
+                // snapshot (found by the simulation: without the fsync a
+                // crash right after an install restarted from the old log).
+                try loop.wal.save(hardState: Raftpb_HardState(hardState), entries: ready.entries.map(Raftpb_Entry.init),
+                                  mustSync: ready.mustSync || ready.snapshot != nil)
                 failpoints.hit(.afterWALSave)
                 if let state = ready.hardState { loop.storage.setHardState(state); loop.lastHardState = state }
             }
@@ -739,13 +859,14 @@ public final class Member: Sendable {
         if !write.events.isEmpty {
             lessor.apply(events: write.events)
             watchable.notify(write.events, revision: write.revision)
+            environment.observeApply?(memberID, write.revision, write.events)
         }
         return write.response
     }
 
     private func complete(_ id: UInt64, _ result: Result<ApplyResult, EtcdError>) {
         guard let waiter = shared.withLock({ $0.waiters.removeValue(forKey: id) }) else { return }
-        waiter.continuation.resume(with: result.mapError { $0 as any Error })
+        waiter.complete(result.mapError { $0 as any Error })
     }
 
     /// A storage error in the loop: nothing more can be made durable, so the
@@ -769,7 +890,7 @@ public final class Member: Sendable {
             defer { state.waiters.removeAll(); state.readWaiters.removeAll() }
             return (Array(state.waiters.values), state.readWaiters)
         }
-        for waiter in waiters { waiter.continuation.resume(throwing: EtcdError.stopped) }
+        for waiter in waiters { waiter.complete(.failure(EtcdError.stopped)) }
         for read in reads { read.resume(throwing: EtcdError.stopped) }
         loopBox.withState { loop in
             for (_, pending) in loop.pendingReads { for waiter in pending.waiters { waiter.resume(throwing: EtcdError.stopped) } }
@@ -822,7 +943,9 @@ struct RaftLoopState {
     var crashed = false
     var readBatch: UInt64 = 0
     var pendingReads: [Data: PendingRead] = [:]
-    var readsWaitingForApply: [(index: UInt64, deadline: ContinuousClock.Instant, waiters: [CheckedContinuation<Void, any Error>])] = []
+    var readsWaitingForApply: [(index: UInt64, deadline: ContinuousClock.Instant, waiters: [ReadWaiter])] = []
+    /// When the loop ticks next.
+    var nextTick: ContinuousClock.Instant = .now
     /// Entries up to here are in the backend already (after an installed
     /// snapshot the backend can be ahead of raft's log).
     var skipThrough: UInt64 = 0
@@ -838,9 +961,16 @@ struct RaftLoopState {
 /// Linearizable reads waiting for their ReadIndex round.
 struct PendingRead {
     var deadline: ContinuousClock.Instant
-    var waiters: [CheckedContinuation<Void, any Error>]
+    var waiters: [ReadWaiter]
     /// When the ReadIndex request last went out (a lost one is asked again).
-    var askedAt: ContinuousClock.Instant = .now
+    var askedAt: ContinuousClock.Instant
+}
+
+/// A linearizable read waiting for the store to catch up.
+struct ReadWaiter: Sendable {
+    let done: @Sendable (Result<Void, any Error>) -> Void
+    func resume() { done(.success(())) }
+    func resume(throwing error: any Error) { done(.failure(error)) }
 }
 
 /// Holds the loop's state; only the raft loop thread uses it, so access is

@@ -40,6 +40,26 @@ import Testing
         }
     }
 
+    @Test func moveLeaderHandsLeadershipToTheTarget() async throws {
+        try await TestCluster.with(size: 3) { cluster in
+            let first = try await cluster.waitForLeader()
+            let leader = try #require(cluster.members[first])
+            let target = (first + 1) % 3
+            let targetID = try #require(cluster.members[target]).memberID
+            // Only the leader moves leadership, and only to a voting member.
+            let follower = try #require(cluster.members[(first + 2) % 3])
+            await #expect(throws: EtcdError.notLeader) { try await follower.moveLeader(to: targetID) }
+            await #expect(throws: EtcdError.badLeaderTransferee) { try await leader.moveLeader(to: 0x1234) }
+
+            try await leader.moveLeader(to: targetID)
+            #expect(try await cluster.waitForLeader() == target)
+            #expect(leader.raftStatus().leader == targetID)
+            // Writes go on through the new leader.
+            let moved = try #require(cluster.members[target])
+            _ = try await cluster.retrying { try await moved.put(putRequest("after-move", "1")) }
+        }
+    }
+
     @Test func leaderLossElectsANewLeaderAndTheOldOneCatchesUp() async throws {
         try await TestCluster.with(size: 3) { cluster in
             let first = try await cluster.waitForLeader()

@@ -1,6 +1,7 @@
 import EtcdProto
 import Foundation
 import Testing
+import SimulatedDisk
 @testable import WAL
 
 /// Crash consistency against `SimulatedFileSystem`: a seeded workload is

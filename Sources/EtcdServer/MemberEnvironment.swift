@@ -1,0 +1,62 @@
+import EtcdProto
+import Foundation
+import Logging
+import PeerTransport
+import WAL
+
+/// How raft messages and snapshots leave a member. `PeerTransport` (TCP)
+/// in production; the simulation's network in tests.
+package protocol RaftTransport: AnyObject, Sendable {
+    func start(listenURLs: [String]) async throws
+    var boundPorts: [Int] { get }
+    func setPeer(id: UInt64, urls: [String])
+    func removePeer(id: UInt64)
+    func send(_ message: Data, to peer: UInt64)
+    func sendSnapshot(
+        _ message: Data, to peer: UInt64,
+        writeBody: @escaping @Sendable (_ write: (UnsafeRawBufferPointer) throws -> Void) throws -> Void,
+        completion: @escaping @Sendable (Bool) -> Void)
+    func stop() async
+}
+
+extension PeerTransport: RaftTransport {}
+
+/// What a member takes from the world: its clocks, its network, the file
+/// system under the WAL, and who drives its raft loop. Production uses
+/// `.production`; the deterministic simulation replaces every part, so the
+/// same member code runs under simulated time, network and disk.
+package struct MemberEnvironment: Sendable {
+    /// The monotonic clock of ticks, request deadlines and leases.
+    package var now: @Sendable () -> ContinuousClock.Instant = { ContinuousClock.now }
+    /// Wall-clock milliseconds, for the time part of generated ids.
+    package var wallMilliseconds: @Sendable () -> UInt64 = { UInt64(Date().timeIntervalSince1970 * 1000) }
+    /// Builds the transport; nil: the TCP `PeerTransport`.
+    package var makeTransport: (@Sendable (PeerTransportConfig, any PeerTransportDelegate) -> any RaftTransport)?
+    package var walFileSystem: any WALFileSystem = PosixFileSystem()
+    package var walSegmentSizeBytes: Int64 = WAL.defaultSegmentSizeBytes
+    /// Backend batching; nil: the backend's defaults (time-based commits,
+    /// which a simulation replaces by a count so runs replay exactly).
+    package var backendBatchIntervalMilliseconds: Int?
+    package var backendBatchLimitOps: Int?
+    /// No loop thread and no watch-sync thread: the owner calls `step()`
+    /// whenever there is input or a tick is due, all on one thread.
+    package var manualLoop = false
+    /// A deliberately planted bug, to show the simulation catches it:
+    /// linearizable reads are served locally, without a ReadIndex round.
+    package var bugLocalLinearizableReads = false
+    /// Sees every write the member applies (member id, revision, events):
+    /// the simulation's reference history for the watch checker.
+    package var observeApply: (@Sendable (UInt64, Int64, [Mvccpb_Event]) -> Void)?
+    /// The member's logger; nil: the process's "etcd" logger.
+    package var logger: Logger?
+
+    package init() {}
+
+    package static var production: MemberEnvironment { MemberEnvironment() }
+}
+
+extension Duration {
+    var secondsDouble: Double {
+        Double(components.seconds) + Double(components.attoseconds) / 1e18
+    }
+}

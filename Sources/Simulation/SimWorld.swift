@@ -1,0 +1,378 @@
+import Checkers
+import EtcdProto
+import EtcdServer
+import Foundation
+import Logging
+import PeerTransport
+import SimulatedDisk
+
+/// One simulated member: its config, its disk (the WAL's simulated file
+/// system lives as long as the node, across crashes), and the running
+/// `Member` when it is up.
+final class SimNode: @unchecked Sendable {
+    let index: Int
+    var config: ServerConfig
+    let walFS = SimulatedFileSystem()
+    var id: UInt64 = 0
+    var member: Member?
+    var delegate: (any PeerTransportDelegate)?
+    /// Deliveries and ticks wait until then (a SIGSTOP-style pause).
+    var pausedUntil: Int64 = 0
+    /// Bumped on every crash, so a dead instance's tick events stop.
+    var generation = 0
+    /// The highest (applied index, revision) seen: after a restart, once
+    /// the member has applied as far again, its revision must be as high.
+    var highWater: (applied: UInt64, revision: Int64) = (0, 0)
+
+    init(index: Int, config: ServerConfig) {
+        self.index = index
+        self.config = config
+    }
+
+    var name: String { config.name }
+}
+
+/// The simulated world: one thread, one seeded generator, simulated time
+/// in microseconds, and an event queue. Everything a member does happens
+/// inside `settle`, called from an event.
+final class SimWorld: @unchecked Sendable {
+    let options: SimulationOptions
+    var random: SimRandom
+    /// Simulated time, in microseconds since the start.
+    var now: Int64 = 0
+    var queue = EventQueue()
+    let origin = ContinuousClock.now
+    var nodes: [SimNode] = []
+    var faults = NetworkFaults()
+    let root: String
+    var report: SimulationReport
+    var snapshotFiles = 0
+    var backendBatchLimit = 1
+    /// The revision the first member to apply each index was at.
+    var revisionAtIndex: [UInt64: (String, Int64)] = [:]
+    static let tickMicroseconds: Int64 = 100_000
+    let traceMessages = ProcessInfo.processInfo.environment["SIM_TRACE_MESSAGES"] != nil
+    static let maxEvents = 3_000_000
+
+    // Workload state (see Workload.swift).
+    var history: [HistoryOperation<KVInput, KVOutput>] = []
+    var clients: [SimClient] = []
+    var clientsStopped = false
+    var inFlight = 0
+    var keys: [String] = []
+    var serializableReads: [(key: String, record: KVRecord?, invoke: Int64)] = []
+    var leaseChecks: [LeaseCheck] = []
+    var nextLeaseID: Int64 = 1
+    // Watches (see Watches.swift).
+    var watchStreams: [SimWatchStream] = []
+    var watchLogical: [Int: Int] = [:]
+    var appliedEvents: [Int64: [KVEvent]] = [:]
+    /// Revisions compactions succeeded at.
+    var compactedAt: Set<Int64> = []
+
+    init(options: SimulationOptions) {
+        self.options = options
+        random = SimRandom(seed: options.seed &* 0x9E37_79B9 &+ 0x5EED)
+        root = options.rootDirectory + "/etcd-sim-\(getpid())-\(options.seed)"
+        report = SimulationReport(seed: options.seed, members: options.members)
+    }
+
+    func log(_ text: @autoclosure () -> String) {
+        if options.verbose { print("[\(now / 1000) ms] \(text())") }
+    }
+
+    func count(_ fault: String) {
+        report.faults[fault, default: 0] += 1
+    }
+
+    func violation(_ text: String) {
+        log("VIOLATION: \(text)")
+        if report.violations.count < 20 { report.violations.append(text) }
+    }
+
+    // MARK: - Time
+
+    func schedule(after delay: Int64, _ action: @escaping () -> Void) {
+        queue.schedule(at: now + max(0, delay), action)
+    }
+
+    /// Runs events up to `time` (or until `stop` says so, checked between events).
+    func run(until time: Int64, stop: () -> Bool = { false }) {
+        while let next = queue.nextTime, next <= time, report.events < Self.maxEvents {
+            if stop() { return }
+            let event = queue.pop()!
+            now = event.time
+            report.events += 1
+            event.action()
+        }
+        if report.events >= Self.maxEvents {
+            violation("more than \(Self.maxEvents) events: runaway run")
+            return
+        }
+        now = max(now, time)
+    }
+
+    // MARK: - Members
+
+    func environment(for node: SimNode) -> MemberEnvironment {
+        var environment = MemberEnvironment()
+        let origin = self.origin
+        environment.now = { [unowned self] in origin + .microseconds(self.now) }
+        environment.wallMilliseconds = { [unowned self] in 1_750_000_000_000 + UInt64(self.now / 1000) }
+        environment.makeTransport = { [unowned self, node] config, delegate in
+            node.delegate = delegate
+            return SimTransport(localID: config.localID, world: self)
+        }
+        environment.walFileSystem = node.walFS
+        environment.walSegmentSizeBytes = 64 << 10
+        environment.backendBatchIntervalMilliseconds = 1 << 30
+        environment.backendBatchLimitOps = backendBatchLimit
+        environment.manualLoop = true
+        environment.bugLocalLinearizableReads = options.bug == .localReads
+        environment.observeApply = { [unowned self] member, revision, events in observed(member, revision, events) }
+        environment.logger = Logger(label: "etcd-sim", factory: { _ in SwiftLogNoOpLogHandler() })
+        return environment
+    }
+
+    func makeNodes() {
+        let count = options.members
+        let names = (0..<count).map { "m\($0)" }
+        let urls = names.map { "http://\($0).sim:2380" }
+        let snapshotCount = UInt64(random.int(10...200))
+        let catchUp = UInt64(random.int(2...30))
+        let preVote = random.chance(0.8)
+        backendBatchLimit = Int(random.int(1...100))
+        log("members \(count), snapshot-count \(snapshotCount), catch-up \(catchUp), pre-vote \(preVote), backend batch \(backendBatchLimit)")
+        for i in 0..<count {
+            var config = ServerConfig(name: names[i], dataDir: root + "/" + names[i],
+                                      listenClientURLs: [], advertiseClientURLs: ["http://\(names[i]).sim:2379"])
+            config.initialAdvertisePeerURLs = [urls[i]]
+            config.listenPeerURLs = [urls[i]]
+            config.initialCluster = zip(names, urls).map { ($0, [$1]) }
+            config.initialClusterToken = "sim-\(options.seed)"
+            config.snapshotCount = snapshotCount
+            config.snapshotCatchUpEntries = catchUp
+            config.preVote = preVote
+            config.failpoints = Failpoints(specification: "")
+            nodes.append(SimNode(index: i, config: config))
+        }
+    }
+
+    /// Starts (or restarts) a node's member; a failure to open is a finding.
+    func start(_ node: SimNode) {
+        guard node.member == nil else { return }
+        do {
+            let member = try Member(config: node.config, environment: environment(for: node))
+            node.member = member
+            node.id = member.memberID
+            let status = member.raftStatus()
+            log("\(node.name) up (\(String(node.id, radix: 16))): term \(status.term), commit \(status.committedIndex), applied \(status.appliedIndex), store \(member.storeState().map { "\($0)" } ?? "?")")
+        } catch {
+            violation("\(node.name) cannot restart: \(error)")
+            return
+        }
+        let generation = node.generation
+        // Each member ticks at its own phase.
+        scheduleTick(node, generation: generation, at: now + random.int(1...Self.tickMicroseconds))
+        settle(node)
+    }
+
+    func scheduleTick(_ node: SimNode, generation: Int, at time: Int64) {
+        queue.schedule(at: time) { [self] in
+            guard node.generation == generation, node.member != nil else { return }
+            if now < node.pausedUntil {
+                scheduleTick(node, generation: generation, at: node.pausedUntil)
+                return
+            }
+            settle(node)
+            if let member = node.member {
+                serviceWatchers(on: node, member)
+                settle(node)
+            }
+            scheduleTick(node, generation: generation, at: now + Self.tickMicroseconds)
+        }
+    }
+
+    /// A `kill -9`: the member stops dead and its disk keeps only what was
+    /// fsynced (plus a seeded part of the rest, the last write maybe torn).
+    func crash(_ node: SimNode) {
+        guard let member = node.member else { return }
+        let status = member.raftStatus()
+        log("\(node.name) crashes: term \(status.term), commit \(status.committedIndex), applied \(status.appliedIndex), store \(member.storeState().map { "\($0)" } ?? "?")")
+        node.walFS.crashNow()
+        node.member = nil
+        node.delegate = nil
+        node.generation += 1
+        node.pausedUntil = 0
+        member.crash()
+        node.walFS.recoverFromCrash(using: &random)
+        streamsOfCrashed(node)
+    }
+
+    /// Runs the member's loop until it has nothing left to do right now.
+    func settle(_ node: SimNode) {
+        guard let member = node.member, now >= node.pausedUntil else { return }
+        var rounds = 0
+        repeat {
+            if !member.step() {
+                violation("\(node.name) stopped on its own")
+                node.member = nil
+                node.delegate = nil
+                node.generation += 1
+                return
+            }
+            rounds += 1
+        } while member.hasPendingInput && rounds < 10_000
+        guard let (applied, revision) = member.storeState() else { return }
+        // The state is a function of the log prefix: every member whose
+        // store holds the log up to index i is at the same revision.
+        if let (other, expected) = revisionAtIndex[applied], expected != revision {
+            violation("\(node.name) is at revision \(revision) after applying index \(applied); \(other) was at \(expected)")
+        } else if revisionAtIndex[applied] == nil {
+            revisionAtIndex[applied] = (node.name, revision)
+        }
+        if applied >= node.highWater.applied {
+            if revision < node.highWater.revision {
+                violation("\(node.name): revision went back from \(node.highWater.revision) to \(revision) at applied index \(applied)")
+            }
+            node.highWater = (applied, revision)
+        }
+    }
+
+    func node(id: UInt64) -> SimNode? { nodes.first { $0.id == id } }
+
+    var leader: SimNode? {
+        nodes.first { node in node.member.map { $0.raftStatus().leader == $0.memberID } ?? false }
+    }
+
+    // MARK: - Network
+
+    func transmit(_ message: Data, from: UInt64, to: UInt64) {
+        if faults.isBlocked(from, to) || random.chance(faults.lossRate) { return }
+        // Duplicates, but never of a proposal: raft would append it twice
+        // (and apply it twice); TCP never duplicates, only a network model
+        // could, so that is not a finding about the member.
+        var copies = 1
+        if random.chance(faults.duplicateRate),
+           let decoded = try? Raftpb_Message(serializedBytes: message), decoded.type != .msgProp {
+            copies = 2
+        }
+        for _ in 0..<copies {
+            let delay = random.int(100...2_000) + random.int(faults.extraDelay) + (faults.slowSender[from] ?? 0)
+            schedule(after: delay) { [self] in deliver(message, from: from, to: to) }
+        }
+    }
+
+    func deliver(_ message: Data, from: UInt64, to: UInt64) {
+        guard let node = node(id: to), node.member != nil else { return }
+        if now < node.pausedUntil {
+            queue.schedule(at: node.pausedUntil) { [self] in deliver(message, from: from, to: to) }
+            return
+        }
+        // A link cut while the message was on its way loses it too.
+        if faults.isBlocked(from, to) { return }
+        if traceMessages, let m = try? Raftpb_Message(serializedBytes: message) {
+            print("[\(now / 1000) ms] \(nodes.first { $0.id == from }?.name ?? "?")→\(node.name) \(m.type) term \(m.term) index \(m.index) logTerm \(m.logTerm) commit \(m.commit) entries \(m.entries.count)\(m.entries.last.map { "..\($0.index)" } ?? "") reject \(m.reject)")
+        }
+        node.delegate?.transport(received: message, from: from)
+        settle(node)
+    }
+
+    func transmitSnapshot(
+        _ message: Data, from: UInt64, to: UInt64,
+        writeBody: @escaping @Sendable (_ write: (UnsafeRawBufferPointer) throws -> Void) throws -> Void,
+        completion: @escaping @Sendable (Bool) -> Void
+    ) {
+        func fail() {
+            schedule(after: 10_000) { [self] in
+                completion(false)
+                if let sender = node(id: from) { settle(sender) }
+            }
+        }
+        guard let target = node(id: to), target.member != nil, !faults.isBlocked(from, to) else { return fail() }
+        snapshotFiles += 1
+        let path = target.config.snapDir + "/sim-\(snapshotFiles).db.part"
+        let fd = Glibc.open(path, O_CREAT | O_TRUNC | O_WRONLY, 0o644)
+        guard fd >= 0 else { return fail() }
+        var size = 0
+        do {
+            try writeBody { buffer in
+                var offset = 0
+                while offset < buffer.count {
+                    let n = Glibc.write(fd, buffer.baseAddress! + offset, buffer.count - offset)
+                    guard n > 0 else { throw POSIXError(.EIO) }
+                    offset += n
+                }
+                size += buffer.count
+            }
+        } catch {
+            close(fd)
+            unlink(path)
+            return fail()
+        }
+        close(fd)
+        report.snapshotsSent += 1
+        log("snapshot of \(size) bytes \(String(from, radix: 16)) → \(String(to, radix: 16))")
+        // 100 MB/s plus the link's delay.
+        let delay = 5_000 + Int64(size / 100) + random.int(faults.extraDelay) + (faults.slowSender[from] ?? 0)
+        schedule(after: delay) { [self] in
+            guard let target = node(id: to), target.member != nil, !faults.isBlocked(from, to) else {
+                unlink(path)
+                completion(false)
+                if let sender = node(id: from) { settle(sender) }
+                return
+            }
+            target.delegate?.transport(receivedSnapshot: message, bodyPath: path, from: from)
+            settle(target)
+            schedule(after: 1_000) { [self] in
+                completion(true)
+                if let sender = node(id: from) { settle(sender) }
+            }
+        }
+    }
+
+    // MARK: - The run
+
+    func run() -> SimulationReport {
+        try? FileManager.default.removeItem(atPath: root)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        makeNodes()
+        for node in nodes { start(node) }
+        startWorkload()
+        startWatchers()
+        if options.faults { scheduleFaults(until: options.workloadMilliseconds * 1000) }
+        run(until: options.workloadMilliseconds * 1000)
+
+        // Heal: no new operations, no faults, everyone up; let in-flight
+        // requests finish (they time out within etcd's request timeout).
+        clientsStopped = true
+        heal()
+        let healEnd = now + 10_000_000
+        run(until: healEnd) { inFlight == 0 && now > healEnd - 8_000_000 }
+        finalPhase()
+        checkHistory()
+        checkWatches()
+        tearDown()
+        report.simulatedMilliseconds = now / 1000
+        return report
+    }
+
+    func heal() {
+        log("heal")
+        faults = NetworkFaults()
+        for node in nodes {
+            node.pausedUntil = 0
+            if node.member == nil { start(node) }
+        }
+    }
+
+    func tearDown() {
+        for node in nodes {
+            node.member?.stop()
+            node.member = nil
+            node.delegate = nil
+            node.generation += 1
+        }
+        queue = EventQueue()
+    }
+}
