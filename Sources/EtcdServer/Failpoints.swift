@@ -57,6 +57,10 @@ public final class Failpoints: Sendable {
         }
         self.rules = rules
         self.hits = Dictionary(uniqueKeysWithValues: rules.keys.map { ($0, Counter()) })
+        if !rules.isEmpty {
+            let armed = rules.keys.map(\.rawValue).sorted().joined(separator: ", ")
+            FileHandle.standardError.write(Data("etcd: failpoints armed: \(armed)\n".utf8))
+        }
     }
 
     /// nil: not parseable; .some(nil): `off`.

@@ -48,6 +48,15 @@ import Testing
         #expect(renewed.out == "lease \(id) keepalived with TTL(30)\n", "\(renewed)")
         let ttl = try cluster.etcdctl(["lease", "timetolive", id], endpoint: follower)
         #expect(ttl.out.contains("granted with TTL(30s)") && !ttl.out.contains("already expired"), "\(ttl)")
+
+        // move-leader hands leadership to the follower it names.
+        let targetIndex = (leaderIndex + 1) % 3
+        let targetLine = try #require(members.first { $0.contains(", n\(targetIndex), ") })
+        let targetID = String(targetLine.prefix { $0 != "," })
+        let moved = try cluster.etcdctl(["move-leader", targetID])
+        #expect(moved.status == 0 && moved.out.contains("Leadership transferred from"), "\(moved)")
+        let newLeader = try cluster.waitForLeader(excluding: leader)
+        #expect(UInt64(newLeader) == UInt64(targetID, radix: 16), "\(newLeader) vs \(targetID)")
     }
 
     @Test func killingTheLeaderElectsAnotherAndTheOldOneCatchesUp() throws {
@@ -126,14 +135,17 @@ import Testing
 
 
 extension ClusterE2ETests {
-    /// A bounded fault loop: kill -9 + restart and SIGSTOP/SIGCONT of one
-    /// member at a time under a concurrent write workload through all
+    /// A bounded fault loop: kill -9 + restart, SIGSTOP/SIGCONT, a member
+    /// cut off both ways, one link cut one way, or every peer link slowed
+    /// (through the peer proxies), one fault at a time, under a concurrent
+    /// write workload through all
     /// members. Afterwards every member has the same hashKV and every
     /// acknowledged write.
     @Test func faultLoopKeepsEveryAcknowledgedWrite() async throws {
-        let cluster = try ClusterProcesses(size: 3)
+        let cluster = try ClusterProcesses(size: 3, proxied: true)
         defer { cluster.shutDown() }
         _ = try cluster.waitForLeader()
+        let ids = try cluster.memberIDs()
         let acknowledged = LockedBox<[String]>([])
         let history = HistoryRecorder()
         let stop = LockedBox(false)
@@ -205,14 +217,29 @@ extension ClusterE2ETests {
                 var faults = 0
                 while Date() < faultsUntil {
                     let victim = Int(generator.next() % 3)
-                    if generator.next() % 2 == 0 {
+                    let length = Duration.milliseconds(500 + Int(generator.next() % 1500))
+                    switch generator.next() % 5 {
+                    case 0:
                         cluster.kill9(victim)
-                        try await Task.sleep(for: .milliseconds(500 + Int(generator.next() % 1500)))
+                        try await Task.sleep(for: length)
                         try cluster.start(victim)
-                    } else {
+                    case 1:
                         cluster.pause(victim)
-                        try await Task.sleep(for: .milliseconds(500 + Int(generator.next() % 1500)))
+                        try await Task.sleep(for: length)
                         cluster.resume(victim)
+                    case 2:
+                        cluster.isolate(victim, ids: ids)
+                        try await Task.sleep(for: length)
+                        cluster.healNetwork()
+                    case 3:
+                        cluster.cut(from: victim, to: (victim + 1 + Int(generator.next() % 2)) % 3, ids: ids)
+                        try await Task.sleep(for: length)
+                        cluster.healNetwork()
+                    default:
+                        let delay = Double(20 + generator.next() % 80) / 1000
+                        for proxy in cluster.proxies { proxy.setDelay(delay) }
+                        try await Task.sleep(for: length)
+                        cluster.healNetwork()
                     }
                     faults += 1
                     try await Task.sleep(for: .milliseconds(1000 + Int(generator.next() % 1000)))

@@ -10,28 +10,41 @@ final class ClusterProcesses {
         var peerPort: Int
         var process: Process?
         var paused = false
+        /// With proxies: the port the others dial (the proxy's).
+        var advertisedPeerPort: Int
     }
 
     let root: String
     private(set) var nodes: [Node]
     let token = "e2e-\(UUID().uuidString.prefix(8))"
     let extraArguments: [String]
+    /// Extra environment per member (e.g. ETCD_FAILPOINTS for a slow disk).
+    let environment: [Int: [String: String]]
+    /// With `proxied`: one `PeerProxy` in front of each member's peer port.
+    private(set) var proxies: [PeerProxy] = []
 
-    init(size: Int, extraArguments: [String] = []) throws {
+    init(size: Int, extraArguments: [String] = [], proxied: Bool = false, environment: [Int: [String: String]] = [:]) throws {
         root = FileManager.default.temporaryDirectory.appendingPathComponent("cluster-e2e-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
         var ports: [Int] = []
-        while ports.count < 2 * size {
+        while ports.count < 3 * size {
             let port = try EtcdProcess.freePort()
             if !ports.contains(port) { ports.append(port) }
         }
-        nodes = (0..<size).map { i in Node(name: "n\(i)", clientPort: ports[2 * i], peerPort: ports[2 * i + 1]) }
+        nodes = (0..<size).map { i in
+            Node(name: "n\(i)", clientPort: ports[3 * i], peerPort: ports[3 * i + 1],
+                 advertisedPeerPort: proxied ? ports[3 * i + 2] : ports[3 * i + 1])
+        }
         self.extraArguments = extraArguments
+        self.environment = environment
+        if proxied {
+            proxies = try nodes.map { try PeerProxy(listenPort: $0.advertisedPeerPort, targetPort: $0.peerPort) }
+        }
         for i in nodes.indices { try start(i) }
         for i in nodes.indices { try waitServing(i) }
     }
 
-    var initialCluster: String { nodes.map { "\($0.name)=http://127.0.0.1:\($0.peerPort)" }.joined(separator: ",") }
+    var initialCluster: String { nodes.map { "\($0.name)=http://127.0.0.1:\($0.advertisedPeerPort)" }.joined(separator: ",") }
     var endpoints: String { nodes.map { "127.0.0.1:\($0.clientPort)" }.joined(separator: ",") }
     func endpoint(_ i: Int) -> String { "127.0.0.1:\(nodes[i].clientPort)" }
 
@@ -44,7 +57,7 @@ final class ClusterProcesses {
             "--listen-client-urls", "http://127.0.0.1:\(node.clientPort)",
             "--advertise-client-urls", "http://127.0.0.1:\(node.clientPort)",
             "--listen-peer-urls", "http://127.0.0.1:\(node.peerPort)",
-            "--initial-advertise-peer-urls", "http://127.0.0.1:\(node.peerPort)",
+            "--initial-advertise-peer-urls", "http://127.0.0.1:\(node.advertisedPeerPort)",
             "--initial-cluster", initialCluster, "--initial-cluster-token", token,
             "--heartbeat-interval", "50", "--election-timeout", "500",
         ] + extraArguments
@@ -54,6 +67,9 @@ final class ClusterProcesses {
         handle.seekToEndOfFile()
         process.standardOutput = FileHandle.nullDevice
         process.standardError = handle
+        if let extra = environment[i] {
+            process.environment = ProcessInfo.processInfo.environment.merging(extra) { $1 }
+        }
         try process.run()
         nodes[i].process = process
         nodes[i].paused = false
@@ -104,7 +120,39 @@ final class ClusterProcesses {
             }
             nodes[i].process = nil
         }
+        for proxy in proxies { proxy.stop() }
         try? FileManager.default.removeItem(atPath: root)
+    }
+
+    // MARK: - Network faults (proxied clusters)
+
+    /// Member ids by node, from each member's own status.
+    func memberIDs() throws -> [UInt64] {
+        try nodes.indices.map { i in
+            let status = try etcdctl(["endpoint", "status", "-w", "json"], endpoint: endpoint(i))
+            guard let id = Self.field("member_id", in: status.out).flatMap({ UInt64($0) }) else {
+                throw EtcdProcess.ProcessError.notReady
+            }
+            return id
+        }
+    }
+
+    /// Cuts member `i` off from the others, both ways.
+    func isolate(_ i: Int, ids: [UInt64]) {
+        proxies[i].block(from: Set(ids.enumerated().filter { $0.offset != i }.map(\.element)))
+        for j in nodes.indices where j != i { proxies[j].block(from: [ids[i]]) }
+    }
+
+    /// Cuts only the traffic from member `from` to member `to`.
+    func cut(from: Int, to: Int, ids: [UInt64]) {
+        proxies[to].block(from: [ids[from]])
+    }
+
+    func healNetwork() {
+        for proxy in proxies {
+            proxy.block(from: [])
+            proxy.setDelay(0)
+        }
     }
 
     func etcdctl(_ arguments: [String], endpoint: String? = nil) throws -> (status: Int32, out: String, err: String) {
