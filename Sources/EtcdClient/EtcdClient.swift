@@ -33,6 +33,34 @@ public struct EtcdTLSOptions: Sendable, Equatable {
         self.insecureSkipVerify = insecureSkipVerify
         self.serverName = serverName
     }
+
+    /// Checks the files as etcd's client does before dialing: a certificate
+    /// needs its key (and the other way round), and every file must be readable.
+    /// - Throws: ``EtcdClientError/tlsConfiguration(message:)`` with etcd's message.
+    public func validate() throws {
+        if certFile != nil || keyFile != nil {
+            guard let certFile, let keyFile else {
+                throw EtcdClientError.tlsConfiguration(message: "KeyFile and CertFile must both be present[key: \(keyFile ?? ""), cert: \(certFile ?? "")]")
+            }
+            try Self.checkReadable(certFile, holding: "CERTIFICATE")
+            try Self.checkReadable(keyFile, holding: "PRIVATE KEY")
+        }
+        if let caFile { try Self.checkReadable(caFile, holding: "CERTIFICATE") }
+    }
+
+    /// The file exists, is readable and has a PEM block whose label contains `label`.
+    static func checkReadable(_ path: String, holding label: String) throws {
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw EtcdClientError.tlsConfiguration(message: "open \(path): no such file or directory")
+        }
+        guard FileManager.default.isReadableFile(atPath: path), let contents = FileManager.default.contents(atPath: path) else {
+            throw EtcdClientError.tlsConfiguration(message: "open \(path): permission denied")
+        }
+        let lines = String(decoding: contents, as: UTF8.self).split(whereSeparator: \.isNewline)
+        guard lines.contains(where: { $0.hasPrefix("-----BEGIN ") && $0.contains(label) }) else {
+            throw EtcdClientError.tlsConfiguration(message: "\(path): no PEM \(label.lowercased()) found")
+        }
+    }
 }
 
 /// How an ``EtcdClient`` connects, authenticates and times out.
@@ -91,6 +119,10 @@ final class EtcdEndpoint: Sendable {
         let isIPv4 = host.split(separator: ".").count == 4 && host.allSatisfy({ $0.isNumber || $0 == "." })
         var security = HTTP2ClientTransport.Posix.TransportSecurity.plaintext
         if let tls = options.tls ?? (secure ? EtcdTLSOptions() : nil) {
+            try tls.validate()
+            // The name checked against the certificate (and sent as SNI); without
+            // one, a DNS host's name or an IP address's SAN is checked.
+            if let name = tls.serverName, !name.isEmpty { config.http2.authority = name }
             security = .tls { config in
                 if let ca = tls.caFile { config.trustRoots = .certificates([.file(path: ca, format: .pem)]) }
                 if let cert = tls.certFile { config.certificateChain = [.file(path: cert, format: .pem)] }
@@ -98,9 +130,16 @@ final class EtcdEndpoint: Sendable {
                 if tls.insecureSkipVerify { config.serverCertificateVerification = .noVerification }
             }
         }
-        let transport = isIPv4
-            ? try HTTP2ClientTransport.Posix(target: .ipv4(address: host, port: port), transportSecurity: security, config: config)
-            : try HTTP2ClientTransport.Posix(target: .dns(host: host, port: port), transportSecurity: security, config: config)
+        let transport: HTTP2ClientTransport.Posix
+        do {
+            transport = isIPv4
+                ? try HTTP2ClientTransport.Posix(target: .ipv4(address: host, port: port), transportSecurity: security, config: config)
+                : try HTTP2ClientTransport.Posix(target: .dns(host: host, port: port), transportSecurity: security, config: config)
+        } catch {
+            // The TLS context is built here: unparsable certificates, keys or CA bundles.
+            let detail = EtcdClient.tlsFailure(error) ?? "\(error)"
+            throw EtcdClientError.tlsConfiguration(message: "bad TLS configuration for \(address): \(detail)")
+        }
         let grpc = GRPCClient(transport: transport)
         self.grpc = grpc
         runner = Task { try? await grpc.runConnections() }
@@ -247,6 +286,7 @@ public final class EtcdClient: Sendable {
         let dialDeadline = start + options.dialTimeout
         var reauthenticated = false
         var failuresInRow = 0
+        var tlsFailuresInRow = 0
         var lastError: EtcdClientError?
         let pinned = try endpoint.map { try connection(for: $0) }
         while true {
@@ -272,6 +312,15 @@ public final class EtcdClient: Sendable {
                 }
                 let notSent = Self.neverSent(error)
                 let unreachable = notSent || Self.connectionLost(error)
+                // A failed TLS handshake will fail again: once every endpoint
+                // refused ours (or we theirs), report it instead of waiting out the deadline.
+                if let reason = Self.tlsFailure(error) {
+                    tlsFailuresInRow += 1
+                    let round = pinned == nil ? connections.count : 1
+                    if tlsFailuresInRow >= round { throw EtcdClientError.tlsHandshakeFailed(endpoint: connection.address, reason: reason) }
+                } else {
+                    tlsFailuresInRow = 0
+                }
                 if unreachable || mapped.isEndpointUnavailable {
                     guard notSent || safety == .idempotent else { throw mapped }
                     if pinned == nil { advance(from: index) }
@@ -314,6 +363,38 @@ public final class EtcdClient: Sendable {
     static func connectionLost(_ error: any Error) -> Bool {
         guard let rpc = error as? RPCError, rpc.code == .unavailable else { return false }
         return !rpc.message.hasPrefix("etcdserver:")
+    }
+
+    /// What went wrong in TLS, when `error` (or an error it was caused by) comes from NIOSSL/BoringSSL.
+    static func tlsFailure(_ error: any Error) -> String? {
+        var current: (any Error)? = error
+        for _ in 0..<8 {
+            guard let e = current else { return nil }
+            let typeName = String(reflecting: type(of: e))
+            if typeName.contains("NIOSSL") || typeName.contains("BoringSSL") { return describeTLS(e) }
+            if let rpc = e as? RPCError { current = rpc.cause }
+            else if let runtime = e as? RuntimeError { current = runtime.cause }
+            else { return nil }
+        }
+        return nil
+    }
+
+    /// A short reason for a NIOSSL/BoringSSL error, naming the usual causes in words.
+    static func describeTLS(_ error: any Error) -> String {
+        let text = String(describing: error)
+        let known: [(String, String)] = [
+            ("CERTIFICATE_VERIFY_FAILED", "certificate verify failed (is the server's CA in --cacert?)"),
+            ("TLSV1_CERTIFICATE_REQUIRED", "the server requires a client certificate (--cert, --key)"),
+            ("TLSV1_ALERT_UNKNOWN_CA", "the server does not trust the client certificate's CA"),
+            ("SSLV3_ALERT_BAD_CERTIFICATE", "the server rejected the client certificate"),
+            ("SSLV3_ALERT_HANDSHAKE_FAILURE", "handshake failure alert from the server"),
+            ("WRONG_VERSION_NUMBER", "the server does not speak TLS (plaintext endpoint?)"),
+            ("unableToValidateCertificate", "certificate verify failed (is the server's CA in --cacert?)"),
+            ("failedToValidateHostname", "the server certificate is not valid for this host name or IP address"),
+        ]
+        for (needle, reason) in known where text.contains(needle) { return "\(reason) [\(needle)]" }
+        // Drop BoringSSL's source locations (" at /path/file.cc:123").
+        return text.replacing(#/ at /[^\])]*:[0-9]+/#, with: "")
     }
 
     static let debug = ProcessInfo.processInfo.environment["ETCD_CLIENT_DEBUG"] != nil

@@ -51,6 +51,10 @@ public enum EtcdClientError: Error, Sendable, Equatable, CustomStringConvertible
     case lockLost
     /// An STM transaction kept conflicting and ran out of retries.
     case stmConflict
+    /// The TLS files cannot be used (missing, unreadable, unparsable, a certificate without its key).
+    case tlsConfiguration(message: String)
+    /// The TLS handshake with `endpoint` failed (an unknown CA, a name mismatch, a missing client certificate, ...).
+    case tlsHandshakeFailed(endpoint: String, reason: String)
     /// Any other gRPC failure.
     case rpc(code: RPCError.Code, message: String)
 
@@ -69,6 +73,8 @@ public enum EtcdClientError: Error, Sendable, Equatable, CustomStringConvertible
         case .lockLost: return "lock lost on init"
         case .stmConflict: return "stm: too many conflicts"
         case let .rpc(code, message): return "rpc error: code = \(Self.goName(code)) desc = \(message)"
+        case let .tlsConfiguration(message): return message
+        case let .tlsHandshakeFailed(_, reason): return "transport: authentication handshake failed: \(reason)"
         default:
             return Self.table.first { $0.error == self }?.message ?? "unknown error"
         }
@@ -82,7 +88,8 @@ public enum EtcdClientError: Error, Sendable, Equatable, CustomStringConvertible
         case .watchCompacted: return .outOfRange
         case .deadlineExceeded: return .deadlineExceeded
         case .canceled: return .cancelled
-        case .noAvailableEndpoints, .closed: return .unavailable
+        case .noAvailableEndpoints, .closed, .tlsHandshakeFailed: return .unavailable
+        case .tlsConfiguration: return .invalidArgument
         case .sessionExpired, .electionNotLeader, .electionNoLeader, .lockLost, .stmConflict: return .failedPrecondition
         default: return Self.table.first { $0.error == self }?.code ?? .unknown
         }

@@ -57,33 +57,41 @@ struct Globals: Sendable {
         var options = EtcdClientOptions(dialTimeout: flag("dial-timeout").duration, commandTimeout: commandTimeout)
         options.keepAliveTime = flag("keepalive-time").duration
         options.keepAliveTimeout = flag("keepalive-timeout").duration
-        if withAuth, !flag("user").string.isEmpty {
-            let user = flag("user").string
-            let password = flag("password").string
-            if password.isEmpty {
-                let parts = user.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
-                if parts.count < 2 {
-                    options.username = user
-                    options.password = readPassword(prompt: "Password: ")
-                } else {
-                    options.username = String(parts[0])
-                    options.password = String(parts[1])
-                }
-            } else {
-                options.username = user
-                options.password = password
-            }
+        if withAuth, let (user, password) = Self.credentials(user: flag("user").string, password: flag("password").string, prompt: "Password: ") {
+            options.username = user
+            options.password = password
         }
-        let cert = flag("cert").string, key = flag("key").string, ca = flag("cacert").string
-        if !cert.isEmpty || !key.isEmpty || !ca.isEmpty || !flag("insecure-transport").bool {
-            options.tls = EtcdTLSOptions(caFile: ca.isEmpty ? nil : ca, certFile: cert.isEmpty ? nil : cert,
-                                         keyFile: key.isEmpty ? nil : key, insecureSkipVerify: flag("insecure-skip-tls-verify").bool)
-        }
+        options.tls = Self.tlsOptions(cert: flag("cert").string, key: flag("key").string, cacert: flag("cacert").string,
+                                      insecureTransport: flag("insecure-transport").bool, skipVerify: flag("insecure-skip-tls-verify").bool)
         do {
             return try EtcdClient(endpoints: override ?? endpoints, options: options)
         } catch {
-            throw fail(ExitCode.badConnection, "\(EtcdClientError(error))")
+            throw clientCreationFailure(error)
         }
+    }
+
+    /// `--user` / `--password` as etcdctl reads them: `name:password`, or a prompt when no password is given.
+    static func credentials(user: String, password: String, prompt: String) -> (String, String)? {
+        if user.isEmpty { return nil }
+        if !password.isEmpty { return (user, password) }
+        let parts = user.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
+        if parts.count < 2 { return (user, readPassword(prompt: prompt)) }
+        return (String(parts[0]), String(parts[1]))
+    }
+
+    /// TLS as etcdctl sets it up: on when any file is given or transport security is asked for;
+    /// `--insecure-skip-tls-verify` only counts then (as in etcd's newClientCfg).
+    static func tlsOptions(cert: String, key: String, cacert: String, insecureTransport: Bool, skipVerify: Bool) -> EtcdTLSOptions? {
+        guard !cert.isEmpty || !key.isEmpty || !cacert.isEmpty || !insecureTransport else { return nil }
+        return EtcdTLSOptions(caFile: cacert.isEmpty ? nil : cacert, certFile: cert.isEmpty ? nil : cert,
+                              keyFile: key.isEmpty ? nil : key, insecureSkipVerify: skipVerify)
+    }
+
+    /// etcdctl exits with ExitBadArgs for unusable TLS files, ExitBadConnection otherwise.
+    func clientCreationFailure(_ error: any Error) -> Exit {
+        let e = EtcdClientError(error)
+        if case .tlsConfiguration = e { return fail(ExitCode.badArgs, "\(e)") }
+        return fail(ExitCode.badConnection, "\(e)")
     }
 
     func initDisplay() throws {
@@ -96,20 +104,26 @@ struct Globals: Sendable {
     func rpcFailure(_ error: any Error, code: Int32 = ExitCode.error, wrap: (String) -> String = { $0 }, logged: Bool = true) -> Exit {
         if let exit = error as? Exit { return exit }
         let e = EtcdClientError(error)
+        if case let .tlsHandshakeFailed(endpoint, _) = e {
+            // etcd's client keeps redialing until its deadline; the last connection error names the cause.
+            logRetryWarning(e, endpoint: endpoint, detail: "rpc error: code = DeadlineExceeded desc = latest balancer error: connection error: desc = \(goQuote("\(e)"))")
+            return fail(code, wrap("\(EtcdClientError.deadlineExceeded)"))
+        }
         if logged { logRetryWarning(e) }
         // Authentication happens while etcd's client is created: a bad connection.
         if e == .authFailed && !flag("user").string.isEmpty { return fail(ExitCode.badConnection, "\(e)") }
         return fail(code, wrap("\(e)"))
     }
 
-    func logRetryWarning(_ e: EtcdClientError, endpoint: String? = nil) {
-        let detail: String
+    func logRetryWarning(_ e: EtcdClientError, endpoint: String? = nil, detail override: String? = nil) {
+        var detail: String
         switch e {
         case .deadlineExceeded: detail = "rpc error: code = DeadlineExceeded desc = latest balancer error: all SubConns are in TransientFailure"
         case .canceled: detail = "rpc error: code = Canceled desc = context canceled"
         case .rpc: detail = "\(e)"
         default: detail = "rpc error: code = \(EtcdClientError.goName(e.code)) desc = \(e)"
         }
+        if let override { detail = override }
         let f = DateFormatter()
         f.locale = Locale(identifier: "en_US_POSIX")
         f.timeZone = TimeZone(identifier: "UTC")

@@ -15,10 +15,18 @@ final class RealEtcd: @unchecked Sendable {
     var advertisePeer: String
     var advertiseClient: String
     var extraArguments: [String] = []
+    /// Serve clients over https with these files (and require client certificates signed by `clientCA`).
+    var tls: (cert: String, key: String, clientCA: String?)? {
+        didSet { advertiseClient = "\(clientScheme)://127.0.0.1:\(clientPort)" }
+    }
+    /// The Go etcdctl's TLS flags for the readiness probe of a TLS server.
+    var probeArguments: [String] = []
     private var process: Process?
     private let lock = NSLock()
 
     var endpoint: String { "127.0.0.1:\(clientPort)" }
+    var clientScheme: String { tls == nil ? "http" : "https" }
+    var clientURL: String { "\(clientScheme)://127.0.0.1:\(clientPort)" }
 
     init(name: String = "default", clientPort: Int? = nil, peerPort: Int? = nil) throws {
         self.name = name
@@ -43,21 +51,28 @@ final class RealEtcd: @unchecked Sendable {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: Self.binary)
         p.arguments = ["--name", name, "--data-dir", dataDir,
-                       "--listen-client-urls", "http://127.0.0.1:\(clientPort)", "--advertise-client-urls", advertiseClient,
+                       "--listen-client-urls", clientURL, "--advertise-client-urls", advertiseClient,
                        "--listen-peer-urls", "http://127.0.0.1:\(peerPort)", "--initial-advertise-peer-urls", advertisePeer,
                        "--initial-cluster", initialCluster, "--initial-cluster-state", newCluster ? "new" : "existing",
-                       "--heartbeat-interval", "100", "--election-timeout", "1000"] + extraArguments
+                       "--heartbeat-interval", "100", "--election-timeout", "1000"] + tlsArguments + extraArguments
         p.standardOutput = FileHandle.nullDevice
         p.standardError = FileHandle.nullDevice
         try p.run()
         lock.withLock { process = p }
     }
 
+    var tlsArguments: [String] {
+        guard let tls else { return [] }
+        var args = ["--cert-file", tls.cert, "--key-file", tls.key]
+        if let ca = tls.clientCA { args += ["--client-cert-auth", "--trusted-ca-file", ca] }
+        return args
+    }
+
     /// Waits (at most 20 s) until a serializable read answers, then a linearizable one.
     func waitReady(statusOnly: Bool = false) throws {
         let deadline = Date().addingTimeInterval(20)
         while Date() < deadline {
-            let args = ["--endpoints=\(endpoint)", "--dial-timeout=1s", "--command-timeout=1s"] + (statusOnly ? ["endpoint", "status"] : ["get", "ready"])
+            let args = ["--endpoints=\(clientURL)", "--dial-timeout=1s", "--command-timeout=1s"] + probeArguments + (statusOnly ? ["endpoint", "status"] : ["get", "ready"])
             if (try? runProcess(Self.goEtcdctl, args, timeout: 5).status) == 0 { return }
             Thread.sleep(forTimeInterval: 0.1)
         }
