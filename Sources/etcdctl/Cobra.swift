@@ -49,6 +49,8 @@ final class Flag: @unchecked Sendable {
     let usage: String
     var value: String
     var changed = false
+    /// Left out of the usage text (pflag's MarkHidden): our additions to the Go etcdctl's commands.
+    var hidden = false
 
     init(_ name: String, _ kind: FlagKind, _ defValue: String, _ usage: String, short: String = "") {
         self.name = name
@@ -178,8 +180,10 @@ final class Command: @unchecked Sendable {
         return self
     }
 
-    func flag(_ name: String, _ kind: FlagKind, _ def: String, _ usage: String, short: String = "") {
-        localFlags.append(Flag(name, kind, def, usage, short: short))
+    func flag(_ name: String, _ kind: FlagKind, _ def: String, _ usage: String, short: String = "", hidden: Bool = false) {
+        let f = Flag(name, kind, def, usage, short: short)
+        f.hidden = hidden
+        localFlags.append(f)
     }
 
     func persistent(_ name: String, _ kind: FlagKind, _ def: String, _ usage: String, short: String = "") {
@@ -259,7 +263,7 @@ final class Command: @unchecked Sendable {
 
     static func flagUsages(_ flags: [Flag]) -> String {
         var out = ""
-        for f in flags.sorted(by: { $0.name < $1.name }) {
+        for f in flags.sorted(by: { $0.name < $1.name }) where !f.hidden {
             var line = f.shorthand.isEmpty ? "      --\(f.name)" : "  -\(f.shorthand), --\(f.name)"
             let noOpt = f.kind == .bool
             if noOpt { line += "[" }

@@ -28,6 +28,7 @@ func makeGetCommand(run: ((Invocation) async throws -> Void)?) -> Command {
     c.flag("rev", .int, "0", "Specify the kv revision")
     c.flag("keys-only", .bool, "false", "Get only the keys")
     c.flag("print-value-only", .bool, "false", "Only write values when using the \"simple\" output format")
+    c.flag("print-k8s", .bool, "false", "Decode values stored by Kubernetes (protobuf with the \"k8s\\x00\" prefix) when using the \"simple\" output format", hidden: true)
     return c
 }
 
@@ -177,6 +178,10 @@ func kvCommands(_ g: @escaping (Invocation) -> Globals) -> [Command] {
         if inv.flag("print-value-only").bool {
             guard printer.format == .simple else { throw fail(ExitCode.badArgs, "print-value-only is only for `--write-out=simple`") }
             printer.valueOnly = true
+        }
+        if inv.flag("print-k8s").bool {
+            guard printer.format == .simple else { throw fail(ExitCode.badArgs, "print-k8s is only for `--write-out=simple`") }
+            printer.k8s = true
         }
         try printer.get(response)
     }

@@ -170,6 +170,8 @@ struct Printer: Sendable {
     var format: OutputFormat
     var hex: Bool
     var valueOnly = false
+    /// `--print-k8s`: values in Kubernetes' protobuf envelope are decoded (simple format only).
+    var k8s = false
 
     func printJSON(_ j: GoJSON) { Out.print(j.text) }
 
@@ -180,7 +182,11 @@ struct Printer: Sendable {
 
     func printKV(_ kv: KeyValue) {
         if !valueOnly { Out.print(text(kv.key)) }
-        Out.print(text(kv.value))
+        if k8s, let object = K8sObject(kv.value) {
+            Out.print(object.lines.joined(separator: "\n"))
+        } else {
+            Out.print(text(kv.value))
+        }
     }
 
     func protobuf(_ message: some SwiftProtobuf.Message) throws {

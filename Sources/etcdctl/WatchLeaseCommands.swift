@@ -18,6 +18,7 @@ func watchCommand(_ g: @escaping (Invocation) -> Globals) -> Command {
     c.flag("prefix", .bool, "false", "Watch on a prefix if prefix is set")
     c.flag("rev", .int, "0", "Revision to start watching")
     c.flag("prev-kv", .bool, "false", "get the previous key-value pair before the event happens")
+    c.flag("print-k8s", .bool, "false", "Decode values stored by Kubernetes (protobuf with the \"k8s\\x00\" prefix) when using the \"simple\" output format", hidden: true)
     return c
 }
 
@@ -28,6 +29,8 @@ func runWatch(_ inv: Invocation, _ globals: Globals) async throws {
         throw fail(ExitCode.badArgs, "ETCDCTL_WATCH_KEY is empty but got ETCDCTL_WATCH_RANGE_END=\(goQuote(envRange))")
     }
     let extraEnv = ["ETCDCTL_WATCH_KEY", "ETCDCTL_WATCH_RANGE_END"]
+    let k8s = inv.flag("print-k8s").bool
+    if k8s && globals.printer.format != .simple { throw fail(ExitCode.badArgs, "print-k8s is only for `--write-out=simple`") }
     if inv.flag("interactive").bool {
         let client = try globals.makeClient(extraEnv: extraEnv)
         try await watchInteractive(client, globals, envKey: envKey, envRange: envRange)
@@ -58,7 +61,7 @@ func runWatch(_ inv: Invocation, _ globals: Globals) async throws {
     let settings = WatchSettings(prefix: inv.flag("prefix").bool, rev: inv.flag("rev").int, prevKV: inv.flag("prev-kv").bool)
     let client = try globals.makeClient(extraEnv: extraEnv)
     let watch = try await startWatch(client, watchArgs, settings, globals)
-    await printWatch(watch, execArgs: execArgs, globals: globals)
+    await printWatch(watch, execArgs: execArgs, globals: globals, k8s: k8s)
     throw fail(ExitCode.interrupted, "watch is canceled by the server")
 }
 
@@ -85,8 +88,9 @@ func startWatch(_ client: EtcdClient, _ args: [String], _ s: WatchSettings, _ gl
     }
 }
 
-func printWatch(_ watch: EtcdWatch, execArgs: [String], globals: Globals) async {
-    let printer = globals.printer
+func printWatch(_ watch: EtcdWatch, execArgs: [String], globals: Globals, k8s: Bool = false) async {
+    var printer = globals.printer
+    printer.k8s = k8s
     do {
         for try await response in watch {
             if response.isProgressNotify { Out.print("progress notify: \(response.header.revision)") }
