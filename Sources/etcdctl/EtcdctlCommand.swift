@@ -28,7 +28,7 @@ struct EtcdctlCommand {
         let rawArgs = Array(CommandLine.arguments.dropFirst())
         let g: (Invocation) -> Globals = { inv in Globals(command: inv.command, rawArgs: rawArgs) }
         for c in kvCommands(g) { root.add(c) }
-        root.add(watchCommand(g), leaseCommand(g), memberCommand(g), endpointCommand(g), makeMirrorCommand(g))
+        root.add(watchCommand(g), leaseCommand(g), memberCommand(g), endpointCommand(g), makeMirrorCommand(g), checkCommand(g))
         for c in maintenanceCommands(g) + authCommands(g) + lockElectCommands(g) { root.add(c) }
         root.add(Command("help [command]", "Help about any command") { [unowned root] inv in
             let (target, _) = Cobra.find(root, inv.args)
