@@ -221,6 +221,41 @@ extension RealEtcd {
         #expect(creationError(EtcdTLSOptions(caFile: certs.ca, certFile: certs.clientCert, keyFile: certs.clientKey)) == nil)
     }
 
+    /// make-mirror from a plaintext source into a mutual-TLS destination with
+    /// auth: --dest-cacert, --dest-cert, --dest-key, --dest-user.
+    @Test func makeMirrorIntoAMutualTLSDestinationWithAuth() async throws {
+        let certs = try TestCertificates.make()
+        defer { certs.remove() }
+        let source = try await RealEtcd.start()
+        defer { source.cleanup() }
+        let destination = try await RealEtcd.startTLS(certs, mutual: true)
+        defer { destination.cleanup() }
+        let files = ["--cacert=\(certs.ca)", "--cert=\(certs.clientCert)", "--key=\(certs.clientKey)"]
+        for args in [["user", "add", "root:rootpw"], ["user", "grant-role", "root", "root"], ["auth", "enable"]] {
+            let r = try await offload { try runProcess(RealEtcd.goEtcdctl, ["--endpoints=\(destination.clientURL)"] + files + args) }
+            #expect(r.status == 0, "\(args): \(r)")
+        }
+        let src = try source.client()
+        defer { src.close() }
+        try await src.put("app/one", "1")
+        try await src.put("app/two", "2")
+        let destFlags = ["--dest-cacert=\(certs.ca)", "--dest-cert=\(certs.clientCert)", "--dest-key=\(certs.clientKey)", "--dest-user=root:rootpw"]
+        // Runs until killed: 3 s are plenty for the base copy.
+        let mirror = try await offload {
+            try runProcess(ourEtcdctl, ["--endpoints=\(source.endpoint)", "make-mirror", "--prefix=app/", "--dest-prefix=copy/"] + destFlags + [destination.clientURL], timeout: 3)
+        }
+        #expect(mirror.err.isEmpty, "\(mirror)")
+        let check = try await offload {
+            try runProcess(RealEtcd.goEtcdctl, ["--endpoints=\(destination.clientURL)", "--user=root:rootpw"] + files + ["get", "copy/", "--prefix"])
+        }
+        #expect(check.out == "copy/one\n1\ncopy/two\n2\n", "\(check)")
+        // Without the client certificate the destination refuses the mirror at once.
+        let refused = try await offload {
+            try runProcess(ourEtcdctl, ["--endpoints=\(source.endpoint)", "make-mirror", "--dest-cacert=\(certs.ca)", "--dest-user=root:rootpw", destination.clientURL], timeout: 10)
+        }
+        #expect(refused.status == 2 && refused.err.contains("authentication handshake failed"), "\(refused)")
+    }
+
     /// Our etcdctl and the Go one against the same mutual-TLS server.
     @Test func etcdctlOverTLSMatchesGoEtcdctl() async throws {
         #expect(FileManager.default.isExecutableFile(atPath: ourEtcdctl), "build etcdctl first: \(ourEtcdctl)")
