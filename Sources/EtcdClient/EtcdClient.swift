@@ -383,14 +383,15 @@ public final class EtcdClient: Sendable {
     static func describeTLS(_ error: any Error) -> String {
         let text = String(describing: error)
         let known: [(String, String)] = [
-            ("CERTIFICATE_VERIFY_FAILED", "certificate verify failed (is the server's CA in --cacert?)"),
-            ("TLSV1_CERTIFICATE_REQUIRED", "the server requires a client certificate (--cert, --key)"),
+            ("CERTIFICATE_VERIFY_FAILED", "certificate verify failed: the server's certificate is not signed by a trusted CA"),
+            ("unableToValidateCertificate", "certificate verify failed: the server's certificate is not signed by a trusted CA"),
+            ("failedToValidateHostname", "the server's certificate is not valid for this host name or IP address"),
+            ("TLSV1_CERTIFICATE_REQUIRED", "the server requires a client certificate"),
             ("TLSV1_ALERT_UNKNOWN_CA", "the server does not trust the client certificate's CA"),
-            ("SSLV3_ALERT_BAD_CERTIFICATE", "the server rejected the client certificate"),
+            ("SSLV3_ALERT_BAD_CERTIFICATE", "the server rejected the client certificate (none, or not from a CA it trusts)"),
             ("SSLV3_ALERT_HANDSHAKE_FAILURE", "handshake failure alert from the server"),
-            ("WRONG_VERSION_NUMBER", "the server does not speak TLS (plaintext endpoint?)"),
-            ("unableToValidateCertificate", "certificate verify failed (is the server's CA in --cacert?)"),
-            ("failedToValidateHostname", "the server certificate is not valid for this host name or IP address"),
+            ("WRONG_VERSION_NUMBER", "the server does not speak TLS (a plaintext endpoint?)"),
+            ("EOF during handshake", "the server closed the connection during the handshake (a plaintext endpoint?)"),
         ]
         for (needle, reason) in known where text.contains(needle) { return "\(reason) [\(needle)]" }
         // Drop BoringSSL's source locations (" at /path/file.cc:123").

@@ -237,6 +237,12 @@ extension RealEtcd {
         }
         let src = try source.client()
         defer { src.close() }
+        // TLS to a plaintext server fails at once, saying so.
+        let tlsToPlain = try EtcdClient(endpoints: [source.endpoint], options: Self.options(EtcdTLSOptions(caFile: certs.ca)))
+        defer { tlsToPlain.close() }
+        let wrongProtocol = await Self.failure { _ = try await tlsToPlain.get("app/one") }
+        #expect(Self.isHandshakeFailure(wrongProtocol.error) && wrongProtocol.error?.description.contains("a plaintext endpoint?") == true,
+                "\(String(describing: wrongProtocol.error))")
         try await src.put("app/one", "1")
         try await src.put("app/two", "2")
         let destFlags = ["--dest-cacert=\(certs.ca)", "--dest-cert=\(certs.clientCert)", "--dest-key=\(certs.clientKey)", "--dest-user=root:rootpw"]
