@@ -110,6 +110,17 @@ enum Proto {
         let plain = try await offload { try run(["get", "/registry/plain", "--print-k8s"]) }
         #expect(plain.out == "/registry/plain\njust text\n")
 
+        // Envelopes with random bytes behind the magic never crash the printer.
+        var generator = SeededGenerator(seed: 42)
+        for i in 0..<40 {
+            let length = Int.random(in: 0..<64, using: &generator)
+            let tail = Data((0..<length).map { _ in UInt8.random(in: 0...255, using: &generator) })
+            // Half of them start like a runtime.Unknown (field 1, length-delimited) to get past the first tag.
+            try await client.put("/fuzz/\(i)", Data("k8s\0".utf8) + (i % 2 == 0 ? Data([0x0a, UInt8(length / 2)]) : Data()) + tail)
+        }
+        let fuzz = try await offload { try run(["get", "/fuzz/", "--prefix", "--print-k8s"]) }
+        #expect(fuzz.status == 0 && fuzz.err.isEmpty && fuzz.out.components(separatedBy: "/fuzz/").count == 41, "\(fuzz)")
+
         // Only for the simple format, like --print-value-only; hidden from the usage text like an etcd flag would not be.
         let json = try await offload { try run(["get", "/registry/plain", "--print-k8s", "-w", "json"]) }
         #expect(json.status == 128 && json.err == "Error: print-k8s is only for `--write-out=simple`\n", "\(json)")
@@ -129,5 +140,18 @@ enum Proto {
             try runTool(ourEtcdctl, ["--endpoints=\(server.endpoint)", "watch", "/registry/pods/", "--prefix", "--rev=2", "--print-k8s"], timeout: 2)
         }
         #expect(watch.out == "PUT\n/registry/pods/default/nginx\n" + Self.podLines + "PUT\n/registry/pods/default/nginx\nnot protobuf\n", "\(watch)")
+    }
+}
+
+/// SplitMix64: reproducible random bytes.
+struct SeededGenerator: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9e37_79b9_7f4a_7c15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
+        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
+        return z ^ (z >> 31)
     }
 }
