@@ -22,11 +22,16 @@ import Testing
         let revision = try #require(lines[0].firstMatch(of: /^Compacting with revision ([0-9]+)$/).flatMap { Int64($0.1) }, "\(r)")
         #expect(lines[1] == "Compacted with revision \(revision)")
         #expect(lines[2] == "Defragmenting \"\(server.endpoint)\"" && lines[3] == "Defragmented \"\(server.endpoint)\"")
-        // Every put is one revision, then one delete of the prefix: at most 150/s for 3 s get through the limiter.
+        // Every put is one revision, then one delete of the prefix: at most 150/s for 3 s get
+        // through the limiter. (How many fewer depends on the machine: a debug build on a
+        // busy machine makes far fewer, so the lower bound only says that the load ran.)
         let puts = revision - 2
-        #expect(puts >= 300 && puts <= 452, "\(puts) puts")
-        let throughput = try #require(lines[4].firstMatch(of: /^(PASS: Throughput is|FAIL: Throughput too low:) ([0-9]+) writes\/s$/).flatMap { Int($0.2) }, "\(r)")
-        #expect(throughput >= 100 && throughput <= 152, "\(lines[4])")
+        #expect(puts >= 30 && puts <= 452, "\(puts) puts")
+        let throughput = try #require(lines[4].firstMatch(of: /^(PASS: Throughput is|FAIL: Throughput too low:) ([0-9]+) writes\/s$/).flatMap { Int64($0.2) }, "\(r)")
+        // etcd's figure: successful puts over the load's time (at least the 3 s), plus one.
+        #expect(throughput <= puts / 3 + 1 && throughput >= puts / 10, "\(lines[4]) after \(puts) puts")
+        // PASS above 90% of 150/s (the printed figure is the rate's integer part plus one).
+        if throughput - 1 != 135 { #expect(lines[4].hasPrefix("PASS") == (throughput - 1 > 135), "\(lines[4])") }
         #expect(lines[5].contains(/^(PASS: Slowest request took|Slowest request took too long:) [0-9]+\.[0-9]{6}s$/), "\(lines[5])")
         #expect(lines[6].contains(/^(PASS: Stddev is|Stddev too high:) [0-9]+\.[0-9]{6}s$/), "\(lines[6])")
         // The verdict agrees with the lines above it and with the exit code.
