@@ -5,7 +5,7 @@ import Testing
 @Suite(.serialized) struct CheckPerfTests {
     /// `check perf --load s` for 3 s (etcd's 60 s through the hidden --duration):
     /// 150 puts/s, then the prefix deleted, compacted and defragmented, and etcd's verdict lines.
-    @Test func smallLoadPassesAndCleansUp() async throws {
+    @Test func smallLoadRunsAndCleansUp() async throws {
         let server = try await offload { try TwinEtcd() }
         defer { server.cleanup() }
         let client = try EtcdClient(endpoints: [server.endpoint])
