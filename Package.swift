@@ -92,7 +92,7 @@ let package = Package(
         .target(
             name: "Simulation",
             dependencies: [
-                "EtcdServer", "SimulatedDisk", "Checkers", "EtcdProto", "PeerTransport", "WAL", "MVCC",
+                "EtcdServer", "SimulatedDisk", "Checkers", "EtcdProto", "PeerTransport", "WAL", "MVCC", "Raft",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

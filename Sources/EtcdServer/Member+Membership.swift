@@ -42,6 +42,13 @@ extension Member {
     /// MemberAdd: a new member (voter or learner) with an id derived from
     /// its peer URLs, the cluster token and the time, as etcd derives it.
     public func memberAdd(peerURLs: [String], isLearner: Bool) async throws -> MemberRecord {
+        let (record, change) = try memberAddChange(peerURLs: peerURLs, isLearner: isLearner)
+        try await proposeConfChange(change)
+        return record
+    }
+
+    /// MemberAdd's checks, and the record and conf change it proposes.
+    package func memberAddChange(peerURLs: [String], isLearner: Bool) throws -> (MemberRecord, ConfChange) {
         for url in peerURLs {
             guard URLs.isValidPeerURL(url) else { throw EtcdError(.invalidArgument, "etcdserver: invalid peer URL \(url)") }
         }
@@ -50,18 +57,21 @@ extension Member {
         if isLearner && membership.members.filter(\.isLearner).count >= Self.maxLearners { throw EtcdError.tooManyLearners }
         let record = MemberRecord(
             id: MemberIdentity.memberID(peerURLs: peerURLs, clusterToken: config.initialClusterToken,
-                                        addedAtUnixSeconds: Int64(Date().timeIntervalSince1970)),
+                                        addedAtUnixSeconds: Int64(environment.wallMilliseconds() / 1000)),
             peerURLs: peerURLs, isLearner: isLearner)
         if membership.member(record.id) != nil { throw EtcdError.memberExists }
-        try await proposeConfChange(ConfChange(type: isLearner ? .addLearnerNode : .addNode, nodeID: record.id,
-                                               context: Data(record.json().utf8)))
-        return record
+        let change = ConfChange(type: isLearner ? .addLearnerNode : .addNode, nodeID: record.id, context: Data(record.json().utf8))
+        return (record, change)
     }
 
     public func memberRemove(id: UInt64) async throws {
+        try await proposeConfChange(try memberRemoveChange(id: id))
+    }
+
+    package func memberRemoveChange(id: UInt64) throws -> ConfChange {
         if membership.isRemoved(id) { throw EtcdError.memberRemoved }
         guard membership.member(id) != nil else { throw EtcdError.memberNotFound }
-        try await proposeConfChange(ConfChange(type: .removeNode, nodeID: id))
+        return ConfChange(type: .removeNode, nodeID: id)
     }
 
     public func memberUpdate(id: UInt64, peerURLs: [String]) async throws {
@@ -77,12 +87,16 @@ extension Member {
     /// of the leader's (checked where this member leads; elsewhere the
     /// leader's raft has the last word).
     public func memberPromote(id: UInt64) async throws {
+        try await proposeConfChange(try memberPromoteChange(id: id))
+    }
+
+    package func memberPromoteChange(id: UInt64) throws -> ConfChange {
         if membership.isRemoved(id) { throw EtcdError.memberRemoved }
         guard var record = membership.member(id) else { throw EtcdError.memberNotFound }
         guard record.isLearner else { throw EtcdError.notLearner }
         if let progress = learnerProgress(id), progress.match < progress.leaderLast * 9 / 10 { throw EtcdError.learnerNotReady }
         record.isLearner = false
-        try await proposeConfChange(ConfChange(type: .addNode, nodeID: id, context: Data(record.json().utf8)))
+        return ConfChange(type: .addNode, nodeID: id, context: Data(record.json().utf8))
     }
 
     /// etcd allows one learner at a time.

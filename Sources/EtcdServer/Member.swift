@@ -127,6 +127,14 @@ public final class Member: Sendable {
         try self.init(config: config, joining: nil, environment: environment)
     }
 
+    /// A member joining a running cluster (what `Member.open` learns from
+    /// the running members, given directly), in a given environment.
+    package convenience init(config: ServerConfig, joiningAs memberID: UInt64, clusterID: UInt64,
+                             members: [MemberRecord], environment: MemberEnvironment) throws {
+        try self.init(config: config, joining: JoinInfo(memberID: memberID, clusterID: clusterID, members: members),
+                      environment: environment)
+    }
+
     init(config: ServerConfig, joining: JoinInfo?, environment: MemberEnvironment = .production) throws {
         self.config = config
         self.environment = environment
@@ -233,10 +241,15 @@ public final class Member: Sendable {
         var raftConfig = Raft.Config(id: memberID, electionTick: config.electionTicks, heartbeatTick: 1, storage: storage)
         let snapshotIndex = try storage.snapshot().metadata.index
         let consistentIndex = try store.consistentIndex().index
-        // Entries the backend already holds are not applied again; after an
-        // installed snapshot the backend may be ahead of the raft log, which
-        // `skipThrough` covers.
-        raftConfig.applied = max(snapshotIndex, min(consistentIndex, storage.hardState.commit, try storage.lastIndex()))
+        // Raft hands back every committed entry after the snapshot, as etcd
+        // does: membership changes must reach raft's configuration again
+        // (the snapshot's is older), while entries the backend already
+        // holds are skipped by `skipThrough` (after an installed snapshot
+        // the backend may even be ahead of the raft log). Starting raft past
+        // them instead forgot every conf change since the last snapshot — a
+        // restarted leader never replicated to a member added meanwhile
+        // (found by the simulation).
+        raftConfig.applied = snapshotIndex
         raftConfig.checkQuorum = true
         raftConfig.preVote = config.preVote
         raftConfig.randomSeed = memberID
@@ -422,6 +435,16 @@ public final class Member: Sendable {
         let id = requestIDs.next()
         change.id = id
         _ = try await waitForApply(id) { [change] in $0.confChanges.append((id, change)) }
+    }
+
+    /// Manual-loop members: propose a membership change; `completion`
+    /// runs on the driving thread once it is applied, fails or times out.
+    package func submitConfChange(_ change: ConfChange,
+                                  completion: @escaping @Sendable (Result<ApplyResult, any Error>) -> Void) {
+        var change = change
+        let id = requestIDs.next()
+        change.id = id
+        enqueueWaiter(id, { [change] in $0.confChanges.append((id, change)) }, completion)
     }
 
     /// Registers a waiter for request `id`, queues the request with

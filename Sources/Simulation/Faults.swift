@@ -20,6 +20,7 @@ extension SimWorld {
     private func inject(_ choice: UInt64, duration: Int64) {
         guard !clientsStopped else { return }
         let single = nodes.count == 1
+        let nodes = liveNodes
         switch choice {
         case 0..<22:
             guard let victim = pickNode() else { return }
@@ -85,15 +86,18 @@ extension SimWorld {
             log("\(victim.name) slow by \(delay / 1000) ms for \(duration / 1000) ms")
             faults.slowSender[victim.id] = delay
             schedule(after: duration) { [self] in faults.slowSender[victim.id] = nil }
-        case 88..<100 where !single:
+        case 88..<94 where !single:
             guard let leader, let member = leader.member else { return }
-            let others = nodes.filter { $0 !== leader && $0.member != nil }
+            let others = nodes.filter { $0 !== leader && $0.member != nil && !$0.learner }
             guard !others.isEmpty else { return }
             let target = others[random.index(others.count)]
             count("leader-transfer")
             log("leader transfer \(leader.name) → \(target.name)")
             member.requestLeaderTransfer(to: target.id)
             settle(leader)
+        case 94..<100 where !single:
+            changeMembership()
+            if let leader { settle(leader) }
         default:
             return
         }

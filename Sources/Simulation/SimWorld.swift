@@ -23,6 +23,10 @@ final class SimNode: @unchecked Sendable {
     /// The highest (applied index, revision) seen: after a restart, once
     /// the member has applied as far again, its revision must be as high.
     var highWater: (applied: UInt64, revision: Int64) = (0, 0)
+    /// Removed from the cluster: never restarted, left out of the checks.
+    var removed = false
+    /// Added as a learner and not yet promoted.
+    var learner = false
 
     init(index: Int, config: ServerConfig) {
         self.index = index
@@ -215,10 +219,18 @@ final class SimWorld: @unchecked Sendable {
         var rounds = 0
         repeat {
             if !member.step() {
-                violation("\(node.name) stopped on its own")
+                // It applied its own removal (its table no longer has it),
+                // or another member already has.
+                if member.member(id: node.id) == nil || wasRemoved(node) {
+                    markRemoved(node)
+                    log("\(node.name) stopped: removed from the cluster")
+                } else {
+                    violation("\(node.name) stopped on its own")
+                }
                 node.member = nil
                 node.delegate = nil
                 node.generation += 1
+                streamsOfCrashed(node)
                 return
             }
             rounds += 1
@@ -241,8 +253,11 @@ final class SimWorld: @unchecked Sendable {
 
     func node(id: UInt64) -> SimNode? { nodes.first { $0.id == id } }
 
+    /// The nodes still in the cluster.
+    var liveNodes: [SimNode] { nodes.filter { !$0.removed } }
+
     var leader: SimNode? {
-        nodes.first { node in node.member.map { $0.raftStatus().leader == $0.memberID } ?? false }
+        nodes.first { node in !node.removed && (node.member.map { $0.raftStatus().leader == $0.memberID } ?? false) }
     }
 
     // MARK: - Network
@@ -360,7 +375,7 @@ final class SimWorld: @unchecked Sendable {
     func heal() {
         log("heal")
         faults = NetworkFaults()
-        for node in nodes {
+        for node in nodes where !node.removed {
             node.pausedUntil = 0
             if node.member == nil { start(node) }
         }

@@ -182,7 +182,7 @@ extension SimWorld {
     /// After convergence: every live stream must have been given everything
     /// up to the final revision; then every stream is checked.
     func checkWatches() {
-        let finalRevision = nodes.compactMap { $0.member?.header().revision }.max() ?? 0
+        let finalRevision = liveNodes.compactMap { $0.member?.header().revision }.max() ?? 0
         let deadline = now + 5_000_000
         run(until: deadline) {
             watchStreams.indices.allSatisfy { !watchStreams[$0].active || watchStreams[$0].deliveredThrough >= finalRevision }

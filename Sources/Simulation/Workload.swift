@@ -43,7 +43,7 @@ extension SimWorld {
 
     /// A random up member (paused ones included: their requests just wait).
     func pickNode() -> SimNode? {
-        let up = nodes.filter { $0.member != nil }
+        let up = nodes.filter { $0.member != nil && !$0.removed }
         return up.isEmpty ? nil : up[random.index(up.count)]
     }
 
@@ -290,10 +290,12 @@ extension SimWorld {
     func finalPhase() {
         var pending = 0
         var failures: [String] = []
-        for node in nodes {
+        var unfinished: Set<String> = []
+        for node in liveNodes {
             guard node.member != nil else { continue }
             let reads = keys
             pending += 1
+            unfinished.insert(node.name)
             // Retried: a member just restarted may not know the leader yet.
             func attempt(_ tries: Int) {
                 guard let member = node.member else { pending -= 1; return failures.append("\(node.name) is down") }
@@ -310,6 +312,7 @@ extension SimWorld {
                         readAll(member, client: client, reads) { ok in
                             if !ok { failures.append("\(node.name): final reads failed") }
                             pending -= 1
+                            unfinished.remove(node.name)
                         }
                     } else {
                         // Unknown outcome: keep it in the history.
@@ -318,6 +321,7 @@ extension SimWorld {
                         if tries >= 20 {
                             failures.append("\(node.name): no write succeeded after the heal (\(result))")
                             pending -= 1
+                            unfinished.remove(node.name)
                         } else {
                             schedule(after: 500_000) { attempt(tries + 1) }
                         }
@@ -328,7 +332,7 @@ extension SimWorld {
         }
         let deadline = now + 60_000_000
         run(until: deadline) { pending == 0 }
-        if pending > 0 { failures.append("\(pending) members did not finish the final operations") }
+        if pending > 0 { failures.append("\(pending) members did not finish the final operations: \(unfinished.sorted())") }
         for failure in failures { violation("liveness: \(failure)") }
         waitForConvergence()
     }
@@ -349,8 +353,9 @@ extension SimWorld {
         var converged = false
         while now < deadline && !converged {
             run(until: now + 200_000)
-            let members = nodes.compactMap(\.member)
-            guard members.count == nodes.count else { continue }
+            let live = liveNodes
+            let members = live.compactMap(\.member)
+            guard members.count == live.count else { continue }
             let applied = Set(members.map { $0.raftStatus().appliedIndex })
             let revisions = Set(members.map { $0.header().revision })
             guard applied.count == 1, revisions.count == 1 else { continue }
@@ -360,6 +365,14 @@ extension SimWorld {
                 violation("members converged at index \(applied.first!) with different KV hashes: \(hashes.map { $0.map { String($0, radix: 16) } ?? "error" })")
             }
         }
-        if !converged { violation("liveness: members did not converge to one applied index within 30 s") }
+        if !converged {
+            let states = liveNodes.map { node in
+                node.member.map { member in
+                    let status = member.raftStatus()
+                    return "\(node.name): term \(status.term) leader \(String(status.leader, radix: 16)) commit \(status.committedIndex) applied \(status.appliedIndex)"
+                } ?? "\(node.name): down"
+            }
+            violation("liveness: members did not converge to one applied index within 30 s: \(states.joined(separator: "; "))")
+        }
     }
 }

@@ -120,6 +120,44 @@ import Testing
         }
     }
 
+    /// A restarted member replays the conf changes since its last raft
+    /// snapshot into raft's configuration: restarted, the old members still
+    /// replicate to a member added meanwhile (before the fix they forgot it).
+    @Test func aMemberAddedBeforeARestartIsStillReplicatedTo() async throws {
+        try await TestCluster.with(size: 3) { cluster in
+            let leader = try await cluster.waitForLeader()
+            let leaderMember = try #require(cluster.members[leader])
+            let used = Set(cluster.configs.flatMap(\.initialAdvertisePeerURLs))
+            var port = try freePort()
+            while used.contains("http://127.0.0.1:\(port)") { port = try freePort() }
+            let added = try await cluster.retrying {
+                try await leaderMember.memberAdd(peerURLs: ["http://127.0.0.1:\(port)"], isLearner: false)
+            }
+            let joiner = cluster.addConfig(name: "m3", peerPort: port)
+            try await cluster.startMember(joiner)
+            _ = try await cluster.converged(timeout: .seconds(30))
+            // Restart every original member (no raft snapshot was taken since the add).
+            for i in 0..<3 {
+                await cluster.stopMember(i)
+                try await cluster.startMember(i)
+            }
+            let newLeader = try await cluster.waitForLeader(timeout: .seconds(20))
+            let writer = try #require(cluster.members[newLeader])
+            for i in 0..<5 { _ = try await cluster.retrying { try await writer.put(putRequest("after-restart-\(i)", "v")) } }
+            let newcomer = try #require(cluster.members[joiner])
+            #expect(newcomer.memberID == added.id)
+            let deadline = ContinuousClock.now + .seconds(10)
+            var seen = 0
+            while seen < 5 && ContinuousClock.now < deadline {
+                var request = rangeRequest("after-restart-", prefix: true)
+                request.serializable = true
+                seen = (try? await newcomer.range(request).kvs.count) ?? 0
+                if seen < 5 { try await Task.sleep(for: .milliseconds(50)) }
+            }
+            #expect(seen == 5, "the member added before the restart got \(seen) of 5 writes")
+        }
+    }
+
     @Test func membersJoinAsLearnersArePromotedAndRemoved() async throws {
         try await TestCluster.with(size: 3) { cluster in
             let leader = try await cluster.waitForLeader()

@@ -50,7 +50,8 @@ import Testing
 
     /// 200 seeds over 1, 3 and 5 members with every fault on (crashes with
     /// torn WAL tails, pauses, partitions both ways and one way, loss,
-    /// duplicates, reordering, slow members, leader transfers) and every
+    /// duplicates, reordering, slow members, leader transfers, learners
+    /// added, promoted and members removed) and every
     /// check on: linearizability, the watch guarantees against the applied
     /// history, revisions, convergence, leases.
     @Test func twoHundredSeedsPass() throws {
@@ -67,6 +68,9 @@ import Testing
         #expect((outcome.value("operations checked") ?? 0) > 20_000)
         #expect((outcome.value("faults injected") ?? 0) > 1_000)
         #expect(outcome.reports.contains { !$0.contains(" 0 snapshots") }, "no run sent a snapshot")
+        for change in ["add-learner=", "promote=", "remove-member=", "leader-transfer="] {
+            #expect(outcome.reports.contains { $0.contains(change) }, "no run made a \(change.dropLast()) change")
+        }
     }
 
     /// Linearizable reads served without ReadIndex (a planted bug) are
