@@ -81,6 +81,8 @@ extension SimWorld {
         guard !node.removed else { return }
         node.removed = true
         log("\(node.name) removed")
+        // Its clients go elsewhere.
+        streamsOfCrashed(node)
     }
 
     /// Whether a member that stopped by itself was removed from the cluster

@@ -286,6 +286,15 @@ final class SimWorld: @unchecked Sendable {
         }
         // A link cut while the message was on its way loses it too.
         if faults.isBlocked(from, to) { return }
+        // As the peer transport does: a member removed from the cluster is
+        // refused, and told so (it then stops).
+        if node.delegate?.transport(isRemoved: from) == true {
+            if let sender = self.node(id: from), sender.member != nil {
+                sender.delegate?.transport(rejectedBy: to, reason: "member removed")
+                settle(sender)
+            }
+            return
+        }
         if traceMessages, let m = try? Raftpb_Message(serializedBytes: message) {
             print("[\(now / 1000) ms] \(nodes.first { $0.id == from }?.name ?? "?")→\(node.name) \(m.type) term \(m.term) index \(m.index) logTerm \(m.logTerm) commit \(m.commit) entries \(m.entries.count)\(m.entries.last.map { "..\($0.index)" } ?? "") reject \(m.reject)")
         }
