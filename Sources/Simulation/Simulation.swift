@@ -20,7 +20,7 @@ public struct SimulationOptions: Sendable {
     public var bug: SimulationBug?
     /// Where the members' data dirs go (a tmpfs is fastest); each run uses
     /// and removes a directory of its own below it.
-    public var rootDirectory = "/dev/shm"
+    public var rootDirectory = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : NSTemporaryDirectory()
     /// The linearizability search's bound in states (deterministic, unlike
     /// a time limit); a history it cannot decide within it is "undecided".
     public var checkerMaxStates = 2_000_000

@@ -31,8 +31,8 @@ struct EtcdSim: ParsableCommand {
     @Option(help: "Plant a bug to show the checks catch it: \(SimulationBug.allCases.map(\.rawValue).joined(separator: ", ")).")
     var bug: String?
 
-    @Option(help: "Where data dirs go.")
-    var root: String = "/dev/shm"
+    @Option(help: "Where data dirs go (default: /dev/shm when writable).")
+    var root: String?
 
     @Flag(help: "Print every fault and milestone.")
     var verbose = false
@@ -57,7 +57,7 @@ struct EtcdSim: ParsableCommand {
             options.clients = clients
             options.faults = !noFaults
             options.bug = bug.flatMap(SimulationBug.init(rawValue:))
-            options.rootDirectory = root
+            if let root { options.rootDirectory = root }
             options.verbose = verbose
             let report = Simulation.run(options)
             emit("\(report)")
