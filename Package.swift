@@ -209,7 +209,7 @@ let package = Package(
         .testTarget(
             name: "E2ETests",
             dependencies: [
-                "EtcdGRPC", "EtcdProto", "HTTP2PingResponder", "Checkers",
+                "EtcdGRPC", "EtcdProto", "HTTP2PingResponder", "Checkers", "Raft",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),

@@ -411,46 +411,53 @@ public final class Member: Sendable {
     // MARK: - Proposals and reads
 
     func propose(_ request: Etcdserverpb_InternalRaftRequest) async throws -> ApplyResult {
-        var request = request
-        let data: Data
+        let (id, data) = try encodeProposal(request)
+        return try await waitForApply(id) { $0.proposals.append((id, data)) }
+    }
+
+    /// Gives `request` its cluster-wide id and encodes it, refusing it when
+    /// the member has stopped, the queue is full or it is too large.
+    private func encodeProposal(_ request: Etcdserverpb_InternalRaftRequest) throws -> (id: UInt64, data: Data) {
         try shared.withLock { state in
             if state.stopped { throw EtcdError.stopped }
             if state.proposals.count >= Self.maxQueuedProposals { throw EtcdError.timeout }
         }
+        var request = request
         let id = requestIDs.next()
         request.id = id
         var header = Etcdserverpb_RequestHeader()
         header.id = id
         request.header = header
-        data = try request.serializedData()
+        let data = try request.serializedData()
         if data.count > config.maxRequestBytes { throw EtcdError.requestTooLarge }
-
-        return try await waitForApply(id) { $0.proposals.append((id, data)) }
+        return (id, data)
     }
 
     /// Proposes a membership change and waits until it is applied.
     func proposeConfChange(_ change: ConfChange) async throws {
         if shared.withLock({ $0.stopped }) { throw EtcdError.stopped }
-        var change = change
-        let id = requestIDs.next()
-        change.id = id
-        _ = try await waitForApply(id) { [change] in $0.confChanges.append((id, change)) }
+        let change = identified(change)
+        _ = try await waitForApply(change.id) { $0.confChanges.append((change.id, change)) }
     }
 
     /// Manual-loop members: propose a membership change; `completion`
     /// runs on the driving thread once it is applied, fails or times out.
     package func submitConfChange(_ change: ConfChange,
                                   completion: @escaping @Sendable (Result<ApplyResult, any Error>) -> Void) {
+        let change = identified(change)
+        enqueueWaiter(change.id, { $0.confChanges.append((change.id, change)) }, completion)
+    }
+
+    private func identified(_ change: ConfChange) -> ConfChange {
         var change = change
-        let id = requestIDs.next()
-        change.id = id
-        enqueueWaiter(id, { [change] in $0.confChanges.append((id, change)) }, completion)
+        change.id = requestIDs.next()
+        return change
     }
 
     /// Registers a waiter for request `id`, queues the request with
     /// `enqueue` and waits for its result (or etcd's request timeout, which
     /// the loop enforces on its ticks).
-    private func waitForApply(_ id: UInt64, _ enqueue: @escaping (inout SharedState) -> Void) async throws -> ApplyResult {
+    private func waitForApply(_ id: UInt64, _ enqueue: (inout SharedState) -> Void) async throws -> ApplyResult {
         try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { continuation in
                 enqueueWaiter(id, enqueue) { continuation.resume(with: $0) }
@@ -527,9 +534,6 @@ public final class Member: Sendable {
         }
     }
 
-    /// When the loop ticks next (manual-loop members: call `step()` then).
-    package var nextTick: ContinuousClock.Instant { loopBox.withState { $0.nextTick } }
-
     /// Manual-loop members: one pass of the raft loop (input, a tick when
     /// due, every Ready). Returns false once the member has shut down.
     @discardableResult
@@ -553,15 +557,12 @@ public final class Member: Sendable {
     /// times out.
     package func submit(_ request: Etcdserverpb_InternalRaftRequest,
                         completion: @escaping @Sendable (Result<ApplyResult, any Error>) -> Void) {
-        var request = request
-        let id = requestIDs.next()
-        request.id = id
-        request.header.id = id
-        guard let data = try? request.serializedData(), data.count <= config.maxRequestBytes else {
-            completion(.failure(EtcdError.requestTooLarge))
-            return
+        do {
+            let (id, data) = try encodeProposal(request)
+            enqueueWaiter(id, { $0.proposals.append((id, data)) }, completion)
+        } catch {
+            completion(.failure(error))
         }
-        enqueueWaiter(id, { $0.proposals.append((id, data)) }, completion)
     }
 
     /// Manual-loop members: `done` runs once a linearizable read may be

@@ -1,18 +1,8 @@
-/// A seeded SplitMix64 generator: every random choice of a run comes from
-/// one of these, so a seed replays exactly.
-public struct SimRandom: RandomNumberGenerator, Sendable {
-    private var state: UInt64
+import Raft
 
-    public init(seed: UInt64) { state = seed }
-
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
+/// Every random choice of a run comes from one seeded `SplitMix64` (Raft's),
+/// so a seed replays exactly.
+extension SplitMix64 {
     /// True with probability `p`.
     mutating func chance(_ p: Double) -> Bool { Double(next() >> 11) / Double(1 << 53) < p }
 
@@ -36,8 +26,6 @@ struct EventQueue {
 
     private var heap: [Event] = []
     private var nextSequence: UInt64 = 0
-
-    var count: Int { heap.count }
 
     mutating func schedule(at time: Int64, _ action: @escaping () -> Void) {
         heap.append(Event(time: time, sequence: nextSequence, action: action))

@@ -4,6 +4,7 @@ import EtcdServer
 import Foundation
 import Logging
 import PeerTransport
+import Raft
 import SimulatedDisk
 
 /// One simulated member: its config, its disk (the WAL's simulated file
@@ -41,7 +42,7 @@ final class SimNode: @unchecked Sendable {
 /// inside `settle`, called from an event.
 final class SimWorld: @unchecked Sendable {
     let options: SimulationOptions
-    var random: SimRandom
+    var random: SplitMix64
     /// Simulated time, in microseconds since the start.
     var now: Int64 = 0
     var queue = EventQueue()
@@ -76,7 +77,7 @@ final class SimWorld: @unchecked Sendable {
 
     init(options: SimulationOptions) {
         self.options = options
-        random = SimRandom(seed: options.seed &* 0x9E37_79B9 &+ 0x5EED)
+        random = SplitMix64(seed: options.seed &* 0x9E37_79B9 &+ 0x5EED)
         root = options.rootDirectory + "/etcd-sim-\(getpid())-\(options.seed)"
         report = SimulationReport(seed: options.seed, members: options.members)
     }

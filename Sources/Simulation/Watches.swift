@@ -45,11 +45,7 @@ extension SimWorld {
     /// revision is the reference, and every later one (another member, or
     /// a replay after a crash) must be identical.
     func observed(_ member: UInt64, _ revision: Int64, _ events: [Mvccpb_Event]) {
-        let converted = events.map { event in
-            var kv = Self.record(event.kv)
-            if event.type == .delete { kv = KVRecord(key: kv.key, value: KVBytes([]), modRevision: kv.modRevision) }
-            return KVEvent(type: event.type == .delete ? .delete : .put, kv: kv)
-        }
+        let converted = events.map { Self.event($0, prevKV: false) }
         if let existing = appliedEvents[revision] {
             if existing != converted {
                 violation("member \(String(member, radix: 16)) applied different events at revision \(revision): \(converted) vs \(existing)")
@@ -57,6 +53,17 @@ extension SimWorld {
         } else {
             appliedEvents[revision] = converted
         }
+    }
+
+    /// An MVCC event as the checkers see it (a delete carries only the key
+    /// and its revision); `prevKV`: keep the event's prev_kv when it has one.
+    static func event(_ event: Mvccpb_Event, prevKV: Bool) -> KVEvent {
+        let prev = prevKV && event.hasPrevKv ? record(event.prevKv) : nil
+        if event.type == .delete {
+            let kv = KVRecord(key: KVBytes(Array(event.kv.key)), value: KVBytes([]), modRevision: event.kv.modRevision)
+            return KVEvent(type: .delete, kv: kv, prevKV: prev)
+        }
+        return KVEvent(type: .put, kv: record(event.kv), prevKV: prev)
     }
 
     // MARK: - Streams
@@ -116,14 +123,7 @@ extension SimWorld {
             schedule(after: 100_000) { [self] in openWatcher(logical) }
             return
         }
-        let events = delivery.events.map { event -> KVEvent in
-            let prev = event.hasPrevKv ? Self.record(event.prevKv) : nil
-            if event.type == .delete {
-                let kv = KVRecord(key: KVBytes(Array(event.kv.key)), value: KVBytes([]), modRevision: event.kv.modRevision)
-                return KVEvent(type: .delete, kv: kv, prevKV: prev)
-            }
-            return KVEvent(type: .put, kv: Self.record(event.kv), prevKV: prev)
-        }
+        let events = delivery.events.map { Self.event($0, prevKV: true) }
         let response = events.isEmpty ? RecordedWatchResponse.progress(delivery.revision)
             : RecordedWatchResponse.events(events, header: delivery.revision)
         watchStreams[index].responses.append(response)

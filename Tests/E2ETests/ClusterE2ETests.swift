@@ -4,6 +4,7 @@ import EtcdProto
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
+import Raft
 import Testing
 
 /// Clusters of our `etcd` binaries on loopback, driven by the Go etcdctl.
@@ -149,8 +150,9 @@ extension ClusterE2ETests {
         let acknowledged = LockedBox<[String]>([])
         let history = HistoryRecorder()
         let stop = LockedBox(false)
-        var generator = SplitMix(seed: UInt64(Date().timeIntervalSince1970))
-        print("fault loop seed \(generator.state)")
+        let seed = UInt64(Date().timeIntervalSince1970)
+        var generator = SplitMix64(seed: seed)
+        print("fault loop seed \(seed)")
         let ports = cluster.nodes.map(\.clientPort)
         try await withKVClients(ports: ports) { clients in
             try await withThrowingTaskGroup { group in
@@ -177,7 +179,7 @@ extension ClusterE2ETests {
                 // Recorded clients on a few shared keys, for the linearizability check.
                 for recorder in 0..<4 {
                     group.addTask {
-                        var random = SplitMix(seed: UInt64(recorder) &* 7919 &+ 17)
+                        var random = SplitMix64(seed: UInt64(recorder) &* 7919 &+ 17)
                         for n in 0..<500 where !stop.value {
                             let client = clients[Int(random.next() % UInt64(clients.count))]
                             let key = "lin/\(random.next() % 6)"
@@ -281,19 +283,6 @@ extension ClusterE2ETests {
             let missing = acknowledged.value.filter { !present.contains($0) }
             #expect(missing.isEmpty, "member \(i) lost \(missing.count) acknowledged writes, e.g. \(missing.prefix(5))")
         }
-    }
-}
-
-/// A small seeded generator (SplitMix64), so a failing run's faults can be replayed.
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
 
