@@ -4,7 +4,8 @@
 // arrows point one way, from the executables down to the pure cores.
 //
 //   etcd, etcdctl, etcdutl, etcd-bench      thin executables
-//   EtcdAPI            gRPC services, HTTP endpoints        -> EtcdServer, EtcdGRPC
+//   EtcdAPI            gRPC services, HTTP endpoints        -> EtcdServer, EtcdGRPC, GRPCWire
+//   GRPCWire           gRPC server over swift-nio-http2 frames -> NIO
 //   EtcdClient         Swift client library                  -> EtcdGRPC
 //   EtcdServer         the member (raft loop, apply, ...)    -> everything below
 //   MVCC, Lease, Auth  pure state over the backend           -> Backend, EtcdProto
@@ -116,9 +117,20 @@ let package = Package(
             ]
         ),
         .target(
+            name: "GRPCWire",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+                .product(name: "NIOHPACK", package: "swift-nio-http2"),
+            ]
+        ),
+        .target(
             name: "EtcdAPI",
             dependencies: [
-                "EtcdServer", "MVCC", "Lease", "EtcdProto", "EtcdGRPC", "HTTP2PingResponder",
+                "EtcdServer", "MVCC", "Lease", "EtcdProto", "EtcdGRPC", "HTTP2PingResponder", "GRPCWire",
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
@@ -213,6 +225,16 @@ let package = Package(
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ]
+        ),
+        .testTarget(
+            name: "GRPCWireTests",
+            dependencies: [
+                "GRPCWire", "EtcdGRPC", "EtcdProto",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),
         .testTarget(

@@ -1,61 +1,100 @@
+import EtcdGRPC
+import EtcdProto
 import EtcdServer
 import GRPCCore
-import GRPCNIOTransportHTTP2
+import GRPCWire
 import HTTP2PingResponder
+import NIOCore
+import Synchronization
 
 /// The client-facing gRPC listener of a member: health, and with a member KV,
 /// Watch, Lease, Maintenance and Cluster. Services that have not been built yet are not
 /// registered, so clients get UNIMPLEMENTED for them.
-public struct ClientListener: Sendable {
+///
+/// It serves through `GRPCWire` (gRPC over swift-nio-http2 frames): the KV
+/// calls run on the event loop and the member's completions, with no task
+/// per call; the other methods run grpc-swift service implementations in a
+/// task through the bridges in `WireBridge.swift`.
+public final class ClientListener: Sendable {
     public let address: ListenAddress
-    private let server: GRPCServer<HTTP2ServerTransport.Posix>
+    private let server: WireServer
     private let forwarder: LeaderForwarder?
+    private let bound: Mutex<BoundState> = Mutex(BoundState())
+
+    private struct BoundState {
+        var port: Result<Int, any Error>?
+        var waiters: [CheckedContinuation<Int?, any Error>] = []
+    }
 
     /// - Parameter answerPingsBeforeHTTP2: install `HTTP2PingResponder` on every
     ///   connection (on by default; off only to show what happens without it).
     public init(address: ListenAddress, member: Member? = nil, answerPingsBeforeHTTP2: Bool = true) {
         self.address = address
-        var config = HTTP2ServerTransport.Posix.Config.defaults
+        let host = Self.bindHost(address)
+        var configuration = WireServer.Configuration(host: host, port: address.port)
         if answerPingsBeforeHTTP2 {
-            config.channelDebuggingCallbacks.onAcceptTCPConnection = { channel in
+            configuration.onAccept = { channel in
                 HTTP2PingResponder.install(on: channel, expectsClientPreface: true)
             }
         }
-        let transport = HTTP2ServerTransport.Posix(
-            address: Self.socketAddress(address),
-            transportSecurity: .plaintext,
-            config: config
-        )
-        var services: [any RegistrableRPCService] = [HealthService()]
+        if let member {
+            // etcd accepts requests up to --max-request-bytes plus gRPC's overhead.
+            configuration.maxReceiveMessageBytes = max(4 * 1024 * 1024, member.config.maxRequestBytes + 512 * 1024)
+        }
+        var router = WireRouter()
+        router.addHealth(HealthService())
         forwarder = member.map(LeaderForwarder.init)
         if let member, let forwarder {
-            services += [
-                KVService(member: member), WatchService(member: member), LeaseService(member: member, forwarder: forwarder),
-                MaintenanceService(member: member), ClusterService(member: member),
-            ]
+            router.addKV(member: member)
+            router.addWatch(WatchService(member: member))
+            router.addLease(LeaseService(member: member, forwarder: forwarder))
+            router.addMaintenance(MaintenanceService(member: member))
+            router.addCluster(ClusterService(member: member))
         }
-        self.server = GRPCServer(transport: transport, services: services)
+        server = WireServer(configuration: configuration, router: router)
     }
 
-    static func socketAddress(_ address: ListenAddress) -> GRPCNIOTransportCore.SocketAddress {
-        if address.host == "localhost" { return .ipv4(host: "127.0.0.1", port: address.port) }
-        if address.host.contains(":") { return .ipv6(host: address.host, port: address.port) }
-        return .ipv4(host: address.host, port: address.port)
+    static func bindHost(_ address: ListenAddress) -> String {
+        if address.host == "localhost" { return "127.0.0.1" }
+        if address.host.hasPrefix("[") && address.host.hasSuffix("]") { return String(address.host.dropFirst().dropLast()) }
+        return address.host
     }
 
-    /// Serves until the task is cancelled or `stop()` is called.
+    /// Serves until `stop()` is called.
     public func serve() async throws {
-        try await server.serve()
+        do {
+            let port = try await server.start()
+            resolvePort(.success(port))
+        } catch {
+            resolvePort(.failure(error))
+            throw error
+        }
+        await server.waitUntilClosed()
+        forwarder?.close()
     }
 
-    /// The port actually bound (useful with port 0).
+    private func resolvePort(_ result: Result<Int, any Error>) {
+        let waiters = bound.withLock { state in
+            state.port = result
+            defer { state.waiters.removeAll() }
+            return state.waiters
+        }
+        for waiter in waiters { waiter.resume(with: result.map { $0 }) }
+    }
+
+    /// The port actually bound (useful with port 0), once `serve()` has bound it.
     public func boundPort() async throws -> Int? {
-        guard let bound = try await server.listeningAddress else { return nil }
-        return bound.ipv4?.port ?? bound.ipv6?.port
+        try await withCheckedThrowingContinuation { continuation in
+            let ready = bound.withLock { state -> Result<Int, any Error>? in
+                if state.port == nil { state.waiters.append(continuation) }
+                return state.port
+            }
+            if let ready { continuation.resume(with: ready.map { $0 }) }
+        }
     }
 
     public func stop() {
-        server.beginGracefulShutdown()
+        server.stop()
         forwarder?.close()
     }
 }

@@ -372,6 +372,78 @@ public final class Member: Sendable {
         return try validate { try store.range(request) }
     }
 
+    // MARK: - Requests with completions (the client API's hot path)
+
+    /// As `put(_:)`, without a task: `completion` runs once, on the raft
+    /// loop's thread once the entry is applied (or at once on a refusal).
+    public func put(_ request: Etcdserverpb_PutRequest,
+                    completion: @escaping @Sendable (Result<Etcdserverpb_PutResponse, any Error>) -> Void) {
+        var internalRequest = Etcdserverpb_InternalRaftRequest()
+        internalRequest.put = request
+        propose(checking: { try RequestValidation.check(request) }, internalRequest) { result in
+            completion(result.flatMap { if case let .put(response) = $0 { .success(response) } else { .failure(EtcdError(.internal, "unexpected apply result")) } })
+        }
+    }
+
+    /// As `deleteRange(_:)`, with a completion (see `put(_:completion:)`).
+    public func deleteRange(_ request: Etcdserverpb_DeleteRangeRequest,
+                            completion: @escaping @Sendable (Result<Etcdserverpb_DeleteRangeResponse, any Error>) -> Void) {
+        var internalRequest = Etcdserverpb_InternalRaftRequest()
+        internalRequest.deleteRange = request
+        propose(checking: { try RequestValidation.check(request) }, internalRequest) { result in
+            completion(result.flatMap { if case let .deleteRange(response) = $0 { .success(response) } else { .failure(EtcdError(.internal, "unexpected apply result")) } })
+        }
+    }
+
+    /// A txn that writes, with a completion (see `put(_:completion:)`).
+    /// Read-only txns go through `readBarrier` and `readOnlyTxnNow` instead.
+    public func writeTxn(_ request: Etcdserverpb_TxnRequest,
+                         completion: @escaping @Sendable (Result<Etcdserverpb_TxnResponse, any Error>) -> Void) {
+        var internalRequest = Etcdserverpb_InternalRaftRequest()
+        internalRequest.txn = request
+        let maxOperations = config.maxTxnOps
+        propose(checking: { try RequestValidation.check(request, maxOperations: maxOperations) }, internalRequest) { result in
+            completion(result.flatMap { if case let .txn(response) = $0 { .success(response) } else { .failure(EtcdError(.internal, "unexpected apply result")) } })
+        }
+    }
+
+    private func propose(checking check: () throws -> Void, _ request: Etcdserverpb_InternalRaftRequest,
+                         _ completion: @escaping @Sendable (Result<ApplyResult, any Error>) -> Void) {
+        let encoded: (id: UInt64, data: Data)
+        do {
+            try validate(check)
+            encoded = try encodeProposal(request)
+        } catch {
+            return completion(.failure(error))
+        }
+        enqueueWaiter(encoded.id, { $0.proposals.append(encoded) }, completion)
+    }
+
+    /// The linearizable-read barrier with a completion: `done` runs (on the
+    /// raft loop's thread) once everything committed before the call has
+    /// been applied; reads queued together share one ReadIndex round.
+    public func readBarrier(_ done: @escaping @Sendable (Result<Void, any Error>) -> Void) {
+        if environment.bugLocalLinearizableReads { return done(.success(())) }
+        enqueueRead(done)
+    }
+
+    /// A range over what this member has applied, validated, without any
+    /// barrier: a serializable read, or a linearizable one after `readBarrier`.
+    public func rangeNow(checked request: Etcdserverpb_RangeRequest) throws -> Etcdserverpb_RangeResponse {
+        try validate { try RequestValidation.check(request) }
+        return try validate { try store.range(request) }
+    }
+
+    /// Checks a txn's shape and size (etcd's limits) before it is routed.
+    public func checkTxn(_ request: Etcdserverpb_TxnRequest) throws {
+        try validate { try RequestValidation.check(request, maxOperations: config.maxTxnOps) }
+    }
+
+    /// A read-only txn over what this member has applied (after `readBarrier`).
+    public func readOnlyTxnNow(_ request: Etcdserverpb_TxnRequest) throws -> Etcdserverpb_TxnResponse {
+        try validate { try store.readOnlyTxn(request) }
+    }
+
     /// etcd's HashKV: a hash of the MVCC key space up to `revision` (0: now),
     /// equal on members with the same history.
     public func hashKV(revision: Int64) throws -> (hash: UInt32, compactRevision: Int64, hashRevision: Int64, currentRevision: Int64) {

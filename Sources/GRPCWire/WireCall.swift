@@ -1,0 +1,130 @@
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHPACK
+import NIOHTTP2
+
+/// A gRPC status: the code (gRPC's numbering) and message sent in the
+/// trailers of a call.
+public struct WireStatus: Error, Sendable, Equatable {
+    public var code: Int
+    public var message: String
+
+    public init(code: Int, message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public static let ok = WireStatus(code: 0, message: "")
+    public static func cancelled(_ message: String = "call cancelled") -> WireStatus { WireStatus(code: 1, message: message) }
+    public static func internalError(_ message: String) -> WireStatus { WireStatus(code: 13, message: message) }
+    public static func unimplemented(_ message: String) -> WireStatus { WireStatus(code: 12, message: message) }
+    public static func resourceExhausted(_ message: String) -> WireStatus { WireStatus(code: 8, message: message) }
+}
+
+/// One call (one HTTP/2 stream). Everything here may be called from any
+/// thread: the work hops to the connection's event loop, in call order.
+public final class WireCall: @unchecked Sendable {
+    /// The method, as in `:path` (`/package.Service/Method`).
+    public let path: String
+    /// The request headers (metadata).
+    public let headers: HPACKHeaders
+    /// The remote peer, as gRPC names it (`ipv4:127.0.0.1:5000`).
+    public let remotePeer: String
+    public let localPeer: String
+    public let eventLoop: any EventLoop
+
+    let streamID: HTTP2StreamID
+    let connection: WireConnection
+
+    init(path: String, headers: HPACKHeaders, streamID: HTTP2StreamID, connection: WireConnection,
+         eventLoop: any EventLoop, remotePeer: String, localPeer: String) {
+        self.path = path
+        self.headers = headers
+        self.streamID = streamID
+        self.connection = connection
+        self.eventLoop = eventLoop
+        self.remotePeer = remotePeer
+        self.localPeer = localPeer
+    }
+
+    /// Sends one response message and ends the call with OK (a unary reply).
+    public func respond(_ message: ByteBuffer) {
+        connection.submit { $0.write(self.streamID, message: message, status: .ok, promise: nil) }
+    }
+
+    /// Sends one message without ending the call; the future completes once
+    /// it has left for the socket (flow control included), which is how a
+    /// streaming sender gets backpressure.
+    @discardableResult
+    public func send(_ message: ByteBuffer) -> EventLoopFuture<Void> {
+        let promise = eventLoop.makePromise(of: Void.self)
+        connection.submit { $0.write(self.streamID, message: message, status: nil, promise: promise) }
+        return promise.futureResult
+    }
+
+    /// Sends several messages; the future completes once the last has left.
+    @discardableResult
+    public func send(contentsOf messages: [ByteBuffer]) -> EventLoopFuture<Void> {
+        let promise = eventLoop.makePromise(of: Void.self)
+        connection.submit { connection in
+            for (index, message) in messages.enumerated() {
+                connection.write(self.streamID, message: message, status: nil, promise: index == messages.count - 1 ? promise : nil)
+            }
+            if messages.isEmpty { promise.succeed() }
+        }
+        return promise.futureResult
+    }
+
+    /// Ends the call with `status` (after any messages sent before).
+    public func finish(_ status: WireStatus) {
+        connection.submit { $0.finish(self.streamID, status: status) }
+    }
+
+    /// Runs `body` on the call's event loop (in order with its writes).
+    public func onEventLoop(_ body: @escaping @Sendable () -> Void) {
+        connection.submit { _ in body() }
+    }
+}
+
+/// What a streaming method gets told about its call, on the event loop.
+public protocol WireStreamHandler: AnyObject {
+    /// One request message, in order.
+    func received(_ message: ByteBuffer)
+    /// The client closed its side (no more messages).
+    func inboundClosed()
+    /// The call ended before the handler finished it: the client reset the
+    /// stream, the connection closed, or the server finished it for an error.
+    func cancelled()
+}
+
+/// How a method is served.
+public enum WireMethod: Sendable {
+    /// Exactly one request message; called on the event loop with it. The
+    /// handler must eventually call `respond` or `finish` on the call.
+    case unary(@Sendable (WireCall, ByteBuffer) -> Void)
+    /// Any number of messages both ways; called on the event loop when the
+    /// call opens.
+    case streaming(@Sendable (WireCall) -> any WireStreamHandler)
+}
+
+/// Methods by `:path`.
+public struct WireRouter: Sendable {
+    public var methods: [String: WireMethod] = [:]
+    public init() {}
+
+    public subscript(path: String) -> WireMethod? {
+        get { methods[path] }
+        set { methods[path] = newValue }
+    }
+}
+
+extension ByteBuffer {
+    /// A gRPC length-prefixed message (uncompressed) holding `bytes`.
+    public static func grpcMessage(_ bytes: some Collection<UInt8>, allocator: ByteBufferAllocator = ByteBufferAllocator()) -> ByteBuffer {
+        var buffer = allocator.buffer(capacity: 5 + bytes.count)
+        buffer.writeInteger(UInt8(0))
+        buffer.writeInteger(UInt32(bytes.count))
+        buffer.writeBytes(bytes)
+        return buffer
+    }
+}

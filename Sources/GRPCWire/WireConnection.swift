@@ -1,0 +1,346 @@
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHPACK
+import NIOHTTP2
+
+/// One client connection: sits after `NIOHTTP2Handler` (frame mode, no
+/// per-stream child channels) and turns HTTP/2 streams into gRPC calls.
+/// Everything but `submit` runs on the connection's event loop.
+final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = HTTP2Frame
+    typealias OutboundOut = HTTP2Frame
+
+    struct Limits {
+        /// The largest request message accepted, in bytes.
+        var maxReceiveMessageBytes: Int
+        /// The window granted to each stream and to the connection.
+        var windowBytes: Int
+    }
+
+    private final class Stream {
+        let call: WireCall
+        var method: WireMethod
+        var handler: (any WireStreamHandler)?
+        /// Bytes of a request message not yet complete.
+        var pending: ByteBuffer?
+        var headersSent = false
+        var unaryStarted = false
+        /// Flow-control bytes received and not yet given back.
+        var unacknowledged = 0
+        init(call: WireCall, method: WireMethod) {
+            self.call = call
+            self.method = method
+        }
+    }
+
+    private let router: WireRouter
+    private let limits: Limits
+    private var streams: [HTTP2StreamID: Stream] = [:]
+    private var context: ChannelHandlerContext?
+    private var remotePeer = ""
+    private var localPeer = ""
+    private var connectionUnacknowledged = 0
+    private var needsFlush = false
+    /// Inside channelRead…channelReadComplete, which flushes at its end.
+    private var reading = false
+
+    /// Work submitted from other threads, run in order on the event loop.
+    private let inbox = NIOLockedValueBox<[(WireConnection) -> Void]>([])
+    private var eventLoop: (any EventLoop)?
+
+    init(router: WireRouter, limits: Limits) {
+        self.router = router
+        self.limits = limits
+    }
+
+    // MARK: - Channel events
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        self.eventLoop = context.eventLoop
+        remotePeer = Self.describe(context.channel.remoteAddress)
+        localPeer = Self.describe(context.channel.localAddress)
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        // The connection window starts at 65,535 bytes whatever the settings say.
+        let increase = limits.windowBytes - 65_535
+        if increase > 0 {
+            context.write(wrapOutboundOut(HTTP2Frame(streamID: .rootStream, payload: .windowUpdate(windowSizeIncrement: increase))), promise: nil)
+            needsFlush = true
+        }
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        let open = streams
+        streams.removeAll()
+        for stream in open.values { stream.handler?.cancelled() }
+        self.context = nil
+        context.fireChannelInactive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        reading = true
+        switch frame.payload {
+        case .headers(let headers):
+            if let stream = streams[frame.streamID] {
+                // Trailers from the client end its side.
+                if headers.endStream { inboundClosed(stream) }
+            } else {
+                open(frame.streamID, headers.headers, endStream: headers.endStream)
+            }
+        case .data(let payload):
+            guard case .byteBuffer(let bytes) = payload.data else { return }
+            creditConnection(bytes.readableBytes)
+            guard let stream = streams[frame.streamID] else { return }
+            stream.unacknowledged += bytes.readableBytes
+            if stream.unacknowledged >= limits.windowBytes / 2 && !payload.endStream {
+                context.write(wrapOutboundOut(HTTP2Frame(streamID: frame.streamID, payload: .windowUpdate(windowSizeIncrement: stream.unacknowledged))), promise: nil)
+                stream.unacknowledged = 0
+                needsFlush = true
+            }
+            received(bytes, on: stream)
+            if payload.endStream, streams[frame.streamID] === stream { inboundClosed(stream) }
+        case .rstStream:
+            if let stream = streams.removeValue(forKey: frame.streamID) { stream.handler?.cancelled() }
+        default:
+            break
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        reading = false
+        flushIfNeeded()
+        context.fireChannelReadComplete()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let closed = event as? StreamClosedEvent, let stream = streams.removeValue(forKey: closed.streamID) {
+            stream.handler?.cancelled()
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // A protocol error: NIOHTTP2 has sent GOAWAY where it should; drop the connection.
+        context.close(promise: nil)
+    }
+
+    private func creditConnection(_ bytes: Int) {
+        connectionUnacknowledged += bytes
+        if connectionUnacknowledged >= limits.windowBytes / 2, let context {
+            context.write(wrapOutboundOut(HTTP2Frame(streamID: .rootStream, payload: .windowUpdate(windowSizeIncrement: connectionUnacknowledged))), promise: nil)
+            connectionUnacknowledged = 0
+            needsFlush = true
+        }
+    }
+
+    // MARK: - Calls
+
+    private func open(_ id: HTTP2StreamID, _ headers: HPACKHeaders, endStream: Bool) {
+        guard let context else { return }
+        let path = headers.first(name: ":path") ?? ""
+        let contentType = headers.first(name: "content-type") ?? ""
+        guard contentType.hasPrefix("application/grpc") else {
+            var response = HPACKHeaders()
+            response.add(name: ":status", value: "415")
+            context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .headers(.init(headers: response, endStream: true)))), promise: nil)
+            needsFlush = true
+            return
+        }
+        guard let method = router[path] else {
+            writeTrailersOnly(id, WireStatus.unimplemented("Unimplemented method '\(path.dropFirst())'"))
+            return
+        }
+        let call = WireCall(path: path, headers: headers, streamID: id, connection: self,
+                            eventLoop: context.eventLoop, remotePeer: remotePeer, localPeer: localPeer)
+        let stream = Stream(call: call, method: method)
+        streams[id] = stream
+        if case .streaming(let makeHandler) = method {
+            stream.handler = makeHandler(call)
+        }
+        if endStream { inboundClosed(stream) }
+    }
+
+    private func received(_ bytes: ByteBuffer, on stream: Stream) {
+        var bytes = bytes
+        if stream.pending != nil {
+            // Append to the partial message; parse only once it is whole.
+            stream.pending!.writeBuffer(&bytes)
+            let pending = stream.pending!
+            if pending.readableBytes >= 5, let length = pending.getInteger(at: pending.readerIndex + 1, as: UInt32.self),
+               pending.readableBytes < 5 + Int(length), Int(length) <= limits.maxReceiveMessageBytes {
+                return
+            }
+            bytes = pending
+            stream.pending = nil
+        }
+        while streams[stream.call.streamID] === stream {
+            guard bytes.readableBytes >= 5,
+                  let compressed = bytes.getInteger(at: bytes.readerIndex, as: UInt8.self),
+                  let length = bytes.getInteger(at: bytes.readerIndex + 1, as: UInt32.self) else { break }
+            if compressed != 0 {
+                fail(stream, WireStatus.unimplemented("compressed messages are not supported"))
+                return
+            }
+            if Int(length) > limits.maxReceiveMessageBytes {
+                fail(stream, WireStatus.resourceExhausted("grpc: received message larger than max (\(length) vs. \(limits.maxReceiveMessageBytes))"))
+                return
+            }
+            guard bytes.readableBytes >= 5 + Int(length) else { break }
+            bytes.moveReaderIndex(forwardBy: 5)
+            let message = bytes.readSlice(length: Int(length))!
+            deliver(message, to: stream)
+        }
+        if bytes.readableBytes > 0 && streams[stream.call.streamID] === stream {
+            // Keep only the unread part (a copy, so the big read buffer is
+            // freed), with room for the whole message when its length is known.
+            var capacity = bytes.readableBytes
+            if bytes.readableBytes >= 5, let length = bytes.getInteger(at: bytes.readerIndex + 1, as: UInt32.self) {
+                capacity = max(capacity, 5 + Int(length))
+            }
+            var rest = ByteBufferAllocator().buffer(capacity: capacity)
+            rest.writeBuffer(&bytes)
+            stream.pending = rest
+        }
+    }
+
+    private func deliver(_ message: ByteBuffer, to stream: Stream) {
+        switch stream.method {
+        case .unary(let handle):
+            if stream.unaryStarted {
+                fail(stream, WireStatus.internalError("grpc: unary call sent more than one message"))
+                return
+            }
+            stream.unaryStarted = true
+            handle(stream.call, message)
+        case .streaming:
+            stream.handler?.received(message)
+        }
+    }
+
+    private func inboundClosed(_ stream: Stream) {
+        switch stream.method {
+        case .unary:
+            if !stream.unaryStarted { fail(stream, WireStatus.internalError("grpc: unary call ended without a message")) }
+        case .streaming:
+            stream.handler?.inboundClosed()
+        }
+    }
+
+    /// Ends a call for an error found here (not by its handler).
+    private func fail(_ stream: Stream, _ status: WireStatus) {
+        finish(stream.call.streamID, status: status)
+        stream.handler?.cancelled()
+    }
+
+    // MARK: - Writing (event loop)
+
+    /// Queues `work` to run on the event loop; one hop for a burst of work,
+    /// one flush after it.
+    func submit(_ work: @escaping (WireConnection) -> Void) {
+        guard let eventLoop else { return }
+        if eventLoop.inEventLoop && inbox.withLockedValue({ $0.isEmpty }) {
+            // Already on the loop with nothing queued before it: no hop.
+            work(self)
+            if !reading { flushIfNeeded() }
+            return
+        }
+        let first = inbox.withLockedValue { inbox -> Bool in
+            inbox.append(work)
+            return inbox.count == 1
+        }
+        if first {
+            eventLoop.execute { self.drainInbox() }
+        }
+    }
+
+    private func drainInbox() {
+        while true {
+            let batch = inbox.withLockedValue { inbox -> [(WireConnection) -> Void] in
+                defer { inbox.removeAll(keepingCapacity: true) }
+                return inbox
+            }
+            if batch.isEmpty { break }
+            for work in batch { work(self) }
+        }
+        flushIfNeeded()
+    }
+
+    private static let responseHeaders: HPACKHeaders = [":status": "200", "content-type": "application/grpc"]
+    private static let okTrailers: HPACKHeaders = ["grpc-status": "0"]
+
+    func write(_ id: HTTP2StreamID, message: ByteBuffer, status: WireStatus?, promise: EventLoopPromise<Void>?) {
+        guard let context, let stream = streams[id] else {
+            promise?.fail(WireStatus.cancelled("the call has ended"))
+            return
+        }
+        if !stream.headersSent {
+            stream.headersSent = true
+            context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .headers(.init(headers: Self.responseHeaders)))), promise: nil)
+        }
+        context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .data(.init(data: .byteBuffer(message))))), promise: promise)
+        needsFlush = true
+        if let status { finish(id, status: status) }
+    }
+
+    func finish(_ id: HTTP2StreamID, status: WireStatus) {
+        guard let context, let stream = streams.removeValue(forKey: id) else { return }
+        if !stream.headersSent {
+            writeTrailersOnly(id, status)
+            return
+        }
+        let trailers = status == .ok ? Self.okTrailers : Self.trailers(status)
+        context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .headers(.init(headers: trailers, endStream: true)))), promise: nil)
+        needsFlush = true
+    }
+
+    private func writeTrailersOnly(_ id: HTTP2StreamID, _ status: WireStatus) {
+        guard let context else { return }
+        var headers = Self.responseHeaders
+        headers.add(contentsOf: Self.trailers(status))
+        context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .headers(.init(headers: headers, endStream: true)))), promise: nil)
+        needsFlush = true
+    }
+
+    private static func trailers(_ status: WireStatus) -> HPACKHeaders {
+        var trailers: HPACKHeaders = ["grpc-status": String(status.code)]
+        if !status.message.isEmpty { trailers.add(name: "grpc-message", value: percentEncoded(status.message)) }
+        return trailers
+    }
+
+    private func flushIfNeeded() {
+        guard needsFlush, let context else { return }
+        needsFlush = false
+        context.flush()
+    }
+
+    /// gRPC's percent-encoding of `grpc-message`: printable ASCII but `%` as is.
+    static func percentEncoded(_ message: String) -> String {
+        var out = ""
+        out.reserveCapacity(message.utf8.count)
+        for byte in message.utf8 {
+            if byte >= 0x20 && byte <= 0x7E && byte != 0x25 {
+                out.unicodeScalars.append(Unicode.Scalar(byte))
+            } else {
+                out += "%" + (byte < 16 ? "0" : "") + String(byte, radix: 16, uppercase: true)
+            }
+        }
+        return out
+    }
+
+    private static func describe(_ address: SocketAddress?) -> String {
+        switch address {
+        case .v4(let v4)?: return "ipv4:\(v4.host):\(address?.port ?? 0)"
+        case .v6(let v6)?: return "ipv6:[\(v6.host)]:\(address?.port ?? 0)"
+        case .unixDomainSocket?: return "unix:\(address?.pathname ?? "")"
+        case nil: return "unknown"
+        }
+    }
+}

@@ -1,0 +1,146 @@
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHTTP2
+import NIOPosix
+
+/// A gRPC server over swift-nio-http2 in frame mode: one handler per
+/// connection serves every stream, with no child channel, task or async
+/// sequence per call. Methods come from a `WireRouter`; requests and
+/// responses are length-prefixed gRPC messages (uncompressed).
+public final class WireServer: Sendable {
+    public struct Configuration: Sendable {
+        public var host: String
+        public var port: Int
+        /// The largest request message accepted (gRPC's 4 MiB by default).
+        public var maxReceiveMessageBytes = 4 * 1024 * 1024
+        /// SETTINGS_MAX_CONCURRENT_STREAMS advertised to clients.
+        public var maxConcurrentStreams = 10_000
+        /// The flow-control window for each stream and for the connection.
+        public var windowBytes = 1 << 20
+        /// Runs on each accepted connection once its HTTP/2 handler is in the
+        /// pipeline (e.g. to add a handler before it that sees the raw bytes).
+        public var onAccept: (@Sendable (any Channel) -> EventLoopFuture<Void>)?
+        /// HTTP/2 connection settings beyond the ones above (rate limits).
+        public var connection = NIOHTTP2Handler.ConnectionConfiguration()
+
+        public init(host: String, port: Int) {
+            self.host = host
+            self.port = port
+        }
+    }
+
+    private let configuration: Configuration
+    private let router: WireRouter
+    private let group: any EventLoopGroup
+    private enum State {
+        case idle
+        case running(listener: any Channel, connections: [ObjectIdentifier: any Channel])
+        case stopped
+    }
+    private let state = NIOLockedValueBox(State.idle)
+    private let closed: EventLoopPromise<Void>
+
+    public init(configuration: Configuration, router: WireRouter, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
+        self.configuration = configuration
+        self.router = router
+        self.group = group
+        self.closed = group.next().makePromise(of: Void.self)
+    }
+
+    /// Binds the listening socket; returns the port bound.
+    @discardableResult
+    public func start() async throws -> Int {
+        let configuration = self.configuration
+        let router = self.router
+        var settings = HTTP2Settings()
+        settings.append(HTTP2Setting(parameter: .maxConcurrentStreams, value: configuration.maxConcurrentStreams))
+        settings.append(HTTP2Setting(parameter: .initialWindowSize, value: configuration.windowBytes))
+        settings.append(HTTP2Setting(parameter: .maxHeaderListSize, value: 16 * 1024))
+        var connection = configuration.connection
+        connection.initialSettings = settings
+        let limits = WireConnection.Limits(maxReceiveMessageBytes: configuration.maxReceiveMessageBytes, windowBytes: configuration.windowBytes)
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 256)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { [weak self] channel in
+                self?.track(channel)
+                do {
+                    let sync = channel.pipeline.syncOperations
+                    try sync.addHandler(NIOHTTP2Handler(mode: .server, connectionConfiguration: connection))
+                    try sync.addHandler(WireConnection(router: router, limits: limits))
+                } catch {
+                    return channel.eventLoop.makeFailedFuture(error)
+                }
+                return configuration.onAccept?(channel) ?? channel.eventLoop.makeSucceededVoidFuture()
+            }
+        let bound = try await bootstrap.bind(host: configuration.host, port: configuration.port).get()
+        let stopped = state.withLockedValue { state -> Bool in
+            guard case .idle = state else { return true }
+            state = .running(listener: bound, connections: [:])
+            return false
+        }
+        if stopped {
+            try? await bound.close()
+            return bound.localAddress?.port ?? configuration.port
+        }
+        let closed = self.closed
+        bound.closeFuture.whenComplete { _ in closed.succeed() }
+        return bound.localAddress?.port ?? configuration.port
+    }
+
+    private func track(_ channel: any Channel) {
+        let id = ObjectIdentifier(channel)
+        let open = state.withLockedValue { state -> Bool in
+            guard case .running(let listener, var connections) = state else { return false }
+            connections[id] = channel
+            state = .running(listener: listener, connections: connections)
+            return true
+        }
+        if !open { channel.close(promise: nil); return }
+        channel.closeFuture.whenComplete { [weak self] _ in
+            self?.state.withLockedValue { state in
+                guard case .running(let listener, var connections) = state else { return }
+                connections[id] = nil
+                state = .running(listener: listener, connections: connections)
+            }
+        }
+    }
+
+    /// The port bound, once started.
+    public var port: Int? {
+        state.withLockedValue { state in
+            if case .running(let listener, _) = state { return listener.localAddress?.port }
+            return nil
+        }
+    }
+
+    /// Waits until the listening socket is closed.
+    public func waitUntilClosed() async {
+        try? await closed.futureResult.get()
+    }
+
+    /// Stops accepting connections and tells every client to go away
+    /// (GOAWAY); connections close after `grace`, calls still open then end.
+    public func stop(grace: TimeAmount = .milliseconds(500)) {
+        let previous = state.withLockedValue { state -> State in
+            defer { state = .stopped }
+            return state
+        }
+        switch previous {
+        case .idle:
+            closed.succeed()
+        case .stopped:
+            break
+        case .running(let listener, let connections):
+            listener.close(promise: nil)
+            for connection in connections.values {
+                connection.eventLoop.execute {
+                    let goAway = HTTP2Frame(streamID: .rootStream, payload: .goAway(lastStreamID: .maxID, errorCode: .noError, opaqueData: nil))
+                    connection.writeAndFlush(goAway, promise: nil)
+                    connection.eventLoop.scheduleTask(in: grace) { connection.close(promise: nil) }
+                }
+            }
+        }
+    }
+}

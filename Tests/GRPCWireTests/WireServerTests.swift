@@ -1,0 +1,230 @@
+import EtcdGRPC
+import EtcdProto
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import GRPCWire
+import NIOCore
+import SwiftProtobuf
+import Synchronization
+import Testing
+
+/// GRPCWire against grpc-swift's client: unary and streaming calls, statuses,
+/// flow control beyond the first window, message limits, cancellation and
+/// shutdown. The etcd message types only give the calls a shape.
+@Suite struct WireServerTests {
+    static func framed(_ message: some SwiftProtobuf.Message) -> ByteBuffer {
+        .grpcMessage(try! message.serializedBytes() as [UInt8])
+    }
+
+    /// A router whose KV.Range echoes the request's key (and range_end as the
+    /// value) and fails with the status a key asks for; Watch echoes each
+    /// request's key back as an event.
+    static func router(events: Events) -> WireRouter {
+        var router = WireRouter()
+        router["/etcdserverpb.KV/Range"] = .unary { call, bytes in
+            guard let request = try? Etcdserverpb_RangeRequest(serializedBytes: Array(bytes.readableBytesView)) else {
+                return call.finish(.internalError("bad request"))
+            }
+            if let text = String(data: request.key, encoding: .utf8), text.hasPrefix("fail:") {
+                return call.finish(WireStatus(code: 9, message: String(text.dropFirst(5))))
+            }
+            // Answer from another thread, as the member's completions do.
+            DispatchQueue.global().async {
+                var response = Etcdserverpb_RangeResponse()
+                var kv = Mvccpb_KeyValue()
+                kv.key = request.key
+                kv.value = request.rangeEnd
+                response.kvs = [kv]
+                call.respond(framed(response))
+            }
+        }
+        router["/etcdserverpb.Watch/Watch"] = .streaming { call in
+            EchoStream(call: call, events: events)
+        }
+        return router
+    }
+
+    final class Events: Sendable {
+        let log = Mutex<[String]>([])
+        func add(_ event: String) { log.withLock { $0.append(event) } }
+        var all: [String] { log.withLock { $0 } }
+    }
+
+    /// Echoes; ends the call when the client closes its side, unless it sent
+    /// "hold" (then only the client's cancellation ends it).
+    final class EchoStream: WireStreamHandler {
+        let call: WireCall
+        let events: Events
+        var hold = false
+        init(call: WireCall, events: Events) {
+            self.call = call
+            self.events = events
+        }
+        func received(_ message: ByteBuffer) {
+            let request = try! Etcdserverpb_WatchRequest(serializedBytes: Array(message.readableBytesView))
+            if request.createRequest.key == Data("hold".utf8) { hold = true }
+            var response = Etcdserverpb_WatchResponse()
+            var event = Mvccpb_Event()
+            event.kv.key = request.createRequest.key
+            response.events = [event]
+            call.send(WireServerTests.framed(response))
+        }
+        func inboundClosed() {
+            events.add("closed")
+            if !hold { call.finish(.ok) }
+        }
+        func cancelled() { events.add("cancelled") }
+    }
+
+    func withServer(maxReceive: Int = 4 << 20, _ body: (WireServer, GRPCClient<HTTP2ClientTransport.Posix>, Events) async throws -> Void) async throws {
+        let events = Events()
+        var configuration = WireServer.Configuration(host: "127.0.0.1", port: 0)
+        configuration.maxReceiveMessageBytes = maxReceive
+        let server = WireServer(configuration: configuration, router: Self.router(events: events))
+        let port = try await server.start()
+        defer { server.stop() }
+        let transport = try HTTP2ClientTransport.Posix(target: .ipv4(address: "127.0.0.1", port: port), transportSecurity: .plaintext)
+        try await withGRPCClient(transport: transport) { client in
+            try await body(server, client, events)
+        }
+    }
+
+    func range(_ kv: Etcdserverpb_KV.Client<HTTP2ClientTransport.Posix>, key: String, value: Data = Data()) async throws -> Etcdserverpb_RangeResponse {
+        var request = Etcdserverpb_RangeRequest()
+        request.key = Data(key.utf8)
+        request.rangeEnd = value
+        return try await kv.range(request)
+    }
+
+    @Test func unaryCallsStatusesAndUnknownMethods() async throws {
+        try await withServer { _, client, _ in
+            let kv = Etcdserverpb_KV.Client(wrapping: client)
+            let echoed = try await range(kv, key: "hello")
+            #expect(echoed.kvs.first?.key == Data("hello".utf8))
+
+            // A status with a message that needs gRPC's percent-encoding.
+            do {
+                _ = try await range(kv, key: "fail:not 100% ✓ done")
+                Issue.record("the call should fail")
+            } catch let error as RPCError {
+                #expect(error.code == .failedPrecondition)
+                #expect(error.message == "not 100% ✓ done")
+            }
+
+            // A method nobody registered.
+            do {
+                _ = try await kv.put(Etcdserverpb_PutRequest())
+                Issue.record("Put is not served here")
+            } catch let error as RPCError {
+                #expect(error.code == .unimplemented)
+            }
+        }
+    }
+
+    /// Many calls at once on one connection (more than swift-nio-http2's
+    /// default of 100 concurrent streams), answered from other threads.
+    @Test func manyConcurrentCallsOnOneConnection() async throws {
+        try await withServer { _, client, _ in
+            let kv = Etcdserverpb_KV.Client(wrapping: client)
+            let keys = try await withThrowingTaskGroup(of: Data.self) { group in
+                for index in 0..<1000 {
+                    group.addTask { try await range(kv, key: "k\(index)").kvs.first?.key ?? Data() }
+                }
+                var keys = Set<Data>()
+                for try await key in group { keys.insert(key) }
+                return keys
+            }
+            #expect(keys.count == 1000)
+        }
+    }
+
+    /// Requests and responses of 3 MiB each: three times the window the
+    /// server grants, so only its WINDOW_UPDATEs let them through.
+    @Test(.timeLimit(.minutes(1))) func messagesLargerThanTheWindowFlowBothWays() async throws {
+        try await withServer { _, client, _ in
+            let kv = Etcdserverpb_KV.Client(wrapping: client)
+            let big = Data((0..<(3 << 20)).map { UInt8(truncatingIfNeeded: $0) })
+            for _ in 0..<3 {
+                let echoed = try await range(kv, key: "big", value: big)
+                #expect(echoed.kvs.first?.value == big)
+            }
+        }
+    }
+
+    @Test func aMessageOverTheLimitIsRefused() async throws {
+        try await withServer(maxReceive: 1024) { _, client, _ in
+            let kv = Etcdserverpb_KV.Client(wrapping: client)
+            do {
+                _ = try await range(kv, key: "big", value: Data(count: 2048))
+                Issue.record("the call should be refused")
+            } catch let error as RPCError {
+                #expect(error.code == .resourceExhausted)
+                #expect(error.message.contains("larger than max"))
+            }
+            // The connection is still good.
+            #expect(try await range(kv, key: "small").kvs.first?.key == Data("small".utf8))
+        }
+    }
+
+    /// A bidirectional stream keeps order; closing the client side reaches
+    /// the handler, and a cancelled call tells it too.
+    @Test func streamsKeepOrderAndSeeTheirEnd() async throws {
+        try await withServer { _, client, events in
+            let watch = Etcdserverpb_Watch.Client(wrapping: client)
+            let keys = try await watch.watch(requestProducer: { writer in
+                for index in 0..<500 {
+                    var request = Etcdserverpb_WatchRequest()
+                    request.createRequest.key = Data("w\(index)".utf8)
+                    try await writer.write(request)
+                }
+            }, onResponse: { response in
+                var keys: [String] = []
+                for try await message in response.messages {
+                    keys += message.events.map { String(decoding: $0.kv.key, as: UTF8.self) }
+                }
+                return keys
+            })
+            #expect(keys == (0..<500).map { "w\($0)" })
+            #expect(events.all == ["closed"])
+
+            // A call the client gives up on.
+            let task = Task {
+                try await watch.watch(requestProducer: { writer in
+                    var request = Etcdserverpb_WatchRequest()
+                    request.createRequest.key = Data("hold".utf8)
+                    try await writer.write(request)
+                    try await Task.sleep(for: .seconds(30))
+                }, onResponse: { response in
+                    for try await _ in response.messages {}
+                })
+            }
+            try await Task.sleep(for: .milliseconds(200))
+            task.cancel()
+            let deadline = ContinuousClock.now + .seconds(10)
+            while !events.all.contains("cancelled") && ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            #expect(events.all.contains("cancelled"))
+        }
+    }
+
+    /// stop() closes the listener: no new connection gets served.
+    @Test func stopClosesTheListener() async throws {
+        let server = WireServer(configuration: .init(host: "127.0.0.1", port: 0), router: Self.router(events: Events()))
+        let port = try await server.start()
+        #expect(server.port == port)
+        server.stop()
+        await server.waitUntilClosed()
+        let transport = try HTTP2ClientTransport.Posix(target: .ipv4(address: "127.0.0.1", port: port), transportSecurity: .plaintext)
+        try await withGRPCClient(transport: transport) { client in
+            let kv = Etcdserverpb_KV.Client(wrapping: client)
+            do {
+                _ = try await range(kv, key: "late")
+                Issue.record("a stopped server should not answer")
+            } catch let error as RPCError {
+                #expect(error.code == .unavailable || error.code == .deadlineExceeded)
+            }
+        }
+    }
+}

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Compares a single member of ours with a single member of the real etcd
+# (Debian's etcd-server) on loopback, in the same run, with etcd-bench:
+# put with 1 client and with 256 clients on 16 connections, linearizable and
+# serializable range with 256 clients, txn-put with 256 clients; then each
+# server's peak RSS. Release build; every load is bounded by --total.
+#
+#   scripts/bench-single.sh [total-puts]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TOTAL=${1:-40000}
+SCRATCH=${SCRATCH:-.build-release}
+if [ -z "${NO_BUILD:-}" ]; then
+    swift build -c release --scratch-path "$SCRATCH" --product etcd >/dev/null
+    swift build -c release --scratch-path "$SCRATCH" --product etcd-bench >/dev/null
+fi
+OURS=$SCRATCH/release/etcd
+BENCH=$SCRATCH/release/etcd-bench
+REAL=/usr/bin/etcd
+ROOT=$(mktemp -d)
+PIDS=()
+trap 'kill "${PIDS[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$ROOT"' EXIT
+
+# start BINARY NAME PORT
+start() {
+    "$1" --name "$2" --data-dir "$ROOT/$2" \
+        --listen-client-urls "http://127.0.0.1:$3" --advertise-client-urls "http://127.0.0.1:$3" \
+        --listen-peer-urls "http://127.0.0.1:$(($3 + 1))" --initial-advertise-peer-urls "http://127.0.0.1:$(($3 + 1))" \
+        --initial-cluster "$2=http://127.0.0.1:$(($3 + 1))" --log-level warn 2>"$ROOT/$2.log" &
+    PIDS+=($!)
+    for _ in $(seq 100); do
+        ETCDCTL_API=3 etcdctl --endpoints="127.0.0.1:$3" endpoint health >/dev/null 2>&1 && return
+        sleep 0.1
+    done
+    echo "$2 did not start" >&2; exit 1
+}
+
+summary() { grep -E "requests/s|latency" | tr -s ' ' | paste -sd' ' -; }
+
+run() {
+    local label=$1 ep=127.0.0.1:$2
+    echo "=== $label"
+    echo "put 1 client:        $("$BENCH" put --endpoints "$ep" --conns 1 --clients 1 --total $((TOTAL / 20)) | summary)"
+    echo "put 256 clients:     $("$BENCH" put --endpoints "$ep" --conns 16 --clients 256 --total "$TOTAL" | summary)"
+    echo "range l 256 clients: $("$BENCH" range --endpoints "$ep" --conns 16 --clients 256 --total $((TOTAL * 2)) --consistency l | summary)"
+    echo "range s 256 clients: $("$BENCH" range --endpoints "$ep" --conns 16 --clients 256 --total $((TOTAL * 2)) --consistency s | summary)"
+    echo "txn-put 256 clients: $("$BENCH" txn-put --endpoints "$ep" --conns 16 --clients 256 --total "$TOTAL" | summary)"
+}
+
+start "$OURS" ours 24800
+start "$REAL" etcd 25800
+run ours 24800
+run "etcd $($REAL --version | head -1 | awk '{print $3}')" 25800
+echo "=== peak RSS (KiB)"
+for pid in "${PIDS[@]}"; do echo "$(grep VmHWM /proc/$pid/status | awk '{print $2}') $(tr '\0' ' ' </proc/$pid/cmdline | awk '{print $1}')"; done
