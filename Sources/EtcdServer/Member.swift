@@ -407,12 +407,12 @@ public final class Member: Sendable {
         }
     }
 
-    private func propose(checking check: () throws -> Void, _ request: Etcdserverpb_InternalRaftRequest,
+    private func propose(checking check: () throws -> Void, _ request: consuming Etcdserverpb_InternalRaftRequest,
                          _ completion: @escaping @Sendable (Result<ApplyResult, any Error>) -> Void) {
         let encoded: (id: UInt64, data: Data)
         do {
             try validate(check)
-            encoded = try encodeProposal(request)
+            encoded = try encodeProposal(&request)
         } catch {
             return completion(.failure(error))
         }
@@ -482,19 +482,20 @@ public final class Member: Sendable {
 
     // MARK: - Proposals and reads
 
-    func propose(_ request: Etcdserverpb_InternalRaftRequest) async throws -> ApplyResult {
-        let (id, data) = try encodeProposal(request)
+    func propose(_ request: consuming Etcdserverpb_InternalRaftRequest) async throws -> ApplyResult {
+        let (id, data) = try encodeProposal(&request)
         return try await waitForApply(id) { $0.proposals.append((id, data)) }
     }
 
     /// Gives `request` its cluster-wide id and encodes it, refusing it when
     /// the member has stopped, the queue is full or it is too large.
-    private func encodeProposal(_ request: Etcdserverpb_InternalRaftRequest) throws -> (id: UInt64, data: Data) {
+    /// Takes the request `inout` so that setting its id does not copy the
+    /// message's storage (it is unique when the caller built it).
+    private func encodeProposal(_ request: inout Etcdserverpb_InternalRaftRequest) throws -> (id: UInt64, data: Data) {
         try shared.withLock { state in
             if state.stopped { throw EtcdError.stopped }
             if state.proposals.count >= Self.maxQueuedProposals { throw EtcdError.timeout }
         }
-        var request = request
         let id = requestIDs.next()
         request.id = id
         var header = Etcdserverpb_RequestHeader()
@@ -627,10 +628,10 @@ public final class Member: Sendable {
     /// Manual-loop members: propose `request` (its id is set here);
     /// `completion` runs on the driving thread once it is applied, fails or
     /// times out.
-    package func submit(_ request: Etcdserverpb_InternalRaftRequest,
+    package func submit(_ request: consuming Etcdserverpb_InternalRaftRequest,
                         completion: @escaping @Sendable (Result<ApplyResult, any Error>) -> Void) {
         do {
-            let (id, data) = try encodeProposal(request)
+            let (id, data) = try encodeProposal(&request)
             enqueueWaiter(id, { $0.proposals.append((id, data)) }, completion)
         } catch {
             completion(.failure(error))

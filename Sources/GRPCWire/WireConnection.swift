@@ -33,6 +33,12 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
         }
     }
 
+    /// Sent down a connection's pipeline to stop it gracefully: GOAWAY, then
+    /// close once its open calls have ended.
+    struct Drain: Sendable {}
+
+    private var draining = false
+    static let drainSettle: TimeAmount = .milliseconds(200)
     private let router: WireRouter
     private let limits: Limits
     private var streams: [HTTP2StreamID: Stream] = [:]
@@ -108,7 +114,10 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
             received(bytes, on: stream)
             if payload.endStream, streams[frame.streamID] === stream { inboundClosed(stream) }
         case .rstStream:
-            if let stream = streams.removeValue(forKey: frame.streamID) { stream.handler?.cancelled() }
+            if let stream = streams.removeValue(forKey: frame.streamID) {
+                stream.handler?.cancelled()
+                closeIfDrained()
+            }
         default:
             break
         }
@@ -123,8 +132,31 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let closed = event as? StreamClosedEvent, let stream = streams.removeValue(forKey: closed.streamID) {
             stream.handler?.cancelled()
+            closeIfDrained()
+        } else if event is Drain {
+            // GOAWAY first; calls the client opened before it saw it still
+            // arrive for a moment, so only then close once none is open.
+            let goAway = HTTP2Frame(streamID: .rootStream, payload: .goAway(lastStreamID: .maxID, errorCode: .noError, opaqueData: nil))
+            context.writeAndFlush(wrapOutboundOut(goAway), promise: nil)
+            context.eventLoop.scheduleTask(in: Self.drainSettle) {
+                self.draining = true
+                self.closeIfDrained()
+            }
+            return
         }
         context.fireUserInboundEventTriggered(event)
+    }
+
+    private func closeIfDrained() {
+        if draining && streams.isEmpty, let context {
+            flushIfNeeded()
+            // Half-close: the client reads everything, sees our FIN and
+            // closes its side (a full close with unread input would reset
+            // the connection and could lose the last responses).
+            let halfClosed = context.eventLoop.makePromise(of: Void.self)
+            halfClosed.futureResult.whenFailure { _ in context.close(promise: nil) }
+            context.close(mode: .output, promise: halfClosed)
+        }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
@@ -292,6 +324,7 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
 
     func finish(_ id: HTTP2StreamID, status: WireStatus) {
         guard let context, let stream = streams.removeValue(forKey: id) else { return }
+        defer { closeIfDrained() }
         if !stream.headersSent {
             writeTrailersOnly(id, status)
             return

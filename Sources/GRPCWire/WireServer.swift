@@ -84,8 +84,6 @@ public final class WireServer: Sendable {
             try? await bound.close()
             return bound.localAddress?.port ?? configuration.port
         }
-        let closed = self.closed
-        bound.closeFuture.whenComplete { _ in closed.succeed() }
         return bound.localAddress?.port ?? configuration.port
     }
 
@@ -115,14 +113,15 @@ public final class WireServer: Sendable {
         }
     }
 
-    /// Waits until the listening socket is closed.
+    /// Waits until `stop()` has closed the listener and every connection.
     public func waitUntilClosed() async {
         try? await closed.futureResult.get()
     }
 
     /// Stops accepting connections and tells every client to go away
-    /// (GOAWAY); connections close after `grace`, calls still open then end.
-    public func stop(grace: TimeAmount = .milliseconds(500)) {
+    /// (GOAWAY). A connection closes once its open calls have ended, or after
+    /// `grace`; `waitUntilClosed` returns when all are closed.
+    public func stop(grace: TimeAmount = .seconds(1)) {
         let previous = state.withLockedValue { state -> State in
             defer { state = .stopped }
             return state
@@ -135,12 +134,12 @@ public final class WireServer: Sendable {
         case .running(let listener, let connections):
             listener.close(promise: nil)
             for connection in connections.values {
-                connection.eventLoop.execute {
-                    let goAway = HTTP2Frame(streamID: .rootStream, payload: .goAway(lastStreamID: .maxID, errorCode: .noError, opaqueData: nil))
-                    connection.writeAndFlush(goAway, promise: nil)
-                    connection.eventLoop.scheduleTask(in: grace) { connection.close(promise: nil) }
-                }
+                connection.pipeline.fireUserInboundEventTriggered(WireConnection.Drain())
+                connection.eventLoop.scheduleTask(in: grace) { connection.close(promise: nil) }
             }
+            let all = [listener.closeFuture] + connections.values.map(\.closeFuture)
+            let closed = self.closed
+            EventLoopFuture.andAllComplete(all, on: listener.eventLoop).whenComplete { _ in closed.succeed() }
         }
     }
 }

@@ -26,11 +26,14 @@ import Testing
             guard let request = try? Etcdserverpb_RangeRequest(serializedBytes: Array(bytes.readableBytesView)) else {
                 return call.finish(.internalError("bad request"))
             }
+            if request.key == Data("slow".utf8) { events.add("slow") }
             if let text = String(data: request.key, encoding: .utf8), text.hasPrefix("fail:") {
                 return call.finish(WireStatus(code: 9, message: String(text.dropFirst(5))))
             }
-            // Answer from another thread, as the member's completions do.
-            DispatchQueue.global().async {
+            // Answer from another thread, as the member's completions do
+            // ("slow": 300 ms later).
+            let delay: DispatchTimeInterval = request.key == Data("slow".utf8) ? .milliseconds(300) : .nanoseconds(0)
+            DispatchQueue.global().asyncAfter(deadline: .now() + delay) {
                 var response = Etcdserverpb_RangeResponse()
                 var kv = Mvccpb_KeyValue()
                 kv.key = request.key
@@ -63,7 +66,10 @@ import Testing
         }
         func received(_ message: ByteBuffer) {
             let request = try! Etcdserverpb_WatchRequest(serializedBytes: Array(message.readableBytesView))
-            if request.createRequest.key == Data("hold".utf8) { hold = true }
+            if request.createRequest.key == Data("hold".utf8) {
+                hold = true
+                events.add("held")
+            }
             var response = Etcdserverpb_WatchResponse()
             var event = Mvccpb_Event()
             event.kv.key = request.createRequest.key
@@ -75,6 +81,14 @@ import Testing
             if !hold { call.finish(.ok) }
         }
         func cancelled() { events.add("cancelled") }
+    }
+
+    /// Polls `condition` (every 20 ms, at most 10 s).
+    func waitUntil(_ condition: () -> Bool) async throws {
+        let deadline = ContinuousClock.now + .seconds(10)
+        while !condition() && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(20))
+        }
     }
 
     func withServer(maxReceive: Int = 4 << 20, _ body: (WireServer, GRPCClient<HTTP2ClientTransport.Posix>, Events) async throws -> Void) async throws {
@@ -199,13 +213,26 @@ import Testing
                     for try await _ in response.messages {}
                 })
             }
-            try await Task.sleep(for: .milliseconds(200))
+            try await waitUntil { events.all.contains("held") }
             task.cancel()
-            let deadline = ContinuousClock.now + .seconds(10)
-            while !events.all.contains("cancelled") && ContinuousClock.now < deadline {
-                try await Task.sleep(for: .milliseconds(20))
-            }
+            try await waitUntil { events.all.contains("cancelled") }
             #expect(events.all.contains("cancelled"))
+        }
+    }
+
+    /// stop() lets a call in flight finish, then closes its connection.
+    @Test(.timeLimit(.minutes(1))) func stopLetsCallsInFlightFinish() async throws {
+        try await withServer { server, client, events in
+            let kv = Etcdserverpb_KV.Client(wrapping: client)
+            _ = try await range(kv, key: "warm-up")
+            async let slow = range(kv, key: "slow")
+            try await waitUntil { events.all.contains("slow") }
+            let started = ContinuousClock.now
+            server.stop(grace: .seconds(20))
+            #expect(try await slow.kvs.first?.key == Data("slow".utf8))
+            await server.waitUntilClosed()
+            // Closed when its last call ended, not at the grace period.
+            #expect(ContinuousClock.now - started < .seconds(10))
         }
     }
 
