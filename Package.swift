@@ -231,6 +231,7 @@ let package = Package(
             name: "GRPCWireTests",
             dependencies: [
                 "GRPCWire", "EtcdGRPC", "EtcdProto",
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
