@@ -5,6 +5,7 @@ import GRPCCore
 import GRPCWire
 import MVCC
 import NIOCore
+import SwiftProtobuf
 
 /// The methods each service serves, by gRPC path.
 extension WireRouter {
@@ -16,29 +17,17 @@ extension WireRouter {
             let request: Etcdserverpb_RangeRequest
             do { request = try .init(grpcMessage: bytes) } catch { return call.finish(wireStatus(error)) }
             if request.serializable {
-                call.reply(Result { try KVRoutes.range(member, request) })
+                call.reply(Result { try member.rangeNow(request).stamped(by: member) })
                 return
             }
             member.readBarrier { barrier in
                 call.onEventLoop {
-                    call.reply(barrier.flatMap { Result { try KVRoutes.range(member, request) } })
+                    call.reply(barrier.flatMap { Result { try member.rangeNow(request).stamped(by: member) } })
                 }
             }
         }
-        self["/" + Etcdserverpb_KV.Method.Put.descriptor.fullyQualifiedMethod] = .unary { call, bytes in
-            let request: Etcdserverpb_PutRequest
-            do { request = try .init(grpcMessage: bytes) } catch { return call.finish(wireStatus(error)) }
-            member.put(request) { result in
-                call.onEventLoop { call.reply(result.map { KVRoutes.withHeader($0, member) }) }
-            }
-        }
-        self["/" + Etcdserverpb_KV.Method.DeleteRange.descriptor.fullyQualifiedMethod] = .unary { call, bytes in
-            let request: Etcdserverpb_DeleteRangeRequest
-            do { request = try .init(grpcMessage: bytes) } catch { return call.finish(wireStatus(error)) }
-            member.deleteRange(request) { result in
-                call.onEventLoop { call.reply(result.map { KVRoutes.withHeader($0, member) }) }
-            }
-        }
+        proposal(Etcdserverpb_KV.Method.Put.descriptor, member, member.put(_:completion:))
+        proposal(Etcdserverpb_KV.Method.DeleteRange.descriptor, member, member.deleteRange(_:completion:))
         self["/" + Etcdserverpb_KV.Method.Txn.descriptor.fullyQualifiedMethod] = .unary { call, bytes in
             let request: Etcdserverpb_TxnRequest
             do {
@@ -50,17 +39,33 @@ extension WireRouter {
             if KVStore.isReadOnly(request) {
                 member.readBarrier { barrier in
                     call.onEventLoop {
-                        call.reply(barrier.flatMap { Result { KVRoutes.withHeader(try member.readOnlyTxnNow(request), member) } })
+                        call.reply(barrier.flatMap { Result { try member.readOnlyTxnNow(request).stamped(by: member) } })
                     }
                 }
                 return
             }
             member.writeTxn(request) { result in
-                call.onEventLoop { call.reply(result.map { KVRoutes.withHeader($0, member) }) }
+                call.onEventLoop { call.reply(result.map { $0.stamped(by: member) }) }
             }
         }
-        let kv = KVService(member: member)
-        unary(Etcdserverpb_KV.Method.Compact.descriptor, kv.compact)
+        unary(Etcdserverpb_KV.Method.Compact.descriptor) { (request: Etcdserverpb_CompactionRequest, _) in
+            try await etcdCall { try await member.compact(request).stamped(by: member) }
+        }
+    }
+
+    /// A write through raft: decoded on the event loop, proposed with a
+    /// completion, answered back on the loop.
+    private mutating func proposal<Request: SwiftProtobuf.Message & Sendable, Response: SwiftProtobuf.Message & HasResponseHeader>(
+        _ method: MethodDescriptor, _ member: Member,
+        _ propose: @escaping @Sendable (Request, @escaping @Sendable (Result<Response, any Error>) -> Void) -> Void
+    ) {
+        self["/" + method.fullyQualifiedMethod] = .unary { call, bytes in
+            let request: Request
+            do { request = try .init(grpcMessage: bytes) } catch { return call.finish(wireStatus(error)) }
+            propose(request) { result in
+                call.onEventLoop { call.reply(result.map { $0.stamped(by: member) }) }
+            }
+        }
     }
 
     mutating func addHealth(_ health: HealthService) {
@@ -100,28 +105,23 @@ extension WireRouter {
     }
 }
 
-enum KVRoutes {
-    static func range(_ member: Member, _ request: Etcdserverpb_RangeRequest) throws -> Etcdserverpb_RangeResponse {
-        var response = try member.rangeNow(checked: request)
-        response.header = member.header(revision: response.header.revision)
-        return response
-    }
+/// The KV responses, which all carry etcd's response header.
+protocol HasResponseHeader {
+    var header: Etcdserverpb_ResponseHeader { get set }
+}
 
-    static func withHeader(_ response: Etcdserverpb_PutResponse, _ member: Member) -> Etcdserverpb_PutResponse {
-        var response = response
-        response.header = member.header(revision: response.header.revision)
-        return response
-    }
+extension Etcdserverpb_RangeResponse: HasResponseHeader {}
+extension Etcdserverpb_PutResponse: HasResponseHeader {}
+extension Etcdserverpb_DeleteRangeResponse: HasResponseHeader {}
+extension Etcdserverpb_TxnResponse: HasResponseHeader {}
+extension Etcdserverpb_CompactionResponse: HasResponseHeader {}
 
-    static func withHeader(_ response: Etcdserverpb_DeleteRangeResponse, _ member: Member) -> Etcdserverpb_DeleteRangeResponse {
-        var response = response
-        response.header = member.header(revision: response.header.revision)
-        return response
-    }
-
-    static func withHeader(_ response: Etcdserverpb_TxnResponse, _ member: Member) -> Etcdserverpb_TxnResponse {
-        var response = response
-        response.header = member.header(revision: response.header.revision)
+extension HasResponseHeader {
+    /// The response with the member's full header (cluster, member, term)
+    /// around the revision the store reported.
+    func stamped(by member: Member) -> Self {
+        var response = self
+        response.header = member.header(revision: header.revision)
         return response
     }
 }

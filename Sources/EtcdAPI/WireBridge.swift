@@ -148,7 +148,7 @@ extension WireRouter {
         _ body: @escaping @Sendable (RPCAsyncSequence<Request, any Error>, RPCWriter<Response>, ServerContext) async throws -> Void
     ) {
         self["/" + method.fullyQualifiedMethod] = .streaming { call in
-            let handler = BridgedStream<Request>(call: call, waitsForFirstMessage: false)
+            let handler = BridgedStream<Request>(call: call)
             handler.start { requests, context in
                 try await body(RPCAsyncSequence(wrapping: requests), RPCWriter(wrapping: WireWriter<Response>(call: call)), context)
             }
@@ -162,7 +162,7 @@ extension WireRouter {
         _ body: @escaping @Sendable (Request, RPCWriter<Response>, ServerContext) async throws -> Void
     ) {
         self["/" + method.fullyQualifiedMethod] = .streaming { call in
-            let handler = BridgedStream<Request>(call: call, waitsForFirstMessage: true)
+            let handler = BridgedStream<Request>(call: call)
             handler.start { requests, context in
                 var iterator = requests.makeAsyncIterator()
                 guard let request = try await iterator.next() else {
@@ -190,7 +190,7 @@ final class BridgedStream<Request: SwiftProtobuf.Message & Sendable>: WireStream
     }
     private let control = Mutex(Control())
 
-    init(call: WireCall, waitsForFirstMessage: Bool) {
+    init(call: WireCall) {
         self.call = call
         (requests, continuation) = AsyncThrowingStream.makeStream(of: Request.self, throwing: (any Error).self,
                                                                   bufferingPolicy: .bufferingOldest(Self.maxQueued))

@@ -380,9 +380,8 @@ public final class Member: Sendable {
                     completion: @escaping @Sendable (Result<Etcdserverpb_PutResponse, any Error>) -> Void) {
         var internalRequest = Etcdserverpb_InternalRaftRequest()
         internalRequest.put = request
-        propose(checking: { try RequestValidation.check(request) }, internalRequest) { result in
-            completion(result.flatMap { if case let .put(response) = $0 { .success(response) } else { .failure(EtcdError(.internal, "unexpected apply result")) } })
-        }
+        propose(internalRequest, checking: { try RequestValidation.check(request) },
+                as: { if case let .put(response) = $0 { response } else { nil } }, completion)
     }
 
     /// As `deleteRange(_:)`, with a completion (see `put(_:completion:)`).
@@ -390,9 +389,8 @@ public final class Member: Sendable {
                             completion: @escaping @Sendable (Result<Etcdserverpb_DeleteRangeResponse, any Error>) -> Void) {
         var internalRequest = Etcdserverpb_InternalRaftRequest()
         internalRequest.deleteRange = request
-        propose(checking: { try RequestValidation.check(request) }, internalRequest) { result in
-            completion(result.flatMap { if case let .deleteRange(response) = $0 { .success(response) } else { .failure(EtcdError(.internal, "unexpected apply result")) } })
-        }
+        propose(internalRequest, checking: { try RequestValidation.check(request) },
+                as: { if case let .deleteRange(response) = $0 { response } else { nil } }, completion)
     }
 
     /// A txn that writes, with a completion (see `put(_:completion:)`).
@@ -401,14 +399,15 @@ public final class Member: Sendable {
                          completion: @escaping @Sendable (Result<Etcdserverpb_TxnResponse, any Error>) -> Void) {
         var internalRequest = Etcdserverpb_InternalRaftRequest()
         internalRequest.txn = request
-        let maxOperations = config.maxTxnOps
-        propose(checking: { try RequestValidation.check(request, maxOperations: maxOperations) }, internalRequest) { result in
-            completion(result.flatMap { if case let .txn(response) = $0 { .success(response) } else { .failure(EtcdError(.internal, "unexpected apply result")) } })
-        }
+        propose(internalRequest, checking: { try checkTxn(request) },
+                as: { if case let .txn(response) = $0 { response } else { nil } }, completion)
     }
 
-    private func propose(checking check: () throws -> Void, _ request: consuming Etcdserverpb_InternalRaftRequest,
-                         _ completion: @escaping @Sendable (Result<ApplyResult, any Error>) -> Void) {
+    /// Checks, encodes and queues `request`; `completion` gets the applied
+    /// result as `extract` reads it (nil: not the kind of result expected).
+    private func propose<Response>(_ request: consuming Etcdserverpb_InternalRaftRequest, checking check: () throws -> Void,
+                                   as extract: @escaping @Sendable (ApplyResult) -> Response?,
+                                   _ completion: @escaping @Sendable (Result<Response, any Error>) -> Void) {
         let encoded: (id: UInt64, data: Data)
         do {
             try validate(check)
@@ -416,7 +415,9 @@ public final class Member: Sendable {
         } catch {
             return completion(.failure(error))
         }
-        enqueueWaiter(encoded.id, { $0.proposals.append(encoded) }, completion)
+        enqueueWaiter(encoded.id, { $0.proposals.append(encoded) }) { result in
+            completion(result.flatMap { extract($0).map { .success($0) } ?? .failure(EtcdError(.internal, "unexpected apply result")) })
+        }
     }
 
     /// The linearizable-read barrier with a completion: `done` runs (on the
@@ -429,7 +430,7 @@ public final class Member: Sendable {
 
     /// A range over what this member has applied, validated, without any
     /// barrier: a serializable read, or a linearizable one after `readBarrier`.
-    public func rangeNow(checked request: Etcdserverpb_RangeRequest) throws -> Etcdserverpb_RangeResponse {
+    public func rangeNow(_ request: Etcdserverpb_RangeRequest) throws -> Etcdserverpb_RangeResponse {
         try validate { try RequestValidation.check(request) }
         return try validate { try store.range(request) }
     }
@@ -651,12 +652,6 @@ public final class Member: Sendable {
     package func storeState() -> (index: UInt64, revision: Int64)? {
         guard let index = try? store.consistentIndex().index else { return nil }
         return (index, store.currentRevision)
-    }
-
-    /// A range served from the store as it is now (after a barrier, a
-    /// linearizable one).
-    package func rangeNow(_ request: Etcdserverpb_RangeRequest) throws -> Etcdserverpb_RangeResponse {
-        try validate { try store.range(request) }
     }
 
     /// One pass of the loop; false once the member has shut down.

@@ -19,7 +19,7 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
 
     private final class Stream {
         let call: WireCall
-        var method: WireMethod
+        let method: WireMethod
         var handler: (any WireStreamHandler)?
         /// Bytes of a request message not yet complete.
         var pending: ByteBuffer?
