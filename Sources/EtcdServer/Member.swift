@@ -74,6 +74,7 @@ public final class Member: Sendable {
         var proposals: [(id: UInt64, data: Data)] = []
         var confChanges: [(id: UInt64, change: ConfChange)] = []
         var waiters: [UInt64: Waiter] = [:]
+        var readIndexRetries = 0
         var readWaiters: [ReadWaiter] = []
         /// MoveLeader: hand leadership to this member.
         var transferTo: UInt64?
@@ -709,8 +710,7 @@ public final class Member: Sendable {
                     for read in input.reads { read.resume(throwing: EtcdError.noLeader) }
                 } else {
                     loop.readBatch += 1
-                    var context = Data(count: 8)
-                    context.withUnsafeMutableBytes { $0.storeBytes(of: loop.readBatch.bigEndian, as: UInt64.self) }
+                    let context = Self.readContext(member: memberID, batch: loop.readBatch)
                     loop.pendingReads[context] = PendingRead(deadline: now + requestTimeout, waiters: input.reads, askedAt: now)
                     loop.node.readIndex(context)
                 }
@@ -732,6 +732,23 @@ public final class Member: Sendable {
     }
 
     static let readIndexRetry: Duration = .milliseconds(500)
+
+    /// A ReadIndex round's context: unique in the cluster, not only on this
+    /// member — the leader keeps one pending request per context and
+    /// ignores a second with the same bytes, so two followers counting from
+    /// the same number would leave one of them waiting for the retry.
+    static func readContext(member: UInt64, batch: UInt64) -> Data {
+        var context = Data(count: 16)
+        context.withUnsafeMutableBytes { bytes in
+            bytes.storeBytes(of: member.bigEndian, as: UInt64.self)
+            bytes.storeBytes(of: batch.bigEndian, toByteOffset: 8, as: UInt64.self)
+        }
+        return context
+    }
+
+    /// How many ReadIndex rounds had to be asked again (no answer within
+    /// `readIndexRetry`).
+    package var readIndexRetries: Int { shared.withLock { $0.readIndexRetries } }
 
     struct LoopInput {
         var proposals: [(id: UInt64, data: Data)]
@@ -767,6 +784,7 @@ public final class Member: Sendable {
                 // The request or its answer was lost (a dropped message, a
                 // leader change): ask again, as etcd does every 500 ms.
                 loop.pendingReads[context]?.askedAt = now
+                shared.withLock { $0.readIndexRetries += 1 }
                 loop.node.readIndex(context)
             }
         }
