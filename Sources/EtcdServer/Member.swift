@@ -336,7 +336,7 @@ public final class Member: Sendable {
         try validate { try RequestValidation.check(request) }
         var internalRequest = Etcdserverpb_InternalRaftRequest()
         internalRequest.put = request
-        guard case let .put(response) = try await propose(internalRequest) else { throw EtcdError(.internal, "unexpected apply result") }
+        guard case let .put(response) = try await propose(&internalRequest) else { throw EtcdError(.internal, "unexpected apply result") }
         return response
     }
 
@@ -344,7 +344,7 @@ public final class Member: Sendable {
         try validate { try RequestValidation.check(request) }
         var internalRequest = Etcdserverpb_InternalRaftRequest()
         internalRequest.deleteRange = request
-        guard case let .deleteRange(response) = try await propose(internalRequest) else { throw EtcdError(.internal, "unexpected apply result") }
+        guard case let .deleteRange(response) = try await propose(&internalRequest) else { throw EtcdError(.internal, "unexpected apply result") }
         return response
     }
 
@@ -356,14 +356,14 @@ public final class Member: Sendable {
         }
         var internalRequest = Etcdserverpb_InternalRaftRequest()
         internalRequest.txn = request
-        guard case let .txn(response) = try await propose(internalRequest) else { throw EtcdError(.internal, "unexpected apply result") }
+        guard case let .txn(response) = try await propose(&internalRequest) else { throw EtcdError(.internal, "unexpected apply result") }
         return response
     }
 
     public func compact(_ request: Etcdserverpb_CompactionRequest) async throws -> Etcdserverpb_CompactionResponse {
         var internalRequest = Etcdserverpb_InternalRaftRequest()
         internalRequest.compaction = request
-        guard case let .compaction(response) = try await propose(internalRequest) else { throw EtcdError(.internal, "unexpected apply result") }
+        guard case let .compaction(response) = try await propose(&internalRequest) else { throw EtcdError(.internal, "unexpected apply result") }
         return response
     }
 
@@ -381,7 +381,7 @@ public final class Member: Sendable {
                     completion: @escaping @Sendable (Result<Etcdserverpb_PutResponse, any Error>) -> Void) {
         var internalRequest = Etcdserverpb_InternalRaftRequest()
         internalRequest.put = request
-        propose(internalRequest, checking: { try RequestValidation.check(request) },
+        propose(&internalRequest, checking: { try RequestValidation.check(request) },
                 as: { if case let .put(response) = $0 { response } else { nil } }, completion)
     }
 
@@ -390,7 +390,7 @@ public final class Member: Sendable {
                             completion: @escaping @Sendable (Result<Etcdserverpb_DeleteRangeResponse, any Error>) -> Void) {
         var internalRequest = Etcdserverpb_InternalRaftRequest()
         internalRequest.deleteRange = request
-        propose(internalRequest, checking: { try RequestValidation.check(request) },
+        propose(&internalRequest, checking: { try RequestValidation.check(request) },
                 as: { if case let .deleteRange(response) = $0 { response } else { nil } }, completion)
     }
 
@@ -400,13 +400,13 @@ public final class Member: Sendable {
                          completion: @escaping @Sendable (Result<Etcdserverpb_TxnResponse, any Error>) -> Void) {
         var internalRequest = Etcdserverpb_InternalRaftRequest()
         internalRequest.txn = request
-        propose(internalRequest, checking: { try checkTxn(request) },
+        propose(&internalRequest, checking: { try checkTxn(request) },
                 as: { if case let .txn(response) = $0 { response } else { nil } }, completion)
     }
 
     /// Checks, encodes and queues `request`; `completion` gets the applied
     /// result as `extract` reads it (nil: not the kind of result expected).
-    private func propose<Response>(_ request: consuming Etcdserverpb_InternalRaftRequest, checking check: () throws -> Void,
+    private func propose<Response>(_ request: inout Etcdserverpb_InternalRaftRequest, checking check: () throws -> Void,
                                    as extract: @escaping @Sendable (ApplyResult) -> Response?,
                                    _ completion: @escaping @Sendable (Result<Response, any Error>) -> Void) {
         let encoded: (id: UInt64, data: Data)
@@ -484,15 +484,16 @@ public final class Member: Sendable {
 
     // MARK: - Proposals and reads
 
-    func propose(_ request: consuming Etcdserverpb_InternalRaftRequest) async throws -> ApplyResult {
+    func propose(_ request: inout Etcdserverpb_InternalRaftRequest) async throws -> ApplyResult {
         let (id, data) = try encodeProposal(&request)
         return try await waitForApply(id) { $0.proposals.append((id, data)) }
     }
 
     /// Gives `request` its cluster-wide id and encodes it, refusing it when
     /// the member has stopped, the queue is full or it is too large.
-    /// Takes the request `inout` so that setting its id does not copy the
-    /// message's storage (it is unique when the caller built it).
+    /// Takes the request `inout` (as do the `propose` functions) so that
+    /// setting its id does not copy the message's storage: it stays unique
+    /// from the caller's local variable down to here.
     private func encodeProposal(_ request: inout Etcdserverpb_InternalRaftRequest) throws -> (id: UInt64, data: Data) {
         try shared.withLock { state in
             if state.stopped { throw EtcdError.stopped }
