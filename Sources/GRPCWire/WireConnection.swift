@@ -47,8 +47,10 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
     private var localPeer = ""
     private var connectionUnacknowledged = 0
     private var needsFlush = false
-    /// Inside channelRead…channelReadComplete, which flushes at its end.
+    /// Inside channelRead…channelReadComplete, or inside `drainInbox`: both
+    /// flush once at their end, so writes in between only mark the need.
     private var reading = false
+    private var drainingInbox = false
 
     /// Work submitted from other threads, run in order on the event loop.
     private let inbox = NIOLockedValueBox<[(WireConnection) -> Void]>([])
@@ -130,9 +132,13 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if let closed = event as? StreamClosedEvent, let stream = streams.removeValue(forKey: closed.streamID) {
-            stream.handler?.cancelled()
-            closeIfDrained()
+        if let closed = event as? StreamClosedEvent {
+            // Nothing after this handler wants these (one per call).
+            if let stream = streams.removeValue(forKey: closed.streamID) {
+                stream.handler?.cancelled()
+                closeIfDrained()
+            }
+            return
         } else if event is Drain {
             // GOAWAY first; calls the client opened before it saw it still
             // arrive for a moment, so only then close once none is open.
@@ -281,7 +287,7 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
         if eventLoop.inEventLoop && inbox.withLockedValue({ $0.isEmpty }) {
             // Already on the loop with nothing queued before it: no hop.
             work(self)
-            if !reading { flushIfNeeded() }
+            if !reading && !drainingInbox { flushIfNeeded() }
             return
         }
         let first = inbox.withLockedValue { inbox -> Bool in
@@ -294,6 +300,8 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
     }
 
     private func drainInbox() {
+        drainingInbox = true
+        defer { drainingInbox = false }
         while true {
             let batch = inbox.withLockedValue { inbox -> [(WireConnection) -> Void] in
                 defer { inbox.removeAll(keepingCapacity: true) }
