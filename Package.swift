@@ -179,8 +179,11 @@ let package = Package(
         .executableTarget(
             name: "etcd-bench",
             dependencies: [
-                "EtcdClient", "Raft", "WAL", "Backend", "MVCC", "EtcdProto", "EtcdGRPC", "HTTP2PingResponder",
+                "EtcdClient", "Raft", "WAL", "Backend", "MVCC", "EtcdProto", "EtcdGRPC", "HTTP2PingResponder", "GRPCWire",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
             ]

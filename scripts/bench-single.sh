@@ -47,6 +47,7 @@ run() {
     echo "txn-put 256 clients: $("$BENCH" txn-put --endpoints "$ep" --conns 16 --clients 256 --total "$TOTAL" | summary)"
 }
 
+echo "=== disk: $("$BENCH" fsync --dir "$ROOT" --count 2000 | summary)"
 start "$OURS" ours 24800
 start "$REAL" etcd 25800
 run ours 24800

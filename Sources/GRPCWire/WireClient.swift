@@ -1,0 +1,311 @@
+import NIOCore
+import NIOHPACK
+import NIOHTTP2
+import NIOPosix
+
+/// A lean gRPC client connection for unary calls, on swift-nio-http2 in
+/// frame mode: no child channel, task or async sequence per call. Calls are
+/// made and completed on the connection's event loop, which is what a load
+/// generator wants (etcd-bench drives its clients from completions).
+public final class WireClient: @unchecked Sendable {
+    public struct Configuration: Sendable {
+        public var host: String
+        public var port: Int
+        /// The largest response message accepted, in bytes.
+        public var maxReceiveMessageBytes = 64 * 1024 * 1024
+        /// The window granted to each stream and to the connection.
+        public var windowBytes = 1024 * 1024
+        /// Runs on the new channel before the HTTP/2 handler is added (for
+        /// example to put a PING responder in front of it).
+        public var onConnect: (@Sendable (any Channel) throws -> Void)?
+
+        public init(host: String, port: Int) {
+            self.host = host
+            self.port = port
+        }
+    }
+
+    public let eventLoop: any EventLoop
+    private let channel: any Channel
+    private let handler: WireClientHandler
+
+    private init(channel: any Channel, handler: WireClientHandler) {
+        self.channel = channel
+        self.eventLoop = channel.eventLoop
+        self.handler = handler
+    }
+
+    /// Connects and completes once the TCP connection is up (HTTP/2 settings
+    /// are exchanged as calls start).
+    public static func connect(_ configuration: Configuration, group: any EventLoopGroup) -> EventLoopFuture<WireClient> {
+        let authority = "\(configuration.host):\(configuration.port)"
+        let limits = WireClientHandler.Limits(maxReceiveMessageBytes: configuration.maxReceiveMessageBytes,
+                                              windowBytes: configuration.windowBytes)
+        var settings = HTTP2Settings()
+        settings.append(HTTP2Setting(parameter: .enablePush, value: 0))
+        settings.append(HTTP2Setting(parameter: .initialWindowSize, value: configuration.windowBytes))
+        settings.append(HTTP2Setting(parameter: .maxHeaderListSize, value: 16 * 1024))
+        var connection = WireServer.defaultConnectionConfiguration
+        connection.initialSettings = settings
+        let onConnect = configuration.onConnect
+        return ClientBootstrap(group: group)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try onConnect?(channel)
+                    let sync = channel.pipeline.syncOperations
+                    try sync.addHandler(NIOHTTP2Handler(mode: .client, connectionConfiguration: connection))
+                    try sync.addHandler(WireClientHandler(authority: authority, limits: limits))
+                }
+            }
+            .connect(host: configuration.host, port: configuration.port)
+            .flatMapThrowing { channel in
+                let handler = try channel.pipeline.syncOperations.handler(type: WireClientHandler.self)
+                return WireClient(channel: channel, handler: handler)
+            }
+    }
+
+    /// Starts a unary call. `request` is the framed message (see
+    /// `ByteBuffer.grpcMessage`); `completion` gets the response message
+    /// without its frame prefix, or the call's status. Call on the event
+    /// loop only; completion runs there too. Writes are flushed once the
+    /// current read burst ends, or at once when called outside one.
+    public func unary(_ path: String, _ request: ByteBuffer,
+                      completion: @escaping (Result<ByteBuffer, WireStatus>) -> Void) {
+        eventLoop.preconditionInEventLoop()
+        handler.start(path, request, completion)
+    }
+
+    /// Closes the connection; calls still open fail with UNAVAILABLE.
+    public func close() -> EventLoopFuture<Void> {
+        channel.close().recover { _ in }
+    }
+}
+
+/// The client side of the wire: a table of open calls keyed by stream id.
+final class WireClientHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = HTTP2Frame
+    typealias OutboundOut = HTTP2Frame
+
+    struct Limits {
+        var maxReceiveMessageBytes: Int
+        var windowBytes: Int
+    }
+
+    private final class Call {
+        let completion: (Result<ByteBuffer, WireStatus>) -> Void
+        var response: ByteBuffer?
+        var status: WireStatus?
+        var unacknowledged = 0
+        init(_ completion: @escaping (Result<ByteBuffer, WireStatus>) -> Void) { self.completion = completion }
+    }
+
+    private let authority: String
+    private let limits: Limits
+    private var calls: [HTTP2StreamID: Call] = [:]
+    private var headersByPath: [String: HPACKHeaders] = [:]
+    private var nextStreamID = HTTP2StreamID(1)
+    private var context: ChannelHandlerContext?
+    private var closed = false
+    private var reading = false
+    private var needsFlush = false
+    private var connectionUnacknowledged = 0
+
+    init(authority: String, limits: Limits) {
+        self.authority = authority
+        self.limits = limits
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        if context.channel.isActive { grantConnectionWindow(context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        grantConnectionWindow(context)
+        context.fireChannelActive()
+    }
+
+    private var windowGranted = false
+    private func grantConnectionWindow(_ context: ChannelHandlerContext) {
+        guard !windowGranted else { return }
+        windowGranted = true
+        // The connection window starts at 65,535 bytes whatever the settings say.
+        let increase = limits.windowBytes - 65_535
+        if increase > 0 {
+            context.writeAndFlush(wrapOutboundOut(HTTP2Frame(streamID: .rootStream, payload: .windowUpdate(windowSizeIncrement: increase))), promise: nil)
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        closed = true
+        failAll(WireStatus(code: 14, message: "connection closed"))
+        self.context = nil
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+
+    func start(_ path: String, _ request: ByteBuffer, _ completion: @escaping (Result<ByteBuffer, WireStatus>) -> Void) {
+        guard let context, !closed else {
+            completion(.failure(WireStatus(code: 14, message: "connection closed")))
+            return
+        }
+        // Stream ids are odd and rise; once they run out, the connection is spent.
+        guard Int(Int32(nextStreamID)) < Int(Int32.max) - 2 else {
+            completion(.failure(WireStatus(code: 14, message: "stream ids exhausted on this connection")))
+            return
+        }
+        let id = nextStreamID
+        nextStreamID = HTTP2StreamID(Int32(id) + 2)
+        calls[id] = Call(completion)
+        let headers = headersByPath[path] ?? makeHeaders(path)
+        context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .headers(.init(headers: headers)))), promise: nil)
+        context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .data(.init(data: .byteBuffer(request), endStream: true)))), promise: nil)
+        if reading {
+            needsFlush = true
+        } else {
+            context.flush()
+        }
+    }
+
+    private func makeHeaders(_ path: String) -> HPACKHeaders {
+        let headers: HPACKHeaders = [
+            ":method": "POST", ":scheme": "http", ":path": path, ":authority": authority,
+            "content-type": "application/grpc", "te": "trailers",
+        ]
+        headersByPath[path] = headers
+        return headers
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        reading = true
+        switch frame.payload {
+        case .headers(let headers):
+            guard let call = calls[frame.streamID] else { return }
+            if let code = headers.headers.first(name: "grpc-status") {
+                // Trailers, or Trailers-Only.
+                let message = headers.headers.first(name: "grpc-message").map(Self.percentDecoded) ?? ""
+                call.status = WireStatus(code: Int(code) ?? 2, message: message)
+            } else if let status = headers.headers.first(name: ":status"), status != "200" {
+                call.status = WireStatus(code: Self.grpcCode(httpStatus: status), message: "HTTP status \(status)")
+            }
+            if headers.endStream { end(frame.streamID) }
+        case .data(let payload):
+            guard case .byteBuffer(var bytes) = payload.data else { return }
+            credit(context, connection: bytes.readableBytes)
+            guard let call = calls[frame.streamID] else { return }
+            call.unacknowledged += bytes.readableBytes
+            if call.unacknowledged >= limits.windowBytes / 2 && !payload.endStream {
+                context.write(wrapOutboundOut(HTTP2Frame(streamID: frame.streamID, payload: .windowUpdate(windowSizeIncrement: call.unacknowledged))), promise: nil)
+                call.unacknowledged = 0
+                needsFlush = true
+            }
+            if call.response == nil {
+                call.response = bytes
+            } else {
+                call.response!.writeBuffer(&bytes)
+            }
+            if call.response!.readableBytes > limits.maxReceiveMessageBytes + 5 {
+                call.status = WireStatus.resourceExhausted("grpc: received message larger than max")
+                context.write(wrapOutboundOut(HTTP2Frame(streamID: frame.streamID, payload: .rstStream(.cancel))), promise: nil)
+                needsFlush = true
+                end(frame.streamID)
+                return
+            }
+            if payload.endStream { end(frame.streamID) }
+        case .rstStream(let code):
+            if let call = calls[frame.streamID], call.status == nil {
+                call.status = WireStatus(code: code == .refusedStream ? 14 : 1, message: "stream reset by the server: \(code)")
+            }
+            end(frame.streamID)
+        case .goAway(let lastStreamID, _, _):
+            // Calls above the last stream the server will handle never ran.
+            for id in calls.keys where id > lastStreamID {
+                calls[id]?.status = WireStatus(code: 14, message: "the server is going away")
+                end(id)
+            }
+            closed = true
+        default:
+            break
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        reading = false
+        if needsFlush {
+            needsFlush = false
+            context.flush()
+        }
+        context.fireChannelReadComplete()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let closedStream = event as? StreamClosedEvent, calls[closedStream.streamID] != nil {
+            end(closedStream.streamID)
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    private func credit(_ context: ChannelHandlerContext, connection bytes: Int) {
+        connectionUnacknowledged += bytes
+        if connectionUnacknowledged >= limits.windowBytes / 2 {
+            context.write(wrapOutboundOut(HTTP2Frame(streamID: .rootStream, payload: .windowUpdate(windowSizeIncrement: connectionUnacknowledged))), promise: nil)
+            connectionUnacknowledged = 0
+            needsFlush = true
+        }
+    }
+
+    /// Completes a call: OK with exactly one whole message, or its status.
+    private func end(_ id: HTTP2StreamID) {
+        guard let call = calls.removeValue(forKey: id) else { return }
+        let status = call.status ?? WireStatus(code: 13, message: "the server ended the call without a status")
+        guard status == .ok else {
+            call.completion(.failure(status))
+            return
+        }
+        guard var response = call.response, response.readableBytes >= 5,
+              let compressed = response.readInteger(as: UInt8.self), compressed == 0,
+              let length = response.readInteger(as: UInt32.self), response.readableBytes == Int(length) else {
+            call.completion(.failure(WireStatus(code: 13, message: "the response is not one uncompressed gRPC message")))
+            return
+        }
+        call.completion(.success(response))
+    }
+
+    private func failAll(_ status: WireStatus) {
+        let open = calls
+        calls.removeAll()
+        for call in open.values { call.completion(.failure(status)) }
+    }
+
+    private static func grpcCode(httpStatus: String) -> Int {
+        switch httpStatus {
+        case "400": return 13
+        case "401": return 16
+        case "403": return 7
+        case "404": return 12
+        case "429", "502", "503", "504": return 14
+        default: return 2
+        }
+    }
+
+    static func percentDecoded(_ value: String) -> String {
+        guard value.utf8.contains(0x25) else { return value }
+        var bytes: [UInt8] = []
+        var utf8 = Array(value.utf8)[...]
+        while let byte = utf8.popFirst() {
+            if byte == 0x25, utf8.count >= 2,
+               let decoded = UInt8(String(decoding: utf8.prefix(2), as: UTF8.self), radix: 16) {
+                bytes.append(decoded)
+                utf8 = utf8.dropFirst(2)
+            } else {
+                bytes.append(byte)
+            }
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}

@@ -1,0 +1,126 @@
+import EtcdProto
+import Foundation
+import GRPCWire
+import NIOCore
+import NIOPosix
+import SwiftProtobuf
+import Testing
+
+/// GRPCWire's lean client (etcd-bench's transport) against GRPCWire's
+/// server: unary calls, statuses, many calls on one connection, messages
+/// beyond the flow-control window both ways, and a connection that closes
+/// under open calls. (Against the real etcd: E2ETests.BenchE2ETests.)
+@Suite(.serialized) struct WireClientTests {
+    static let range = "/etcdserverpb.KV/Range"
+
+    func withServerAndClient(_ body: (WireClient) async throws -> Void) async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let server = WireServer(configuration: .init(host: "127.0.0.1", port: 0),
+                                router: WireServerTests.router(events: WireServerTests.Events()), group: group)
+        let port = try await server.start()
+        let clientGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let client = try await WireClient.connect(.init(host: "127.0.0.1", port: port), group: clientGroup).get()
+        do {
+            try await body(client)
+        } catch {
+            Issue.record(error)
+        }
+        try await client.close().get()
+        server.stop()
+        try await clientGroup.shutdownGracefully()
+        try await group.shutdownGracefully()
+    }
+
+    func call(_ client: WireClient, _ path: String = range, key: String, value: Data = Data()) async -> Result<Etcdserverpb_RangeResponse, WireStatus> {
+        var request = Etcdserverpb_RangeRequest()
+        request.key = Data(key.utf8)
+        request.rangeEnd = value
+        let framed = WireServerTests.framed(request)
+        let result = await withCheckedContinuation { (continuation: CheckedContinuation<Result<ByteBuffer, WireStatus>, Never>) in
+            client.eventLoop.execute {
+                client.unary(path, framed) { continuation.resume(returning: $0) }
+            }
+        }
+        return result.flatMap { bytes in
+            (try? Etcdserverpb_RangeResponse(serializedBytes: Array(bytes.readableBytesView))).map { .success($0) }
+                ?? .failure(WireStatus(code: -1, message: "undecodable response"))
+        }
+    }
+
+    @Test func unaryCallsAndStatuses() async throws {
+        try await withServerAndClient { client in
+            let echoed = try await call(client, key: "hello").get()
+            #expect(echoed.kvs.first?.key == Data("hello".utf8))
+
+            // The server percent-encodes this message; the client decodes it.
+            #expect(await call(client, key: "fail:not 100% ✓ done") == .failure(WireStatus(code: 9, message: "not 100% ✓ done")))
+
+            guard case .failure(let unknown) = await call(client, "/etcdserverpb.KV/Put", key: "x") else {
+                Issue.record("Put is not served here")
+                return
+            }
+            #expect(unknown.code == 12)
+            #expect(unknown.message.contains("etcdserverpb.KV/Put"))
+            // Still usable after failed calls.
+            #expect(try await call(client, key: "again").get().kvs.first?.key == Data("again".utf8))
+        }
+    }
+
+    @Test func manyCallsAtOnceOnOneConnection() async throws {
+        try await withServerAndClient { client in
+            let keys = await withTaskGroup(of: Data?.self) { group in
+                for index in 0..<400 {
+                    group.addTask { try? await call(client, key: "k\(index)").get().kvs.first?.key }
+                }
+                var keys = Set<Data>()
+                for await key in group { if let key { keys.insert(key) } }
+                return keys
+            }
+            #expect(keys.count == 400)
+        }
+    }
+
+    /// 2.5 MiB each way: more than the 1 MiB windows, so the response only
+    /// arrives if the client gives window back as it reads.
+    @Test(.timeLimit(.minutes(1))) func messagesLargerThanTheWindowFlowBothWays() async throws {
+        try await withServerAndClient { client in
+            let big = Data((0..<(5 << 19)).map { UInt8(truncatingIfNeeded: $0 &* 7) })
+            for _ in 0..<2 {
+                let echoed = try await call(client, key: "big", value: big).get()
+                #expect(echoed.kvs.first?.value == big)
+            }
+        }
+    }
+
+    /// A call still open when the connection closes fails with UNAVAILABLE,
+    /// and so does every call after.
+    @Test func openCallsFailWhenTheConnectionCloses() async throws {
+        try await withServerAndClient { client in
+            async let slow = call(client, key: "slow")
+            try await Task.sleep(for: .milliseconds(50))
+            try await client.close().get()
+            guard case .failure(let status) = await slow else {
+                Issue.record("the slow call should have failed")
+                return
+            }
+            #expect(status.code == 14)
+            guard case .failure(let later) = await call(client, key: "late") else {
+                Issue.record("a call on a closed connection should fail")
+                return
+            }
+            #expect(later.code == 14)
+        }
+    }
+
+    @Test func connectingToNoServerFails() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        // Bind and close a listener to find a port nobody serves.
+        let listener = try await ServerBootstrap(group: group).bind(host: "127.0.0.1", port: 0).get()
+        let port = listener.localAddress!.port!
+        try await listener.close()
+        await #expect(throws: (any Error).self) {
+            _ = try await WireClient.connect(.init(host: "127.0.0.1", port: port), group: group).get()
+        }
+        try await group.shutdownGracefully()
+    }
+}
