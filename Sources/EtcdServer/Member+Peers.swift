@@ -183,6 +183,7 @@ extension Member {
         loop.snapshotIndex = index
         loop.compactedTo = index
         loop.skipThrough = max(index, try backend.consistentIndex().index)
+        loop.proposedHere = loop.proposedHere.filter { $0.key > index }
         Self.removeSnapshotLeftovers(config, keeping: nil)
         logger.info("applied snapshot", metadata: [
             "snapshot-index": "\(index)", "backend-consistent-index": "\(loop.skipThrough)",

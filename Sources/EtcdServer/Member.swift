@@ -57,6 +57,9 @@ public final class Member: Sendable {
     /// etcd's request timeout: 5 s plus two election timeouts.
     let requestTimeout: Duration
     let wakeup = NSCondition()
+    /// Set by the loop (holding `wakeup`'s lock) while it checks for input
+    /// and sleeps; `signal` skips the lock and the wake-up otherwise.
+    private let loopMaySleep = Atomic<Bool>(false)
     private let loopBox: LoopBox
     private let watchSyncThread: WatchSyncThread
     let logger: Logger
@@ -70,8 +73,17 @@ public final class Member: Sendable {
         var deadline: ContinuousClock.Instant
     }
 
+    /// A request on its way to raft: its id, its encoding, and (for
+    /// requests made here) the message itself, so that applying it on this
+    /// member need not decode it again.
+    struct QueuedProposal {
+        var id: UInt64
+        var data: Data
+        var request: Etcdserverpb_InternalRaftRequest?
+    }
+
     struct SharedState {
-        var proposals: [(id: UInt64, data: Data)] = []
+        var proposals: [QueuedProposal] = []
         var confChanges: [(id: UInt64, change: ConfChange)] = []
         var waiters: [UInt64: Waiter] = [:]
         var readIndexRetries = 0
@@ -416,7 +428,8 @@ public final class Member: Sendable {
         } catch {
             return completion(.failure(error))
         }
-        enqueueWaiter(encoded.id, { $0.proposals.append(encoded) }) { result in
+        let proposal = QueuedProposal(id: encoded.id, data: encoded.data, request: request)
+        enqueueWaiter(encoded.id, { $0.proposals.append(proposal) }) { result in
             completion(result.flatMap { extract($0).map { .success($0) } ?? .failure(EtcdError(.internal, "unexpected apply result")) })
         }
     }
@@ -486,7 +499,8 @@ public final class Member: Sendable {
 
     func propose(_ request: inout Etcdserverpb_InternalRaftRequest) async throws -> ApplyResult {
         let (id, data) = try encodeProposal(&request)
-        return try await waitForApply(id) { $0.proposals.append((id, data)) }
+        let proposal = QueuedProposal(id: id, data: data, request: request)
+        return try await waitForApply(id) { $0.proposals.append(proposal) }
     }
 
     /// Gives `request` its cluster-wide id and encodes it, refusing it when
@@ -578,10 +592,17 @@ public final class Member: Sendable {
         if accepted { signal() } else { done(.failure(EtcdError.stopped)) }
     }
 
+    /// Wakes the loop after input was queued in `shared`. The loop raises
+    /// `loopMaySleep` before it looks at `shared` (under that lock), so if
+    /// the flag reads false here the loop will still see this input; when
+    /// it reads true, taking `wakeup`'s lock waits until the loop is really
+    /// waiting, and the signal goes out after the unlock so the loop does
+    /// not wake only to block on the lock this thread still holds.
     func signal() {
+        guard loopMaySleep.load(ordering: .relaxed) else { return }
         wakeup.lock()
-        wakeup.signal()
         wakeup.unlock()
+        wakeup.signal()
     }
 
     private func validate<T>(_ body: () throws -> T) throws -> T {
@@ -593,10 +614,12 @@ public final class Member: Sendable {
     private func runLoop() {
         while true {
             wakeup.lock()
+            loopMaySleep.store(true, ordering: .relaxed)
             if !hasPendingInput {
                 let wait = loopBox.withState { $0.nextTick } - environment.now()
                 _ = wakeup.wait(until: Date().addingTimeInterval(max(0, wait.secondsDouble)))
             }
+            loopMaySleep.store(false, ordering: .relaxed)
             wakeup.unlock()
             if !iterate() { return }
         }
@@ -635,7 +658,8 @@ public final class Member: Sendable {
                         completion: @escaping @Sendable (Result<ApplyResult, any Error>) -> Void) {
         do {
             let (id, data) = try encodeProposal(&request)
-            enqueueWaiter(id, { $0.proposals.append((id, data)) }, completion)
+            let proposal = QueuedProposal(id: id, data: data, request: request)
+            enqueueWaiter(id, { $0.proposals.append(proposal) }, completion)
         } catch {
             completion(.failure(error))
         }
@@ -695,7 +719,19 @@ public final class Member: Sendable {
             }
             if let target = input.transferTo, loop.node.role == .leader { loop.node.transferLeadership(to: target) }
             if !input.proposals.isEmpty {
-                do { try loop.node.propose(batch: input.proposals.map(\.data)) } catch {
+                let lastBefore = loop.node.lastIndex
+                do {
+                    try loop.node.propose(batch: input.proposals.map(\.data))
+                    // On the leader they now sit at the end of the log: remember
+                    // which request is at which index, for apply.
+                    if loop.node.role == .leader, loop.node.lastIndex == lastBefore + UInt64(input.proposals.count) {
+                        for (offset, proposal) in input.proposals.enumerated() {
+                            if let request = proposal.request {
+                                loop.proposedHere[lastBefore + 1 + UInt64(offset)] = (proposal.data, request)
+                            }
+                        }
+                    }
+                } catch {
                     for proposal in input.proposals {
                         complete(proposal.id, .failure(loop.node.lead == 0 ? EtcdError.noLeader : EtcdError.timeout))
                     }
@@ -747,12 +783,18 @@ public final class Member: Sendable {
         return context
     }
 
+    /// Requests applied from the message this member proposed as leader,
+    /// and requests decoded from their raft entry.
+    package var applyCounts: (fromMemory: Int, decoded: Int) {
+        loopBox.withState { ($0.appliedFromMemory, $0.appliedDecoded) }
+    }
+
     /// How many ReadIndex rounds had to be asked again (no answer within
     /// `readIndexRetry`).
     package var readIndexRetries: Int { shared.withLock { $0.readIndexRetries } }
 
     struct LoopInput {
-        var proposals: [(id: UInt64, data: Data)]
+        var proposals: [QueuedProposal]
         var confChanges: [(id: UInt64, change: ConfChange)]
         var reads: [ReadWaiter]
         var incoming: [Raft.Message]
@@ -912,14 +954,23 @@ public final class Member: Sendable {
         let alreadyApplied = entry.index <= loop.skipThrough
         switch entry.type {
         case .normal:
+            let local = loop.proposedHere.removeValue(forKey: entry.index)
             if alreadyApplied { return }
             guard !entry.data.isEmpty else {
                 try backend.setConsistentIndex(entry.index, term: entry.term)
                 return
             }
             let request: Etcdserverpb_InternalRaftRequest
-            do { request = try Etcdserverpb_InternalRaftRequest(serializedBytes: entry.data) } catch {
-                throw EtcdError(.dataLoss, "etcdserver: cannot decode raft entry \(entry.index): \(error)")
+            if let local, local.data == entry.data {
+                // Proposed here, and the entry is still that proposal (a new
+                // leader may have put another at this index): no decoding.
+                request = local.request
+                loop.appliedFromMemory += 1
+            } else {
+                loop.appliedDecoded += 1
+                do { request = try Etcdserverpb_InternalRaftRequest(serializedBytes: entry.data) } catch {
+                    throw EtcdError(.dataLoss, "etcdserver: cannot decode raft entry \(entry.index): \(error)")
+                }
             }
             let result = try applyRequest(request)
             try backend.setConsistentIndex(entry.index, term: entry.term)
@@ -1025,7 +1076,10 @@ public final class Member: Sendable {
             return state.stopWaiters
         }
         for waiter in stopWaiters { waiter.resume() }
-        signal()
+        // Wake `stop()`, which waits on the same condition.
+        wakeup.lock()
+        wakeup.broadcast()
+        wakeup.unlock()
     }
 }
 
@@ -1062,6 +1116,12 @@ struct RaftLoopState {
     var skipThrough: UInt64 = 0
     /// A single voter campaigns at once on start.
     var campaignAtStart = false
+    /// Requests this member proposed as leader, by the log index they got,
+    /// until applied (bounded by the uncommitted log).
+    var proposedHere: [UInt64: (data: Data, request: Etcdserverpb_InternalRaftRequest)] = [:]
+    /// Requests applied from `proposedHere`, and decoded from their entry.
+    var appliedFromMemory = 0
+    var appliedDecoded = 0
     /// This member applied its own removal.
     var removed = false
     /// Whether this member led at the last look (leases are promoted and

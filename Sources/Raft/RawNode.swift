@@ -205,6 +205,8 @@ public struct RawNode {
     public var term: UInt64 { raft.term }
     /// The highest log index known to be committed.
     public var committedIndex: UInt64 { raft.log.committed }
+    /// The index of the last entry in the log (stable or not).
+    public var lastIndex: UInt64 { raft.log.lastIndex }
 
     public func status() -> Status {
         var progress: [NodeID: ProgressStatus] = [:]

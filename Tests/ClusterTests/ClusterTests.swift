@@ -40,6 +40,34 @@ import Testing
         }
     }
 
+    /// The leader applies its own proposals from the request it encoded
+    /// (no decoding); what a follower forwarded, and everything on the
+    /// followers, is decoded from the entry. The store is the same either way.
+    @Test func theLeaderAppliesItsOwnProposalsWithoutDecodingThem() async throws {
+        try await TestCluster.with(size: 3) { cluster in
+            let leader = try await cluster.waitForLeader()
+            _ = try await cluster.retrying { try await cluster.running[leader].put(putRequest("warm", "up")) }
+            let follower = (leader + 1) % 3
+            let before = cluster.running.map(\.applyCounts)
+            for i in 0..<10 {
+                _ = try await cluster.running[leader].put(putRequest("l\(i)", "v\(i)"))
+                _ = try await cluster.running[follower].put(putRequest("f\(i)", "v\(i)"))
+            }
+            let after = cluster.running.map(\.applyCounts)
+            #expect(after[leader].fromMemory - before[leader].fromMemory >= 10)
+            #expect(after[leader].decoded - before[leader].decoded >= 10)
+            for index in 0..<3 where index != leader {
+                #expect(after[index].fromMemory == before[index].fromMemory)
+                #expect(after[index].decoded - before[index].decoded >= 20)
+            }
+            for member in cluster.running {
+                #expect(try await member.range(rangeRequest("l", prefix: true)).kvs.map(\.value) == (0..<10).map { Data("v\($0)".utf8) })
+                #expect(try await member.range(rangeRequest("f", prefix: true)).kvs.count == 10)
+            }
+            #expect(Set(try await cluster.converged()).count == 1)
+        }
+    }
+
     /// Two followers reading linearizably at the same moment each get their
     /// own ReadIndex round: the leader ignores a round whose context it
     /// already holds, so contexts must differ across members (with per-
