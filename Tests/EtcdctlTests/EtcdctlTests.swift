@@ -125,6 +125,20 @@ func mask(_ text: String, _ side: Side) -> String {
     s = s.replacing(/"TTL" : [0-9]+\n"GrantedTTL"/, with: "\"TTL\" : N\n\"GrantedTTL\"")
     // The API version of our etcdctl is newer.
     s = s.replacing(/API VERSION:\n\t3\.[0-9]+/, with: "API VERSION:\n\tX")
+    // Members are listed by id, and the added member's id hashes the clock's
+    // second: when the two sides ran in different seconds the order differs.
+    if !side.member.isEmpty && s.contains("NEWMEMBER") {
+        s = s.split(separator: "\n", omittingEmptySubsequences: false).map { line in
+            guard line.hasPrefix("ETCD_INITIAL_CLUSTER=\""), line.hasSuffix("\"") else { return String(line) }
+            let members = line.dropFirst("ETCD_INITIAL_CLUSTER=\"".count).dropLast().split(separator: ",").sorted()
+            return "ETCD_INITIAL_CLUSTER=\"" + members.joined(separator: ",") + "\""
+        }.joined(separator: "\n")
+        // `member list`'s simple rows.
+        var lines = s.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        let rows = lines.indices.filter { lines[$0].contains(", started, ") || lines[$0].contains(", unstarted, ") }
+        for (index, line) in zip(rows, rows.map { lines[$0] }.sorted()) { lines[index] = line }
+        s = lines.joined(separator: "\n")
+    }
     return s
 }
 
