@@ -6,6 +6,7 @@ import Logging
 import MVCC
 import PeerTransport
 import Raft
+import SwiftProtobuf
 import Synchronization
 import WAL
 
@@ -73,13 +74,13 @@ public final class Member: Sendable {
         var deadline: ContinuousClock.Instant
     }
 
-    /// A request on its way to raft: its id, its encoding, and (for
-    /// requests made here) the message itself, so that applying it on this
-    /// member need not decode it again.
+    /// A request on its way to raft: its id, its encoding (an
+    /// InternalRaftRequest's bytes), and the request itself, so that
+    /// applying it on this member need not decode it again.
     struct QueuedProposal {
         var id: UInt64
         var data: Data
-        var request: Etcdserverpb_InternalRaftRequest?
+        var request: ProposedRequest
     }
 
     struct SharedState {
@@ -106,6 +107,29 @@ public final class Member: Sendable {
         var leader: UInt64 = 0
         var committedIndex: UInt64 = 0
         var appliedIndex: UInt64 = 0
+    }
+
+    /// A request as the member applies it: the KV writes on their own (so
+    /// a proposal need not build an InternalRaftRequest), anything else as
+    /// the InternalRaftRequest that carries it.
+    enum ProposedRequest {
+        case put(Etcdserverpb_PutRequest)
+        case deleteRange(Etcdserverpb_DeleteRangeRequest)
+        case txn(Etcdserverpb_TxnRequest)
+        case other(Etcdserverpb_InternalRaftRequest)
+
+        /// The request an entry carries (exactly one per entry).
+        init(_ request: Etcdserverpb_InternalRaftRequest) {
+            if request.hasPut {
+                self = .put(request.put)
+            } else if request.hasDeleteRange {
+                self = .deleteRange(request.deleteRange)
+            } else if request.hasTxn {
+                self = .txn(request.txn)
+            } else {
+                self = .other(request)
+            }
+        }
     }
 
     /// What applying one request produced.
@@ -346,17 +370,17 @@ public final class Member: Sendable {
 
     public func put(_ request: Etcdserverpb_PutRequest) async throws -> Etcdserverpb_PutResponse {
         try validate { try RequestValidation.check(request) }
-        var internalRequest = Etcdserverpb_InternalRaftRequest()
-        internalRequest.put = request
-        guard case let .put(response) = try await propose(&internalRequest) else { throw EtcdError(.internal, "unexpected apply result") }
+        var message = Etcdswiftpb_PutProposal()
+        message.put = request
+        guard case let .put(response) = try await propose(&message, .put(request)) else { throw EtcdError(.internal, "unexpected apply result") }
         return response
     }
 
     public func deleteRange(_ request: Etcdserverpb_DeleteRangeRequest) async throws -> Etcdserverpb_DeleteRangeResponse {
         try validate { try RequestValidation.check(request) }
-        var internalRequest = Etcdserverpb_InternalRaftRequest()
-        internalRequest.deleteRange = request
-        guard case let .deleteRange(response) = try await propose(&internalRequest) else { throw EtcdError(.internal, "unexpected apply result") }
+        var message = Etcdswiftpb_DeleteRangeProposal()
+        message.deleteRange = request
+        guard case let .deleteRange(response) = try await propose(&message, .deleteRange(request)) else { throw EtcdError(.internal, "unexpected apply result") }
         return response
     }
 
@@ -366,9 +390,9 @@ public final class Member: Sendable {
             try await linearizableBarrier()
             return try validate { try store.readOnlyTxn(request) }
         }
-        var internalRequest = Etcdserverpb_InternalRaftRequest()
-        internalRequest.txn = request
-        guard case let .txn(response) = try await propose(&internalRequest) else { throw EtcdError(.internal, "unexpected apply result") }
+        var message = Etcdswiftpb_TxnProposal()
+        message.txn = request
+        guard case let .txn(response) = try await propose(&message, .txn(request)) else { throw EtcdError(.internal, "unexpected apply result") }
         return response
     }
 
@@ -391,18 +415,18 @@ public final class Member: Sendable {
     /// loop's thread once the entry is applied (or at once on a refusal).
     public func put(_ request: Etcdserverpb_PutRequest,
                     completion: @escaping @Sendable (Result<Etcdserverpb_PutResponse, any Error>) -> Void) {
-        var internalRequest = Etcdserverpb_InternalRaftRequest()
-        internalRequest.put = request
-        propose(&internalRequest, checking: { try RequestValidation.check(request) },
+        var message = Etcdswiftpb_PutProposal()
+        message.put = request
+        propose(&message, .put(request), checking: { try RequestValidation.check(request) },
                 as: { if case let .put(response) = $0 { response } else { nil } }, completion)
     }
 
     /// As `deleteRange(_:)`, with a completion (see `put(_:completion:)`).
     public func deleteRange(_ request: Etcdserverpb_DeleteRangeRequest,
                             completion: @escaping @Sendable (Result<Etcdserverpb_DeleteRangeResponse, any Error>) -> Void) {
-        var internalRequest = Etcdserverpb_InternalRaftRequest()
-        internalRequest.deleteRange = request
-        propose(&internalRequest, checking: { try RequestValidation.check(request) },
+        var message = Etcdswiftpb_DeleteRangeProposal()
+        message.deleteRange = request
+        propose(&message, .deleteRange(request), checking: { try RequestValidation.check(request) },
                 as: { if case let .deleteRange(response) = $0 { response } else { nil } }, completion)
     }
 
@@ -410,21 +434,23 @@ public final class Member: Sendable {
     /// Read-only txns go through `readBarrier` and `readOnlyTxnNow` instead.
     public func writeTxn(_ request: Etcdserverpb_TxnRequest,
                          completion: @escaping @Sendable (Result<Etcdserverpb_TxnResponse, any Error>) -> Void) {
-        var internalRequest = Etcdserverpb_InternalRaftRequest()
-        internalRequest.txn = request
-        propose(&internalRequest, checking: { try checkTxn(request) },
+        var message = Etcdswiftpb_TxnProposal()
+        message.txn = request
+        propose(&message, .txn(request), checking: { try checkTxn(request) },
                 as: { if case let .txn(response) = $0 { response } else { nil } }, completion)
     }
 
-    /// Checks, encodes and queues `request`; `completion` gets the applied
-    /// result as `extract` reads it (nil: not the kind of result expected).
-    private func propose<Response>(_ request: inout Etcdserverpb_InternalRaftRequest, checking check: () throws -> Void,
+    /// Checks, encodes and queues `message` (which carries `request`);
+    /// `completion` gets the applied result as `extract` reads it (nil: not
+    /// the kind of result expected).
+    private func propose<Response, Message: ProposalMessage>(_ message: inout Message, _ request: ProposedRequest,
+                                   checking check: () throws -> Void,
                                    as extract: @escaping @Sendable (ApplyResult) -> Response?,
                                    _ completion: @escaping @Sendable (Result<Response, any Error>) -> Void) {
         let encoded: (id: UInt64, data: Data)
         do {
             try validate(check)
-            encoded = try encodeProposal(&request)
+            encoded = try encodeProposal(&message)
         } catch {
             return completion(.failure(error))
         }
@@ -498,7 +524,12 @@ public final class Member: Sendable {
     // MARK: - Proposals and reads
 
     func propose(_ request: inout Etcdserverpb_InternalRaftRequest) async throws -> ApplyResult {
-        let (id, data) = try encodeProposal(&request)
+        try await propose(&request, ProposedRequest(request))
+    }
+
+    /// Proposes `message` (which carries `request`) and waits until it is applied.
+    func propose<Message: ProposalMessage>(_ message: inout Message, _ request: ProposedRequest) async throws -> ApplyResult {
+        let (id, data) = try encodeProposal(&message)
         let proposal = QueuedProposal(id: id, data: data, request: request)
         return try await waitForApply(id) { $0.proposals.append(proposal) }
     }
@@ -508,7 +539,7 @@ public final class Member: Sendable {
     /// Takes the request `inout` (as do the `propose` functions) so that
     /// setting its id does not copy the message's storage: it stays unique
     /// from the caller's local variable down to here.
-    private func encodeProposal(_ request: inout Etcdserverpb_InternalRaftRequest) throws -> (id: UInt64, data: Data) {
+    private func encodeProposal<Message: ProposalMessage>(_ request: inout Message) throws -> (id: UInt64, data: Data) {
         try shared.withLock { state in
             if state.stopped { throw EtcdError.stopped }
             if state.proposals.count >= Self.maxQueuedProposals { throw EtcdError.timeout }
@@ -658,7 +689,7 @@ public final class Member: Sendable {
                         completion: @escaping @Sendable (Result<ApplyResult, any Error>) -> Void) {
         do {
             let (id, data) = try encodeProposal(&request)
-            let proposal = QueuedProposal(id: id, data: data, request: request)
+            let proposal = QueuedProposal(id: id, data: data, request: ProposedRequest(request))
             enqueueWaiter(id, { $0.proposals.append(proposal) }, completion)
         } catch {
             completion(.failure(error))
@@ -726,9 +757,7 @@ public final class Member: Sendable {
                     // which request is at which index, for apply.
                     if loop.node.role == .leader, loop.node.lastIndex == lastBefore + UInt64(input.proposals.count) {
                         for (offset, proposal) in input.proposals.enumerated() {
-                            if let request = proposal.request {
-                                loop.proposedHere[lastBefore + 1 + UInt64(offset)] = (proposal.data, request)
-                            }
+                            loop.proposedHere[lastBefore + 1 + UInt64(offset)] = (proposal.id, proposal.data, proposal.request)
                         }
                     }
                 } catch {
@@ -960,21 +989,24 @@ public final class Member: Sendable {
                 try backend.setConsistentIndex(entry.index, term: entry.term)
                 return
             }
-            let request: Etcdserverpb_InternalRaftRequest
+            let id: UInt64, request: ProposedRequest
             if let local, local.data == entry.data {
                 // Proposed here, and the entry is still that proposal (a new
                 // leader may have put another at this index): no decoding.
-                request = local.request
+                (id, request) = (local.id, local.request)
                 loop.appliedFromMemory += 1
             } else {
                 loop.appliedDecoded += 1
-                do { request = try Etcdserverpb_InternalRaftRequest(serializedBytes: entry.data) } catch {
+                do {
+                    let decoded = try Etcdserverpb_InternalRaftRequest(serializedBytes: entry.data)
+                    (id, request) = (decoded.id, ProposedRequest(decoded))
+                } catch {
                     throw EtcdError(.dataLoss, "etcdserver: cannot decode raft entry \(entry.index): \(error)")
                 }
             }
             let result = try applyRequest(request)
             try backend.setConsistentIndex(entry.index, term: entry.term)
-            complete(request.id, result)
+            complete(id, result)
         case .confChange, .confChangeV2:
             let change = try ProtobufConfChangeCodec().decode(entry)
             loop.confState = try loop.node.applyConfChange(change.asV2)
@@ -990,16 +1022,17 @@ public final class Member: Sendable {
     /// Applies one request to the state machines. Errors of the request
     /// (a failed compare, an unknown lease, ...) are its result; a backend
     /// failure is thrown and stops the member.
-    private func applyRequest(_ request: Etcdserverpb_InternalRaftRequest) throws -> Result<ApplyResult, EtcdError> {
+    private func applyRequest(_ proposed: ProposedRequest) throws -> Result<ApplyResult, EtcdError> {
         let leaseExists: (Int64) -> Bool = { [lessor] in lessor.contains($0) }
         do {
-            if request.hasPut {
-                return .success(.put(try published(store.put(request.put, leaseExists: leaseExists))))
-            } else if request.hasDeleteRange {
-                return .success(.deleteRange(try published(store.deleteRange(request.deleteRange))))
-            } else if request.hasTxn {
-                return .success(.txn(try published(store.txn(request.txn, leaseExists: leaseExists))))
-            } else if request.hasCompaction {
+            let request: Etcdserverpb_InternalRaftRequest
+            switch proposed {
+            case .put(let put): return .success(.put(try published(store.put(put, leaseExists: leaseExists))))
+            case .deleteRange(let delete): return .success(.deleteRange(try published(store.deleteRange(delete))))
+            case .txn(let txn): return .success(.txn(try published(store.txn(txn, leaseExists: leaseExists))))
+            case .other(let other): request = other
+            }
+            if request.hasCompaction {
                 let response = try store.compact(request.compaction.revision)
                 if request.compaction.physical { try store.finishCompaction() }
                 return .success(.compaction(response))
@@ -1118,7 +1151,7 @@ struct RaftLoopState {
     var campaignAtStart = false
     /// Requests this member proposed as leader, by the log index they got,
     /// until applied (bounded by the uncommitted log).
-    var proposedHere: [UInt64: (data: Data, request: Etcdserverpb_InternalRaftRequest)] = [:]
+    var proposedHere: [UInt64: (id: UInt64, data: Data, request: Member.ProposedRequest)] = [:]
     /// Requests applied from `proposedHere`, and decoded from their entry.
     var appliedFromMemory = 0
     var appliedDecoded = 0
@@ -1169,3 +1202,16 @@ extension EtcdError {
         }
     }
 }
+
+/// A message proposed through raft: an InternalRaftRequest, or one of the
+/// narrow KV proposals (`Protos/etcdswiftpb/proposal.proto`) that encode to
+/// the same bytes. The member sets the id in both places etcd does.
+protocol ProposalMessage: SwiftProtobuf.Message {
+    var id: UInt64 { get set }
+    var header: Etcdserverpb_RequestHeader { get set }
+}
+
+extension Etcdserverpb_InternalRaftRequest: ProposalMessage {}
+extension Etcdswiftpb_PutProposal: ProposalMessage {}
+extension Etcdswiftpb_DeleteRangeProposal: ProposalMessage {}
+extension Etcdswiftpb_TxnProposal: ProposalMessage {}
