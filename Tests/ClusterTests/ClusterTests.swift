@@ -53,6 +53,12 @@ import Testing
                 _ = try await cluster.running[leader].put(putRequest("l\(i)", "v\(i)"))
                 _ = try await cluster.running[follower].put(putRequest("f\(i)", "v\(i)"))
             }
+            // Every member has applied everything once the hashes agree.
+            #expect(Set(try await cluster.converged()).count == 1)
+            for member in cluster.running {
+                #expect(try await member.range(rangeRequest("l", prefix: true)).kvs.map(\.value) == (0..<10).map { Data("v\($0)".utf8) })
+                #expect(try await member.range(rangeRequest("f", prefix: true)).kvs.count == 10)
+            }
             let after = cluster.running.map(\.applyCounts)
             #expect(after[leader].fromMemory - before[leader].fromMemory >= 10)
             #expect(after[leader].decoded - before[leader].decoded >= 10)
@@ -60,11 +66,6 @@ import Testing
                 #expect(after[index].fromMemory == before[index].fromMemory)
                 #expect(after[index].decoded - before[index].decoded >= 20)
             }
-            for member in cluster.running {
-                #expect(try await member.range(rangeRequest("l", prefix: true)).kvs.map(\.value) == (0..<10).map { Data("v\($0)".utf8) })
-                #expect(try await member.range(rangeRequest("f", prefix: true)).kvs.count == 10)
-            }
-            #expect(Set(try await cluster.converged()).count == 1)
         }
     }
 
