@@ -13,15 +13,16 @@ import Testing
 @Suite(.serialized) struct WireClientTests {
     static let range = "/etcdserverpb.KV/Range"
 
-    func withServerAndClient(_ body: (WireClient) async throws -> Void) async throws {
+    func withServerAndClient(_ body: (WireClient, WireServerTests.Events) async throws -> Void) async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let events = WireServerTests.Events()
         let server = WireServer(configuration: .init(host: "127.0.0.1", port: 0),
-                                router: WireServerTests.router(events: WireServerTests.Events()), group: group)
+                                router: WireServerTests.router(events: events), group: group)
         let port = try await server.start()
         let clientGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let client = try await WireClient.connect(.init(host: "127.0.0.1", port: port), group: clientGroup).get()
         do {
-            try await body(client)
+            try await body(client, events)
         } catch {
             Issue.record(error)
         }
@@ -48,7 +49,7 @@ import Testing
     }
 
     @Test func unaryCallsAndStatuses() async throws {
-        try await withServerAndClient { client in
+        try await withServerAndClient { client, _ in
             let echoed = try await call(client, key: "hello").get()
             #expect(echoed.kvs.first?.key == Data("hello".utf8))
 
@@ -67,7 +68,7 @@ import Testing
     }
 
     @Test func manyCallsAtOnceOnOneConnection() async throws {
-        try await withServerAndClient { client in
+        try await withServerAndClient { client, _ in
             let keys = await withTaskGroup(of: Data?.self) { group in
                 for index in 0..<400 {
                     group.addTask { try? await call(client, key: "k\(index)").get().kvs.first?.key }
@@ -83,7 +84,7 @@ import Testing
     /// 2.5 MiB each way: more than the 1 MiB windows, so the response only
     /// arrives if the client gives window back as it reads.
     @Test(.timeLimit(.minutes(1))) func messagesLargerThanTheWindowFlowBothWays() async throws {
-        try await withServerAndClient { client in
+        try await withServerAndClient { client, _ in
             let big = Data((0..<(5 << 19)).map { UInt8(truncatingIfNeeded: $0 &* 7) })
             for _ in 0..<2 {
                 let echoed = try await call(client, key: "big", value: big).get()
@@ -95,12 +96,16 @@ import Testing
     /// A call still open when the connection closes fails with UNAVAILABLE,
     /// and so does every call after.
     @Test func openCallsFailWhenTheConnectionCloses() async throws {
-        try await withServerAndClient { client in
-            async let slow = call(client, key: "slow")
-            try await Task.sleep(for: .milliseconds(50))
+        try await withServerAndClient { client, events in
+            async let held = call(client, key: "hold")
+            // Close only once the server has the call.
+            let deadline = ContinuousClock.now + .seconds(10)
+            while !events.all.contains("hold") && ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(10))
+            }
             try await client.close().get()
-            guard case .failure(let status) = await slow else {
-                Issue.record("the slow call should have failed")
+            guard case .failure(let status) = await held else {
+                Issue.record("the held call should have failed")
                 return
             }
             #expect(status.code == 14)

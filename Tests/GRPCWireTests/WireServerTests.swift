@@ -19,11 +19,11 @@ import Testing
 /// other suites' servers running in parallel.
 @Suite(.serialized) struct WireServerTests {
     static func framed(_ message: some SwiftProtobuf.Message) -> ByteBuffer {
-        .grpcMessage(try! message.serializedBytes() as [UInt8])
+        try! message.framed()
     }
 
     /// A router whose KV.Range echoes the request's key (and range_end as the
-    /// value) and fails with the status a key asks for; Watch echoes each
+    /// value), fails with the status a key asks for, or never answers "hold"; Watch echoes each
     /// request's key back as an event.
     static func router(events: Events) -> WireRouter {
         var router = WireRouter()
@@ -32,6 +32,8 @@ import Testing
                 return call.finish(.internalError("bad request"))
             }
             if request.key == Data("slow".utf8) { events.add("slow") }
+            // "hold": never answered (the call stays open until the connection goes).
+            if request.key == Data("hold".utf8) { return events.add("hold") }
             if let text = String(data: request.key, encoding: .utf8), text.hasPrefix("fail:") {
                 return call.finish(WireStatus(code: 9, message: String(text.dropFirst(5))))
             }
