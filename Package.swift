@@ -5,7 +5,7 @@
 //
 //   etcd, etcdctl, etcdutl, etcd-bench      thin executables
 //   EtcdAPI            gRPC services, HTTP endpoints        -> EtcdServer, EtcdGRPC, GRPCWire
-//   GRPCWire           gRPC server over swift-nio-http2 frames -> NIO
+//   GRPCWire           gRPC over swift-nio-http2 frames      -> NIO, SwiftProtobuf
 //   EtcdClient         Swift client library                  -> EtcdGRPC
 //   EtcdServer         the member (raft loop, apply, ...)    -> everything below
 //   MVCC, Lease, Auth  pure state over the backend           -> Backend, EtcdProto
@@ -124,6 +124,7 @@ let package = Package(
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOHTTP2", package: "swift-nio-http2"),
                 .product(name: "NIOHPACK", package: "swift-nio-http2"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ]
         ),
         .target(
@@ -183,7 +184,6 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
             ]

@@ -20,11 +20,7 @@ extension WireRouter {
                 call.reply(Result { try member.rangeNow(request).stamped(by: member) })
                 return
             }
-            member.readBarrier { barrier in
-                call.onEventLoop {
-                    call.reply(barrier.flatMap { Result { try member.rangeNow(request).stamped(by: member) } })
-                }
-            }
+            call.afterReadBarrier(of: member) { try member.rangeNow(request) }
         }
         proposal(Etcdserverpb_KV.Method.Put.descriptor, member, member.put(_:completion:))
         proposal(Etcdserverpb_KV.Method.DeleteRange.descriptor, member, member.deleteRange(_:completion:))
@@ -37,16 +33,10 @@ extension WireRouter {
                 return call.finish(wireStatus(error))
             }
             if KVStore.isReadOnly(request) {
-                member.readBarrier { barrier in
-                    call.onEventLoop {
-                        call.reply(barrier.flatMap { Result { try member.readOnlyTxnNow(request).stamped(by: member) } })
-                    }
-                }
+                call.afterReadBarrier(of: member) { try member.readOnlyTxnNow(request) }
                 return
             }
-            member.writeTxn(request) { result in
-                call.onEventLoop { call.reply(result.map { $0.stamped(by: member) }) }
-            }
+            member.writeTxn(request) { call.replyOnLoop($0, stampedBy: member) }
         }
         unary(Etcdserverpb_KV.Method.Compact.descriptor) { (request: Etcdserverpb_CompactionRequest, _) in
             try await etcdCall { try await member.compact(request).stamped(by: member) }
@@ -62,9 +52,7 @@ extension WireRouter {
         self["/" + method.fullyQualifiedMethod] = .unary { call, bytes in
             let request: Request
             do { request = try .init(grpcMessage: bytes) } catch { return call.finish(wireStatus(error)) }
-            propose(request) { result in
-                call.onEventLoop { call.reply(result.map { $0.stamped(by: member) }) }
-            }
+            propose(request) { call.replyOnLoop($0, stampedBy: member) }
         }
     }
 
@@ -102,6 +90,26 @@ extension WireRouter {
         unary(Etcdserverpb_Cluster.Method.MemberUpdate.descriptor, cluster.memberUpdate)
         unary(Etcdserverpb_Cluster.Method.MemberList.descriptor, cluster.memberList)
         unary(Etcdserverpb_Cluster.Method.MemberPromote.descriptor, cluster.memberPromote)
+    }
+}
+
+extension WireCall {
+    /// From a member completion (on the raft loop's thread): the response,
+    /// stamped and encoded on the call's event loop.
+    func replyOnLoop<Response: SwiftProtobuf.Message & HasResponseHeader>(
+        _ result: Result<Response, any Error>, stampedBy member: Member
+    ) {
+        onEventLoop { self.reply(result.map { $0.stamped(by: member) }) }
+    }
+
+    /// A linearizable read: `read` runs on the call's event loop once the
+    /// member's read barrier has passed, and its result is the reply.
+    func afterReadBarrier<Response: SwiftProtobuf.Message & HasResponseHeader>(
+        of member: Member, _ read: @escaping @Sendable () throws -> Response
+    ) {
+        member.readBarrier { barrier in
+            self.onEventLoop { self.reply(barrier.flatMap { Result { try read().stamped(by: member) } }) }
+        }
     }
 }
 

@@ -6,74 +6,8 @@ import SwiftProtobuf
 import Synchronization
 
 // The glue between GRPCWire (gRPC over NIO, no tasks) and our services:
-// protobuf framing without copies, gRPC statuses from our errors, and
-// bridges that run a service's async method in a task for the calls that
+// gRPC statuses from our errors, and bridges that run a service's async method in a task for the calls that
 // are not on the hot path.
-
-/// The bytes of a gRPC message being serialised: a ByteBuffer with the
-/// 5-byte prefix in front, so SwiftProtobuf writes straight into it.
-struct FramedMessage: SwiftProtobufContiguousBytes {
-    var buffer: ByteBuffer
-
-    init(repeating value: UInt8, count: Int) {
-        buffer = ByteBufferAllocator().buffer(capacity: 5 + count)
-        buffer.writeInteger(UInt8(0))
-        buffer.writeInteger(UInt32(count))
-        buffer.writeRepeatingByte(value, count: count)
-    }
-
-    init<S: Sequence>(_ sequence: S) where S.Element == UInt8 {
-        buffer = .grpcMessage(Array(sequence))
-    }
-
-    var count: Int { buffer.readableBytes - 5 }
-
-    func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
-        try buffer.withUnsafeReadableBytes { try body(UnsafeRawBufferPointer(rebasing: $0.dropFirst(5))) }
-    }
-
-    mutating func withUnsafeMutableBytes<R>(_ body: (UnsafeMutableRawBufferPointer) throws -> R) rethrows -> R {
-        try buffer.withUnsafeMutableReadableBytes { try body(UnsafeMutableRawBufferPointer(rebasing: $0.dropFirst(5))) }
-    }
-}
-
-/// A received message's bytes, read in place.
-struct ReceivedMessage: SwiftProtobufContiguousBytes {
-    var buffer: ByteBuffer
-
-    init(_ buffer: ByteBuffer) { self.buffer = buffer }
-    init(repeating value: UInt8, count: Int) {
-        buffer = ByteBufferAllocator().buffer(capacity: count)
-        buffer.writeRepeatingByte(value, count: count)
-    }
-    init<S: Sequence>(_ sequence: S) where S.Element == UInt8 {
-        buffer = ByteBufferAllocator().buffer(capacity: 0)
-        buffer.writeBytes(Array(sequence))
-    }
-    var count: Int { buffer.readableBytes }
-    func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
-        try buffer.withUnsafeReadableBytes(body)
-    }
-    mutating func withUnsafeMutableBytes<R>(_ body: (UnsafeMutableRawBufferPointer) throws -> R) rethrows -> R {
-        try buffer.withUnsafeMutableReadableBytes(body)
-    }
-}
-
-extension SwiftProtobuf.Message {
-    /// The message as one length-prefixed gRPC message.
-    func framed() throws -> ByteBuffer {
-        let framed: FramedMessage = try serializedBytes()
-        return framed.buffer
-    }
-
-    init(grpcMessage buffer: ByteBuffer) throws(WireStatus) {
-        do {
-            try self.init(serializedBytes: ReceivedMessage(buffer))
-        } catch {
-            throw WireStatus.internalError("grpc: error unmarshalling request: \(error)")
-        }
-    }
-}
 
 /// The gRPC status a client gets for `error`: etcd's code and message for
 /// ours, gRPC's own for RPC errors.

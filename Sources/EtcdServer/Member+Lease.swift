@@ -23,7 +23,7 @@ extension Member {
         while grant.id <= 0 { grant.id = Int64(bitPattern: leaseIDs.next() & UInt64(Int64.max)) }
         var internalRequest = Etcdserverpb_InternalRaftRequest()
         internalRequest.leaseGrant = grant
-        guard case let .leaseGrant(response) = try await propose(&internalRequest) else { throw EtcdError(.internal, "unexpected apply result") }
+        guard case let .leaseGrant(response) = try await propose(.other(internalRequest)) else { throw EtcdError(.internal, "unexpected apply result") }
         return response
     }
 
@@ -31,7 +31,7 @@ extension Member {
         if !lessor.contains(request.id) { throw EtcdError.leaseNotFound }
         var internalRequest = Etcdserverpb_InternalRaftRequest()
         internalRequest.leaseRevoke = request
-        guard case let .leaseRevoke(response) = try await propose(&internalRequest) else { throw EtcdError(.internal, "unexpected apply result") }
+        guard case let .leaseRevoke(response) = try await propose(.other(internalRequest)) else { throw EtcdError(.internal, "unexpected apply result") }
         return response
     }
 

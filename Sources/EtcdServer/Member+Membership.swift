@@ -19,7 +19,7 @@ extension Member {
         internalRequest.clusterMemberAttrSet.memberAttributes.clientUrls = config.advertiseClientURLs
         while true {
             do {
-                _ = try await propose(&internalRequest)
+                _ = try await propose(.other(internalRequest))
                 break
             } catch let error as EtcdError where error != .stopped {
                 // No leader yet, or the proposal was lost in an election.

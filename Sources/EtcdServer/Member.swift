@@ -370,17 +370,13 @@ public final class Member: Sendable {
 
     public func put(_ request: Etcdserverpb_PutRequest) async throws -> Etcdserverpb_PutResponse {
         try validate { try RequestValidation.check(request) }
-        var message = Etcdswiftpb_PutProposal()
-        message.put = request
-        guard case let .put(response) = try await propose(&message, .put(request)) else { throw EtcdError(.internal, "unexpected apply result") }
+        guard case let .put(response) = try await propose(.put(request)) else { throw EtcdError(.internal, "unexpected apply result") }
         return response
     }
 
     public func deleteRange(_ request: Etcdserverpb_DeleteRangeRequest) async throws -> Etcdserverpb_DeleteRangeResponse {
         try validate { try RequestValidation.check(request) }
-        var message = Etcdswiftpb_DeleteRangeProposal()
-        message.deleteRange = request
-        guard case let .deleteRange(response) = try await propose(&message, .deleteRange(request)) else { throw EtcdError(.internal, "unexpected apply result") }
+        guard case let .deleteRange(response) = try await propose(.deleteRange(request)) else { throw EtcdError(.internal, "unexpected apply result") }
         return response
     }
 
@@ -390,16 +386,14 @@ public final class Member: Sendable {
             try await linearizableBarrier()
             return try validate { try store.readOnlyTxn(request) }
         }
-        var message = Etcdswiftpb_TxnProposal()
-        message.txn = request
-        guard case let .txn(response) = try await propose(&message, .txn(request)) else { throw EtcdError(.internal, "unexpected apply result") }
+        guard case let .txn(response) = try await propose(.txn(request)) else { throw EtcdError(.internal, "unexpected apply result") }
         return response
     }
 
     public func compact(_ request: Etcdserverpb_CompactionRequest) async throws -> Etcdserverpb_CompactionResponse {
         var internalRequest = Etcdserverpb_InternalRaftRequest()
         internalRequest.compaction = request
-        guard case let .compaction(response) = try await propose(&internalRequest) else { throw EtcdError(.internal, "unexpected apply result") }
+        guard case let .compaction(response) = try await propose(.other(internalRequest)) else { throw EtcdError(.internal, "unexpected apply result") }
         return response
     }
 
@@ -415,18 +409,14 @@ public final class Member: Sendable {
     /// loop's thread once the entry is applied (or at once on a refusal).
     public func put(_ request: Etcdserverpb_PutRequest,
                     completion: @escaping @Sendable (Result<Etcdserverpb_PutResponse, any Error>) -> Void) {
-        var message = Etcdswiftpb_PutProposal()
-        message.put = request
-        propose(&message, .put(request), checking: { try RequestValidation.check(request) },
+        propose(.put(request), checking: { try RequestValidation.check(request) },
                 as: { if case let .put(response) = $0 { response } else { nil } }, completion)
     }
 
     /// As `deleteRange(_:)`, with a completion (see `put(_:completion:)`).
     public func deleteRange(_ request: Etcdserverpb_DeleteRangeRequest,
                             completion: @escaping @Sendable (Result<Etcdserverpb_DeleteRangeResponse, any Error>) -> Void) {
-        var message = Etcdswiftpb_DeleteRangeProposal()
-        message.deleteRange = request
-        propose(&message, .deleteRange(request), checking: { try RequestValidation.check(request) },
+        propose(.deleteRange(request), checking: { try RequestValidation.check(request) },
                 as: { if case let .deleteRange(response) = $0 { response } else { nil } }, completion)
     }
 
@@ -434,28 +424,23 @@ public final class Member: Sendable {
     /// Read-only txns go through `readBarrier` and `readOnlyTxnNow` instead.
     public func writeTxn(_ request: Etcdserverpb_TxnRequest,
                          completion: @escaping @Sendable (Result<Etcdserverpb_TxnResponse, any Error>) -> Void) {
-        var message = Etcdswiftpb_TxnProposal()
-        message.txn = request
-        propose(&message, .txn(request), checking: { try checkTxn(request) },
+        propose(.txn(request), checking: { try checkTxn(request) },
                 as: { if case let .txn(response) = $0 { response } else { nil } }, completion)
     }
 
-    /// Checks, encodes and queues `message` (which carries `request`);
-    /// `completion` gets the applied result as `extract` reads it (nil: not
-    /// the kind of result expected).
-    private func propose<Response, Message: ProposalMessage>(_ message: inout Message, _ request: ProposedRequest,
-                                   checking check: () throws -> Void,
+    /// Checks, encodes and queues `request`; `completion` gets the applied
+    /// result as `extract` reads it (nil: not the kind of result expected).
+    private func propose<Response>(_ request: ProposedRequest, checking check: () throws -> Void,
                                    as extract: @escaping @Sendable (ApplyResult) -> Response?,
                                    _ completion: @escaping @Sendable (Result<Response, any Error>) -> Void) {
-        let encoded: (id: UInt64, data: Data)
+        let proposal: QueuedProposal
         do {
             try validate(check)
-            encoded = try encodeProposal(&message)
+            proposal = try encodeProposal(request)
         } catch {
             return completion(.failure(error))
         }
-        let proposal = QueuedProposal(id: encoded.id, data: encoded.data, request: request)
-        enqueueWaiter(encoded.id, { $0.proposals.append(proposal) }) { result in
+        enqueueWaiter(proposal.id, { $0.proposals.append(proposal) }) { result in
             completion(result.flatMap { extract($0).map { .success($0) } ?? .failure(EtcdError(.internal, "unexpected apply result")) })
         }
     }
@@ -523,33 +508,53 @@ public final class Member: Sendable {
 
     // MARK: - Proposals and reads
 
-    func propose(_ request: inout Etcdserverpb_InternalRaftRequest) async throws -> ApplyResult {
-        try await propose(&request, ProposedRequest(request))
+    /// Proposes `request` and waits until it is applied.
+    func propose(_ request: ProposedRequest) async throws -> ApplyResult {
+        let proposal = try encodeProposal(request)
+        return try await waitForApply(proposal.id) { $0.proposals.append(proposal) }
     }
 
-    /// Proposes `message` (which carries `request`) and waits until it is applied.
-    func propose<Message: ProposalMessage>(_ message: inout Message, _ request: ProposedRequest) async throws -> ApplyResult {
-        let (id, data) = try encodeProposal(&message)
-        let proposal = QueuedProposal(id: id, data: data, request: request)
-        return try await waitForApply(id) { $0.proposals.append(proposal) }
+    /// Gives `request` its cluster-wide id and encodes it as an
+    /// InternalRaftRequest — a KV write through its narrow message (see
+    /// `ProposalMessage`) —, refusing it when the member has stopped, the
+    /// queue is full or it is too large.
+    private func encodeProposal(_ request: ProposedRequest) throws -> QueuedProposal {
+        let encoded: (id: UInt64, data: Data)
+        var applied = request
+        switch request {
+        case .put(let put):
+            var message = Etcdswiftpb_PutProposal()
+            message.put = put
+            encoded = try identified(&message)
+        case .deleteRange(let delete):
+            var message = Etcdswiftpb_DeleteRangeProposal()
+            message.deleteRange = delete
+            encoded = try identified(&message)
+        case .txn(let txn):
+            var message = Etcdswiftpb_TxnProposal()
+            message.txn = txn
+            encoded = try identified(&message)
+        case .other(var other):
+            // Rare requests (leases, compaction, membership): setting the id
+            // copies the message's storage once; the copy is what is applied.
+            encoded = try identified(&other)
+            applied = .other(other)
+        }
+        return QueuedProposal(id: encoded.id, data: encoded.data, request: applied)
     }
 
-    /// Gives `request` its cluster-wide id and encodes it, refusing it when
-    /// the member has stopped, the queue is full or it is too large.
-    /// Takes the request `inout` (as do the `propose` functions) so that
-    /// setting its id does not copy the message's storage: it stays unique
-    /// from the caller's local variable down to here.
-    private func encodeProposal<Message: ProposalMessage>(_ request: inout Message) throws -> (id: UInt64, data: Data) {
+    /// Sets a fresh id in `message` (in both places etcd does) and encodes it.
+    private func identified<Message: ProposalMessage>(_ message: inout Message) throws -> (id: UInt64, data: Data) {
         try shared.withLock { state in
             if state.stopped { throw EtcdError.stopped }
             if state.proposals.count >= Self.maxQueuedProposals { throw EtcdError.timeout }
         }
         let id = requestIDs.next()
-        request.id = id
+        message.id = id
         var header = Etcdserverpb_RequestHeader()
         header.id = id
-        request.header = header
-        let data = try request.serializedData()
+        message.header = header
+        let data = try message.serializedData()
         if data.count > config.maxRequestBytes { throw EtcdError.requestTooLarge }
         return (id, data)
     }
@@ -685,12 +690,11 @@ public final class Member: Sendable {
     /// Manual-loop members: propose `request` (its id is set here);
     /// `completion` runs on the driving thread once it is applied, fails or
     /// times out.
-    package func submit(_ request: consuming Etcdserverpb_InternalRaftRequest,
+    package func submit(_ request: Etcdserverpb_InternalRaftRequest,
                         completion: @escaping @Sendable (Result<ApplyResult, any Error>) -> Void) {
         do {
-            let (id, data) = try encodeProposal(&request)
-            let proposal = QueuedProposal(id: id, data: data, request: ProposedRequest(request))
-            enqueueWaiter(id, { $0.proposals.append(proposal) }, completion)
+            let proposal = try encodeProposal(ProposedRequest(request))
+            enqueueWaiter(proposal.id, { $0.proposals.append(proposal) }, completion)
         } catch {
             completion(.failure(error))
         }

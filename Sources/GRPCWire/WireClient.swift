@@ -39,8 +39,7 @@ public final class WireClient: @unchecked Sendable {
     /// are exchanged as calls start).
     public static func connect(_ configuration: Configuration, group: any EventLoopGroup) -> EventLoopFuture<WireClient> {
         let authority = "\(configuration.host):\(configuration.port)"
-        let limits = WireClientHandler.Limits(maxReceiveMessageBytes: configuration.maxReceiveMessageBytes,
-                                              windowBytes: configuration.windowBytes)
+        let limits = WireLimits(maxReceiveMessageBytes: configuration.maxReceiveMessageBytes, windowBytes: configuration.windowBytes)
         var settings = HTTP2Settings()
         settings.append(HTTP2Setting(parameter: .enablePush, value: 0))
         settings.append(HTTP2Setting(parameter: .initialWindowSize, value: configuration.windowBytes))
@@ -87,21 +86,19 @@ final class WireClientHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = HTTP2Frame
     typealias OutboundOut = HTTP2Frame
 
-    struct Limits {
-        var maxReceiveMessageBytes: Int
-        var windowBytes: Int
-    }
-
     private final class Call {
         let completion: (Result<ByteBuffer, WireStatus>) -> Void
         var response: ByteBuffer?
         var status: WireStatus?
-        var unacknowledged = 0
-        init(_ completion: @escaping (Result<ByteBuffer, WireStatus>) -> Void) { self.completion = completion }
+        var window: InboundWindow
+        init(windowBytes: Int, _ completion: @escaping (Result<ByteBuffer, WireStatus>) -> Void) {
+            self.completion = completion
+            window = InboundWindow(size: windowBytes)
+        }
     }
 
     private let authority: String
-    private let limits: Limits
+    private let limits: WireLimits
     private var calls: [HTTP2StreamID: Call] = [:]
     private var headersByPath: [String: HPACKHeaders] = [:]
     private var nextStreamID = HTTP2StreamID(1)
@@ -109,11 +106,12 @@ final class WireClientHandler: ChannelInboundHandler, @unchecked Sendable {
     private var closed = false
     private var reading = false
     private var needsFlush = false
-    private var connectionUnacknowledged = 0
+    private var connectionWindow: InboundWindow
 
-    init(authority: String, limits: Limits) {
+    init(authority: String, limits: WireLimits) {
         self.authority = authority
         self.limits = limits
+        connectionWindow = InboundWindow(size: limits.windowBytes)
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -130,10 +128,8 @@ final class WireClientHandler: ChannelInboundHandler, @unchecked Sendable {
     private func grantConnectionWindow(_ context: ChannelHandlerContext) {
         guard !windowGranted else { return }
         windowGranted = true
-        // The connection window starts at 65,535 bytes whatever the settings say.
-        let increase = limits.windowBytes - 65_535
-        if increase > 0 {
-            context.writeAndFlush(wrapOutboundOut(HTTP2Frame(streamID: .rootStream, payload: .windowUpdate(windowSizeIncrement: increase))), promise: nil)
+        if let grant = InboundWindow.connectionGrant(limits.windowBytes) {
+            context.writeAndFlush(wrapOutboundOut(grant), promise: nil)
         }
     }
 
@@ -160,7 +156,7 @@ final class WireClientHandler: ChannelInboundHandler, @unchecked Sendable {
         }
         let id = nextStreamID
         nextStreamID = HTTP2StreamID(Int32(id) + 2)
-        calls[id] = Call(completion)
+        calls[id] = Call(windowBytes: limits.windowBytes, completion)
         let headers = headersByPath[path] ?? makeHeaders(path)
         context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .headers(.init(headers: headers)))), promise: nil)
         context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .data(.init(data: .byteBuffer(request), endStream: true)))), promise: nil)
@@ -196,12 +192,13 @@ final class WireClientHandler: ChannelInboundHandler, @unchecked Sendable {
             if headers.endStream { end(frame.streamID) }
         case .data(let payload):
             guard case .byteBuffer(var bytes) = payload.data else { return }
-            credit(context, connection: bytes.readableBytes)
+            if let update = connectionWindow.update(after: bytes.readableBytes, on: .rootStream) {
+                context.write(wrapOutboundOut(update), promise: nil)
+                needsFlush = true
+            }
             guard let call = calls[frame.streamID] else { return }
-            call.unacknowledged += bytes.readableBytes
-            if call.unacknowledged >= limits.windowBytes / 2 && !payload.endStream {
-                context.write(wrapOutboundOut(HTTP2Frame(streamID: frame.streamID, payload: .windowUpdate(windowSizeIncrement: call.unacknowledged))), promise: nil)
-                call.unacknowledged = 0
+            if !payload.endStream, let update = call.window.update(after: bytes.readableBytes, on: frame.streamID) {
+                context.write(wrapOutboundOut(update), promise: nil)
                 needsFlush = true
             }
             if call.response == nil {
@@ -248,15 +245,6 @@ final class WireClientHandler: ChannelInboundHandler, @unchecked Sendable {
             end(closedStream.streamID)
         }
         context.fireUserInboundEventTriggered(event)
-    }
-
-    private func credit(_ context: ChannelHandlerContext, connection bytes: Int) {
-        connectionUnacknowledged += bytes
-        if connectionUnacknowledged >= limits.windowBytes / 2 {
-            context.write(wrapOutboundOut(HTTP2Frame(streamID: .rootStream, payload: .windowUpdate(windowSizeIncrement: connectionUnacknowledged))), promise: nil)
-            connectionUnacknowledged = 0
-            needsFlush = true
-        }
     }
 
     /// Completes a call: OK with exactly one whole message, or its status.

@@ -10,13 +10,6 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = HTTP2Frame
     typealias OutboundOut = HTTP2Frame
 
-    struct Limits {
-        /// The largest request message accepted, in bytes.
-        var maxReceiveMessageBytes: Int
-        /// The window granted to each stream and to the connection.
-        var windowBytes: Int
-    }
-
     private final class Stream {
         let call: WireCall
         let method: WireMethod
@@ -25,11 +18,11 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
         var pending: ByteBuffer?
         var headersSent = false
         var unaryStarted = false
-        /// Flow-control bytes received and not yet given back.
-        var unacknowledged = 0
-        init(call: WireCall, method: WireMethod) {
+        var window: InboundWindow
+        init(call: WireCall, method: WireMethod, windowBytes: Int) {
             self.call = call
             self.method = method
+            window = InboundWindow(size: windowBytes)
         }
     }
 
@@ -40,12 +33,12 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
     private var draining = false
     static let drainSettle: TimeAmount = .milliseconds(200)
     private let router: WireRouter
-    private let limits: Limits
+    private let limits: WireLimits
     private var streams: [HTTP2StreamID: Stream] = [:]
     private var context: ChannelHandlerContext?
     private var remotePeer = ""
     private var localPeer = ""
-    private var connectionUnacknowledged = 0
+    private var connectionWindow: InboundWindow
     private var needsFlush = false
     /// Inside channelRead…channelReadComplete, or inside `drainInbox`: both
     /// flush once at their end, so writes in between only mark the need.
@@ -56,9 +49,10 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
     private let inbox = NIOLockedValueBox<[(WireConnection) -> Void]>([])
     private var eventLoop: (any EventLoop)?
 
-    init(router: WireRouter, limits: Limits) {
+    init(router: WireRouter, limits: WireLimits) {
         self.router = router
         self.limits = limits
+        connectionWindow = InboundWindow(size: limits.windowBytes)
     }
 
     // MARK: - Channel events
@@ -71,10 +65,8 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        // The connection window starts at 65,535 bytes whatever the settings say.
-        let increase = limits.windowBytes - 65_535
-        if increase > 0 {
-            context.write(wrapOutboundOut(HTTP2Frame(streamID: .rootStream, payload: .windowUpdate(windowSizeIncrement: increase))), promise: nil)
+        if let grant = InboundWindow.connectionGrant(limits.windowBytes) {
+            context.write(wrapOutboundOut(grant), promise: nil)
             needsFlush = true
         }
         context.fireChannelActive()
@@ -105,12 +97,13 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
             }
         case .data(let payload):
             guard case .byteBuffer(let bytes) = payload.data else { return }
-            creditConnection(bytes.readableBytes)
+            if let update = connectionWindow.update(after: bytes.readableBytes, on: .rootStream) {
+                context.write(wrapOutboundOut(update), promise: nil)
+                needsFlush = true
+            }
             guard let stream = streams[frame.streamID] else { return }
-            stream.unacknowledged += bytes.readableBytes
-            if stream.unacknowledged >= limits.windowBytes / 2 && !payload.endStream {
-                context.write(wrapOutboundOut(HTTP2Frame(streamID: frame.streamID, payload: .windowUpdate(windowSizeIncrement: stream.unacknowledged))), promise: nil)
-                stream.unacknowledged = 0
+            if !payload.endStream, let update = stream.window.update(after: bytes.readableBytes, on: frame.streamID) {
+                context.write(wrapOutboundOut(update), promise: nil)
                 needsFlush = true
             }
             received(bytes, on: stream)
@@ -170,15 +163,6 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
         context.close(promise: nil)
     }
 
-    private func creditConnection(_ bytes: Int) {
-        connectionUnacknowledged += bytes
-        if connectionUnacknowledged >= limits.windowBytes / 2, let context {
-            context.write(wrapOutboundOut(HTTP2Frame(streamID: .rootStream, payload: .windowUpdate(windowSizeIncrement: connectionUnacknowledged))), promise: nil)
-            connectionUnacknowledged = 0
-            needsFlush = true
-        }
-    }
-
     // MARK: - Calls
 
     private func open(_ id: HTTP2StreamID, _ headers: HPACKHeaders, endStream: Bool) {
@@ -198,7 +182,7 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
         }
         let call = WireCall(path: path, headers: headers, streamID: id, connection: self,
                             eventLoop: context.eventLoop, remotePeer: remotePeer, localPeer: localPeer)
-        let stream = Stream(call: call, method: method)
+        let stream = Stream(call: call, method: method, windowBytes: limits.windowBytes)
         streams[id] = stream
         if case .streaming(let makeHandler) = method {
             stream.handler = makeHandler(call)

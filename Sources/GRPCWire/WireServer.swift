@@ -71,7 +71,7 @@ public final class WireServer: Sendable {
         settings.append(HTTP2Setting(parameter: .maxHeaderListSize, value: 16 * 1024))
         var connection = configuration.connection
         connection.initialSettings = settings
-        let limits = WireConnection.Limits(maxReceiveMessageBytes: configuration.maxReceiveMessageBytes, windowBytes: configuration.windowBytes)
+        let limits = WireLimits(maxReceiveMessageBytes: configuration.maxReceiveMessageBytes, windowBytes: configuration.windowBytes)
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)

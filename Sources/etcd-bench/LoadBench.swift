@@ -5,7 +5,6 @@ import Foundation
 import GRPCWire
 import NIOCore
 import NIOPosix
-import SwiftProtobuf
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import HTTP2PingResponder
@@ -225,7 +224,7 @@ struct PutLoad: AsyncParsableCommand {
             var request = Etcdserverpb_PutRequest()
             request.key = options.key(n)
             request.value = value
-            return try framed(request)
+            return try request.framed()
         }
     }
 }
@@ -246,7 +245,7 @@ struct RangeLoad: AsyncParsableCommand {
             var request = Etcdserverpb_RangeRequest()
             request.key = options.key(n)
             request.serializable = serializable
-            return try framed(request)
+            return try request.framed()
         }
     }
 }
@@ -280,15 +279,9 @@ struct TxnPutLoad: AsyncParsableCommand {
                 op.requestPut = put
                 txn.success.append(op)
             }
-            return try framed(txn)
+            return try txn.framed()
         }
     }
-}
-
-/// A request message behind gRPC's 5-byte frame prefix.
-func framed(_ message: some SwiftProtobuf.Message) throws -> ByteBuffer {
-    let bytes: [UInt8] = try message.serializedBytes()
-    return ByteBuffer.grpcMessage(bytes)
 }
 
 /// Drives one connection's clients on its event loop: each client sends its
