@@ -231,9 +231,10 @@ final class WatchStreamProbe: Sendable {
 
     func send(_ request: Etcdserverpb_WatchRequest) { requests.yield(request) }
 
-    /// Waits (at most 10 s) for `count` responses and returns them.
+    /// Waits (at most 30 s: the whole in-process suite shares two cores)
+    /// for `count` responses and returns them.
     func waitFor(count: Int) async throws -> [Etcdserverpb_WatchResponse] {
-        let deadline = ContinuousClock.now + .seconds(10)
+        let deadline = ContinuousClock.now + .seconds(30)
         while responses.count < count && ContinuousClock.now < deadline {
             try await Task.sleep(for: .milliseconds(10))
         }

@@ -27,7 +27,7 @@ import Testing
     }
 
     /// Runs etcd-sim, for at most `limit` seconds.
-    static func sim(_ arguments: [String], limit: TimeInterval = 600) throws -> Outcome {
+    static func sim(_ arguments: [String], limit: TimeInterval = 600) async throws -> Outcome {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: binary)
         process.arguments = arguments
@@ -40,7 +40,12 @@ import Testing
         process.standardError = output
         try process.run()
         let deadline = Date().addingTimeInterval(limit)
-        while process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.1) }
+        // Polled with Task.sleep, not Thread.sleep: a blocked thread would be
+        // one of the (two) threads every other test's tasks run on, for the
+        // minutes a simulation takes.
+        while process.isRunning && Date() < deadline {
+            do { try await Task.sleep(for: .milliseconds(100)) } catch { break }
+        }
         if process.isRunning { process.terminate() }
         process.waitUntilExit()
         try output.close()
@@ -54,8 +59,8 @@ import Testing
     /// added, promoted and members removed) and every
     /// check on: linearizability, the watch guarantees against the applied
     /// history, revisions, convergence, leases.
-    @Test func twoHundredSeedsPass() throws {
-        let outcome = try Self.sim(["--seed", "1", "--seeds", "200"])
+    @Test func twoHundredSeedsPass() async throws {
+        let outcome = try await Self.sim(["--seed", "1", "--seeds", "200"])
         print(outcome.summary)
         for report in outcome.reports where !report.contains(": ok —") { print(report) }
         #expect(outcome.status == 0, "\(outcome.output.suffix(4000))")
@@ -75,8 +80,8 @@ import Testing
 
     /// Linearizable reads served without ReadIndex (a planted bug) are
     /// caught within a few seeds, and a failing seed replays exactly.
-    @Test func plantedStaleReadBugIsCaught() throws {
-        let outcome = try Self.sim(["--seed", "1", "--seeds", "12", "--bug", "local-reads"])
+    @Test func plantedStaleReadBugIsCaught() async throws {
+        let outcome = try await Self.sim(["--seed", "1", "--seeds", "12", "--bug", "local-reads"])
         print(outcome.summary)
         #expect(outcome.status != 0)
         let failed = outcome.reports.filter { $0.contains("FAILED") }
@@ -84,20 +89,20 @@ import Testing
         // One member cannot serve a stale read: the planted bug is harmless there.
         #expect(outcome.reports.filter { $0.contains("members 1:") }.allSatisfy { $0.contains(": ok —") })
         guard let first = failed.first, let seed = first.split(separator: " ").dropFirst().first else { return }
-        let replay = try Self.sim(["--seed", String(seed), "--bug", "local-reads"])
+        let replay = try await Self.sim(["--seed", String(seed), "--bug", "local-reads"])
         #expect(replay.reports.first == outcome.reports.first { $0.hasPrefix("seed \(seed) ") })
     }
 
     /// The same seed gives the same run: every client observation hashes
     /// the same.
-    @Test func aSeedReplaysExactly() throws {
-        let first = try Self.sim(["--seed", "7", "--members", "5"])
-        let second = try Self.sim(["--seed", "7", "--members", "5"])
+    @Test func aSeedReplaysExactly() async throws {
+        let first = try await Self.sim(["--seed", "7", "--members", "5"])
+        let second = try await Self.sim(["--seed", "7", "--members", "5"])
         #expect(first.status == 0)
         #expect(first.reports.count == 1)
         #expect(first.reports == second.reports)
         // Another seed is another run.
-        let other = try Self.sim(["--seed", "8", "--members", "5"])
+        let other = try await Self.sim(["--seed", "8", "--members", "5"])
         #expect(other.reports != first.reports)
     }
 
@@ -112,8 +117,8 @@ import Testing
         #expect(order == [1, 2, 3, 4])
     }
 
-    @Test func badArgumentsAreRefused() throws {
-        let outcome = try Self.sim(["--members", "4"])
+    @Test func badArgumentsAreRefused() async throws {
+        let outcome = try await Self.sim(["--members", "4"])
         #expect(outcome.status != 0)
         #expect(outcome.output.contains("--members must be 1, 3 or 5"))
     }
