@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Compares a single member of ours with a single member of the real etcd
 # (Debian's etcd-server) on loopback, in the same run, with etcd-bench:
-# put with 1 client and with 256 clients on 16 connections, linearizable and
-# serializable range with 256 clients, txn-put with 256 clients; then each
-# server's peak RSS. Release build; every load is bounded by --total.
+# serializable range and put with 1 client, put with 256 clients on 16
+# connections, linearizable and serializable range with 256 clients, txn-put
+# with 256 clients; then each server's peak RSS. Release build; every load is bounded by --total.
 #
 #   scripts/bench-single.sh [total-puts]
 set -euo pipefail
@@ -40,6 +40,9 @@ summary() { grep -E "requests/s|latency" | tr -s ' ' | paste -sd' ' -; }
 run() {
     local label=$1 ep=127.0.0.1:$2
     echo "=== $label"
+    # A serializable read with one client: the round trip without raft or
+    # the disk, the floor under "put 1 client" (which adds one fsync).
+    echo "range s 1 client:    $("$BENCH" range --endpoints "$ep" --conns 1 --clients 1 --total $((TOTAL / 10)) --consistency s | summary)"
     echo "put 1 client:        $("$BENCH" put --endpoints "$ep" --conns 1 --clients 1 --total $((TOTAL / 20)) | summary)"
     echo "put 256 clients:     $("$BENCH" put --endpoints "$ep" --conns 16 --clients 256 --total "$TOTAL" | summary)"
     echo "range l 256 clients: $("$BENCH" range --endpoints "$ep" --conns 16 --clients 256 --total $((TOTAL * 2)) --consistency l | summary)"
