@@ -224,7 +224,9 @@ let package = Package(
         .testTarget(
             name: "E2ETests",
             dependencies: [
-                "EtcdGRPC", "EtcdProto", "HTTP2PingResponder", "Checkers", "Raft",
+                "EtcdGRPC", "EtcdProto", "HTTP2PingResponder", "Checkers", "Raft", "GRPCWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),

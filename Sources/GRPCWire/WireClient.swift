@@ -18,6 +18,8 @@ public final class WireClient: @unchecked Sendable {
         /// Runs on the new channel before the HTTP/2 handler is added (for
         /// example to put a PING responder in front of it).
         public var onConnect: (@Sendable (any Channel) throws -> Void)?
+        /// Headers sent with every call, after gRPC's own (custom metadata).
+        public var metadata: [(name: String, value: String)] = []
 
         public init(host: String, port: Int) {
             self.host = host
@@ -47,6 +49,7 @@ public final class WireClient: @unchecked Sendable {
         var connection = WireServer.defaultConnectionConfiguration
         connection.initialSettings = settings
         let onConnect = configuration.onConnect
+        let metadata = configuration.metadata
         return ClientBootstrap(group: group)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
@@ -54,7 +57,7 @@ public final class WireClient: @unchecked Sendable {
                     try onConnect?(channel)
                     let sync = channel.pipeline.syncOperations
                     try sync.addHandler(NIOHTTP2Handler(mode: .client, connectionConfiguration: connection))
-                    try sync.addHandler(WireClientHandler(authority: authority, limits: limits))
+                    try sync.addHandler(WireClientHandler(authority: authority, limits: limits, metadata: metadata))
                 }
             }
             .connect(host: configuration.host, port: configuration.port)
@@ -99,6 +102,7 @@ final class WireClientHandler: ChannelInboundHandler, @unchecked Sendable {
 
     private let authority: String
     private let limits: WireLimits
+    private let metadata: [(name: String, value: String)]
     private var calls: [HTTP2StreamID: Call] = [:]
     private var headersByPath: [String: HPACKHeaders] = [:]
     private var nextStreamID = HTTP2StreamID(1)
@@ -108,9 +112,10 @@ final class WireClientHandler: ChannelInboundHandler, @unchecked Sendable {
     private var needsFlush = false
     private var connectionWindow: InboundWindow
 
-    init(authority: String, limits: WireLimits) {
+    init(authority: String, limits: WireLimits, metadata: [(name: String, value: String)]) {
         self.authority = authority
         self.limits = limits
+        self.metadata = metadata
         connectionWindow = InboundWindow(size: limits.windowBytes)
     }
 
@@ -168,10 +173,11 @@ final class WireClientHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 
     private func makeHeaders(_ path: String) -> HPACKHeaders {
-        let headers: HPACKHeaders = [
+        var headers: HPACKHeaders = [
             ":method": "POST", ":scheme": "http", ":path": path, ":authority": authority,
             "content-type": "application/grpc", "te": "trailers",
         ]
+        for (name, value) in metadata { headers.add(name: name, value: value) }
         headersByPath[path] = headers
         return headers
     }

@@ -180,6 +180,12 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
             writeTrailersOnly(id, WireStatus.unimplemented("Unimplemented method '\(path.dropFirst())'"))
             return
         }
+        // No decompressor is installed (as in etcd): a request that names
+        // any encoding but identity is refused before its first message.
+        if let encoding = headers.first(name: "grpc-encoding"), !encoding.isEmpty, encoding != "identity" {
+            writeTrailersOnly(id, WireStatus.unimplemented("grpc: Decompressor is not installed for grpc-encoding \"\(encoding)\""))
+            return
+        }
         let call = WireCall(path: path, headers: headers, streamID: id, connection: self,
                             eventLoop: context.eventLoop, remotePeer: remotePeer, localPeer: localPeer)
         let stream = Stream(call: call, method: method, windowBytes: limits.windowBytes)
@@ -208,7 +214,10 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
                   let compressed = bytes.getInteger(at: bytes.readerIndex, as: UInt8.self),
                   let length = bytes.getInteger(at: bytes.readerIndex + 1, as: UInt32.self) else { break }
             if compressed != 0 {
-                fail(stream, WireStatus.unimplemented("compressed messages are not supported"))
+                // The encoding is identity (anything else was refused at open).
+                fail(stream, WireStatus.internalError(compressed == 1
+                    ? "grpc: compressed flag set with identity or empty encoding"
+                    : "grpc: received unexpected payload format \(compressed)"))
                 return
             }
             if Int(length) > limits.maxReceiveMessageBytes {
