@@ -19,6 +19,8 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
         var headersSent = false
         var unaryStarted = false
         var window: InboundWindow
+        /// The client's `grpc-timeout`, as a timer that ends the call.
+        var deadline: Scheduled<Void>?
         init(call: WireCall, method: WireMethod, windowBytes: Int) {
             self.call = call
             self.method = method
@@ -75,7 +77,10 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
     func channelInactive(context: ChannelHandlerContext) {
         let open = streams
         streams.removeAll()
-        for stream in open.values { stream.handler?.cancelled() }
+        for stream in open.values {
+            stream.deadline?.cancel()
+            stream.handler?.cancelled()
+        }
         self.context = nil
         context.fireChannelInactive()
     }
@@ -110,6 +115,7 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
             if payload.endStream, streams[frame.streamID] === stream { inboundClosed(stream) }
         case .rstStream:
             if let stream = streams.removeValue(forKey: frame.streamID) {
+                stream.deadline?.cancel()
                 stream.handler?.cancelled()
                 closeIfDrained()
             }
@@ -128,6 +134,7 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
         if let closed = event as? StreamClosedEvent {
             // Nothing after this handler wants these (one per call).
             if let stream = streams.removeValue(forKey: closed.streamID) {
+                stream.deadline?.cancel()
                 stream.handler?.cancelled()
                 closeIfDrained()
             }
@@ -186,10 +193,27 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
             writeTrailersOnly(id, WireStatus.unimplemented("grpc: Decompressor is not installed for grpc-encoding \"\(encoding)\""))
             return
         }
+        var timeout: TimeAmount?
+        if let text = headers.first(name: "grpc-timeout") {
+            guard let parsed = Self.parseTimeout(text) else {
+                writeTrailersOnly(id, WireStatus.internalError("transport: malformed grpc-timeout: \(text)"))
+                return
+            }
+            timeout = parsed
+        }
         let call = WireCall(path: path, headers: headers, streamID: id, connection: self,
                             eventLoop: context.eventLoop, remotePeer: remotePeer, localPeer: localPeer)
         let stream = Stream(call: call, method: method, windowBytes: limits.windowBytes)
         streams[id] = stream
+        if let timeout, timeout.nanoseconds < Int64.max {
+            // The client's deadline: past it, the call ends with
+            // DEADLINE_EXCEEDED whatever its handler does later.
+            stream.deadline = context.eventLoop.scheduleTask(in: timeout) { [weak self, weak stream] in
+                guard let self, let stream, self.streams[id] === stream else { return }
+                self.fail(stream, WireStatus(code: 4, message: "context deadline exceeded"))
+                self.flushIfNeeded()
+            }
+        }
         if case .streaming(let makeHandler) = method {
             stream.handler = makeHandler(call)
         }
@@ -325,6 +349,7 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
 
     func finish(_ id: HTTP2StreamID, status: WireStatus) {
         guard let context, let stream = streams.removeValue(forKey: id) else { return }
+        stream.deadline?.cancel()
         defer { closeIfDrained() }
         if !stream.headersSent {
             writeTrailersOnly(id, status)
@@ -353,6 +378,31 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
         guard needsFlush, let context else { return }
         needsFlush = false
         context.flush()
+    }
+
+    /// gRPC's `grpc-timeout`: at most 8 digits and a unit (H, M, S, m, u,
+    /// n). nil when malformed; `.nanoseconds(.max)` (no deadline) when
+    /// longer than a TimeAmount holds (99,999,999 hours).
+    static func parseTimeout(_ text: String) -> TimeAmount? {
+        let utf8 = Array(text.utf8)
+        guard (2...9).contains(utf8.count), let unit = utf8.last else { return nil }
+        var value: Int64 = 0
+        for digit in utf8.dropLast() {
+            guard (0x30...0x39).contains(digit) else { return nil }
+            value = value * 10 + Int64(digit - 0x30)
+        }
+        let nanosecondsPerUnit: Int64
+        switch unit {
+        case UInt8(ascii: "H"): nanosecondsPerUnit = 3_600_000_000_000
+        case UInt8(ascii: "M"): nanosecondsPerUnit = 60_000_000_000
+        case UInt8(ascii: "S"): nanosecondsPerUnit = 1_000_000_000
+        case UInt8(ascii: "m"): nanosecondsPerUnit = 1_000_000
+        case UInt8(ascii: "u"): nanosecondsPerUnit = 1_000
+        case UInt8(ascii: "n"): nanosecondsPerUnit = 1
+        default: return nil
+        }
+        let (nanoseconds, overflow) = value.multipliedReportingOverflow(by: nanosecondsPerUnit)
+        return .nanoseconds(overflow ? .max : nanoseconds)
     }
 
     /// gRPC's percent-encoding of `grpc-message`: printable ASCII but `%` as is.

@@ -13,14 +13,17 @@ import Testing
 @Suite(.serialized) struct WireClientTests {
     static let range = "/etcdserverpb.KV/Range"
 
-    func withServerAndClient(_ body: (WireClient, WireServerTests.Events) async throws -> Void) async throws {
+    func withServerAndClient(metadata: [(name: String, value: String)] = [],
+                             _ body: (WireClient, WireServerTests.Events) async throws -> Void) async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let events = WireServerTests.Events()
         let server = WireServer(configuration: .init(host: "127.0.0.1", port: 0),
                                 router: WireServerTests.router(events: events), group: group)
         let port = try await server.start()
         let clientGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let client = try await WireClient.connect(.init(host: "127.0.0.1", port: port), group: clientGroup).get()
+        var configuration = WireClient.Configuration(host: "127.0.0.1", port: port)
+        configuration.metadata = metadata
+        let client = try await WireClient.connect(configuration, group: clientGroup).get()
         do {
             try await body(client, events)
         } catch {
@@ -114,6 +117,38 @@ import Testing
                 return
             }
             #expect(later.code == 14)
+        }
+    }
+
+    /// The client's `grpc-timeout`: a call still open at its deadline ends
+    /// with DEADLINE_EXCEEDED (and its late answer goes nowhere); calls
+    /// answered in time are untouched; a malformed value is refused.
+    @Test func grpcTimeoutEndsCallsStillOpenAtTheDeadline() async throws {
+        let exceeded = WireStatus(code: 4, message: "context deadline exceeded")
+        try await withServerAndClient(metadata: [("grpc-timeout", "100m")]) { client, events in
+            // Should the server miss the deadline, the test fails at 5 s
+            // (the held call ends with the connection) instead of hanging.
+            let backstop = client.eventLoop.scheduleTask(in: .seconds(5)) { _ = client.close() }
+            defer { backstop.cancel() }
+            let started = ContinuousClock.now
+            #expect(await call(client, key: "hold") == .failure(exceeded))
+            #expect(ContinuousClock.now - started >= .milliseconds(100))
+            #expect(events.all.contains("hold"))
+            // Answered 300 ms after the deadline ended it.
+            #expect(await call(client, key: "slow") == .failure(exceeded))
+            try await Task.sleep(for: .milliseconds(400))
+            let inTime = try await call(client, key: "in time").get()
+            #expect(inTime.kvs.first?.key == Data("in time".utf8))
+        }
+        // Longer than a TimeAmount holds: no deadline at all.
+        try await withServerAndClient(metadata: [("grpc-timeout", "99999999H")]) { client, _ in
+            let answered = try await call(client, key: "x").get()
+            #expect(answered.kvs.first?.key == Data("x".utf8))
+        }
+        for bad in ["1x", "S", "123456789S", "-1S"] {
+            try await withServerAndClient(metadata: [("grpc-timeout", bad)]) { client, _ in
+                #expect(await call(client, key: "x") == .failure(WireStatus(code: 13, message: "transport: malformed grpc-timeout: \(bad)")))
+            }
         }
     }
 
