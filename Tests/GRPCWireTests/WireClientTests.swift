@@ -134,6 +134,13 @@ import Testing
             #expect(await call(client, key: "hold") == .failure(exceeded))
             #expect(ContinuousClock.now - started >= .milliseconds(100))
             #expect(events.all.contains("hold"))
+            // Two open at once, deadlines 50 ms apart: the sweep that ends
+            // the first sets itself again for the second.
+            async let first = call(client, key: "hold")
+            try await Task.sleep(for: .milliseconds(50))
+            async let second = call(client, key: "hold")
+            let (a, b) = await (first, second)
+            #expect(a == .failure(exceeded) && b == .failure(exceeded), "\(a) \(b)")
             // Answered 300 ms after the deadline ended it.
             #expect(await call(client, key: "slow") == .failure(exceeded))
             try await Task.sleep(for: .milliseconds(400))
