@@ -314,7 +314,8 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
         let now = NIODeadline.now()
         var next: NIODeadline?
         for stream in Array(streams.values) {
-            guard let deadline = stream.deadline else { continue }
+            // (A handler told of one call's end may have ended another.)
+            guard let deadline = stream.deadline, streams[stream.call.streamID] === stream else { continue }
             if deadline <= now {
                 fail(stream, WireStatus(code: 4, message: "context deadline exceeded"))
             } else if next.map({ deadline < $0 }) ?? true {
