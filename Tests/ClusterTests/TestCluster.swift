@@ -105,6 +105,21 @@ final class TestCluster: @unchecked Sendable {
         throw TestFailure("no agreed leader within \(timeout): \(running.map { $0.raftStatus().leader })")
     }
 
+    /// Runs `round` with the leader's index until a round passes with the
+    /// same leader and term on every member (an election in the middle, as
+    /// a loaded machine causes, voids what the round measured), at most
+    /// `attempts` times; then runs the checks that round returned.
+    func withSteadyLeader(attempts: Int = 3, _ round: (_ leader: Int) async throws -> () throws -> Void) async throws {
+        for _ in 0..<attempts {
+            let leader = try await waitForLeader()
+            let before = running.map { $0.raftStatus() }
+            let checks = try await round(leader)
+            let after = running.map { $0.raftStatus() }
+            if zip(before, after).allSatisfy({ $0.term == $1.term && $0.leader == $1.leader }) { return try checks() }
+        }
+        Issue.record("leadership changed in every one of \(attempts) attempts")
+    }
+
     /// Retries `body` while it fails with an "unavailable" etcd error (no
     /// leader yet, a lost proposal) for up to `timeout`.
     func retrying<T>(timeout: Duration = .seconds(10), _ body: () async throws -> T) async throws -> T {

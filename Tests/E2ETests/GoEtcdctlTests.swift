@@ -172,7 +172,7 @@ final class EtcdProcess {
         if ownsDataDir { try? FileManager.default.removeItem(atPath: dataDir) }
     }
 
-    enum ProcessError: Error { case notReady, timedOut([String]) }
+    enum ProcessError: Error { case notReady, timedOut([String]), missing(String) }
 
     /// Runs a command to completion, killing it after 20 s.
     static func run(_ path: String, _ arguments: [String], environment: [String: String], input: String?) throws -> (status: Int32, out: String, err: String) {
