@@ -100,6 +100,14 @@ func makeTempDirectory() -> String {
     return path
 }
 
+/// Whether something accepts TCP connections on 127.0.0.1:`port`.
+func canConnect(port: Int) async -> Bool {
+    guard let channel = try? await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        .connect(host: "127.0.0.1", port: port).get() else { return false }
+    try? await channel.close().get()
+    return true
+}
+
 /// Polls `condition` every 10 ms until it holds or `timeout` passes.
 @discardableResult
 func eventually(timeout: Duration = .seconds(10), _ condition: () -> Bool) async -> Bool {
