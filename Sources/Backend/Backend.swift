@@ -112,6 +112,9 @@ public final class Backend: @unchecked Sendable {
     private var needsReplay = false
     private var opsInBatch = 0
     private var batchStartNanos: UInt64 = 0
+    /// The file's size after the last commit (or open), for cheap checks
+    /// on any thread (the server's space quota).
+    private let committedSize = Atomic<Int>(0)
 
     /// Opens (creating if needed) the environment at `path`, a file.
     public init(path: String, config: BackendConfig = BackendConfig()) throws(BackendError) {
@@ -121,6 +124,7 @@ public final class Backend: @unchecked Sendable {
         self.pending = batch
         self.published = Mutex(Published(current: batch, committing: nil))
         try openEnvironment()
+        committedSize.store(sizeBytes, ordering: .relaxed)
     }
 
     deinit {
@@ -319,6 +323,7 @@ public final class Backend: @unchecked Sendable {
                 published.withLock { $0.committing = nil }
                 opsInBatch = 0
                 needsReplay = false
+                committedSize.store(sizeBytes, ordering: .relaxed)
                 return
             }
             // The commit failed and freed the transaction: put the batch back
@@ -527,6 +532,9 @@ public final class Backend: @unchecked Sendable {
     /// Size of the database file on disk.
     public var sizeBytes: Int { Backend.fileSize(path) ?? 0 }
 
+    /// The file's size as of the last commit: no system call, any thread.
+    public var sizeBytesAtLastCommit: Int { committedSize.load(ordering: .relaxed) }
+
     /// Bytes of the file holding live data (file pages minus free pages).
     public func sizeInUseBytes() throws -> Int {
         try read { tx in try tx.pagesInUse() * tx.pageSize() }
@@ -584,6 +592,7 @@ public final class Backend: @unchecked Sendable {
 
     func reopenEnvironment() throws(BackendError) {
         try openEnvironment()
+        committedSize.store(sizeBytes, ordering: .relaxed)
     }
 
     var hasOpenWriteTxn: Bool { writeTxn != nil || needsReplay }

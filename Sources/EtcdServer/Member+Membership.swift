@@ -123,46 +123,7 @@ extension Member {
 
     /// Asks raft to hand leadership to `target` (a no-op unless this member leads).
     package func requestLeaderTransfer(to target: UInt64) {
-        shared.withLock { $0.transferTo = target }
-        signal()
-    }
-
-    // MARK: - Apply (raft loop thread)
-
-    /// ClusterMemberAttrSet: the member's name and client URLs.
-    func applyMemberAttributes(_ request: Membershippb_ClusterMemberAttrSetRequest) throws(MVCCError) {
-        guard var record = membership.member(request.memberID) else { return }
-        record.name = request.memberAttributes.name
-        record.clientURLs = request.memberAttributes.clientUrls
-        do { try membership.save(record, to: backend) } catch { throw .backend(error) }
-    }
-
-    /// A committed conf change: the membership table, the backend and the
-    /// transport follow it. Returns true when this member was removed.
-    func applyMembership(_ change: ConfChange) throws -> Bool {
-        switch change.type {
-        case .addNode, .addLearnerNode, .updateNode:
-            guard var record = MemberRecord(json: change.context), record.id == change.nodeID else {
-                throw EtcdError(.dataLoss, "etcdserver: conf change for \(String(change.nodeID, radix: 16)) carries no member record")
-            }
-            if let existing = membership.member(record.id) {
-                // Promotion and updates keep the published attributes.
-                if record.name.isEmpty { record.name = existing.name }
-                if record.clientURLs.isEmpty { record.clientURLs = existing.clientURLs }
-            }
-            try membership.save(record, to: backend)
-            if record.id != memberID { peers.setPeer(id: record.id, urls: record.peerURLs) }
-            logger.info(change.type == .updateNode ? "updated member" : "added member", metadata: [
-                "updated-remote-peer-id": "\(String(record.id, radix: 16))",
-                "updated-remote-peer-urls": "\(record.peerURLs)",
-            ])
-        case .removeNode:
-            try membership.remove(change.nodeID, from: backend)
-            peers.removePeer(id: change.nodeID)
-            logger.info("removed member", metadata: ["removed-remote-peer-id": "\(String(change.nodeID, radix: 16))"])
-            return change.nodeID == memberID
-        }
-        return false
+        mailbox.post { $0.transferTo = target }
     }
 
     /// What a member joining with `--initial-cluster-state existing` asks

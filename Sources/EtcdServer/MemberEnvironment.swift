@@ -41,9 +41,6 @@ package struct MemberEnvironment: Sendable {
     /// No loop thread and no watch-sync thread: the owner calls `step()`
     /// whenever there is input or a tick is due, all on one thread.
     package var manualLoop = false
-    /// A deliberately planted bug, to show the simulation catches it:
-    /// linearizable reads are served locally, without a ReadIndex round.
-    package var bugLocalLinearizableReads = false
     /// Sees every write the member applies (member id, revision, events):
     /// the simulation's reference history for the watch checker.
     package var observeApply: (@Sendable (UInt64, Int64, [Mvccpb_Event]) -> Void)?

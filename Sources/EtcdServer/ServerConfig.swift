@@ -49,12 +49,6 @@ public struct ServerConfig: Sendable {
     /// Failpoints of the write path (`ETCD_FAILPOINTS`; tests may set their own).
     public var failpoints: Failpoints = .shared
 
-    /// Tests only: make the raft loop stop dead at `point` once it reaches
-    /// raft index `atIndex` (see `MemberCrashTests`).
-    var crashForTesting: (point: CrashPoint, atIndex: UInt64)?
-    /// Test seam: the monotonic time leases are measured in (a fake clock).
-    var leaseClockForTesting: (@Sendable () -> Duration)?
-
     /// Raft ticks per election timeout.
     public var electionTicks: Int { electionTimeoutMilliseconds / heartbeatIntervalMilliseconds }
 

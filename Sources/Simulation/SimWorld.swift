@@ -133,7 +133,6 @@ final class SimWorld: @unchecked Sendable {
         environment.backendBatchIntervalMilliseconds = 1 << 30
         environment.backendBatchLimitOps = backendBatchLimit
         environment.manualLoop = true
-        environment.bugLocalLinearizableReads = options.bug == .localReads
         environment.observeApply = { [unowned self] member, revision, events in observed(member, revision, events) }
         environment.logger = Logger(label: "etcd-sim", factory: { _ in SwiftLogNoOpLogHandler() })
         return environment
@@ -158,7 +157,8 @@ final class SimWorld: @unchecked Sendable {
             config.snapshotCount = snapshotCount
             config.snapshotCatchUpEntries = catchUp
             config.preVote = preVote
-            config.failpoints = Failpoints(specification: "")
+            // The planted bug, when asked for, is a failpoint like any other.
+            config.failpoints = Failpoints(specification: options.bug == .localReads ? "bugLocalLinearizableReads=on" : "")
             nodes.append(SimNode(index: i, config: config))
         }
     }

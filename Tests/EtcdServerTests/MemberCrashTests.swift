@@ -8,14 +8,14 @@ import Testing
 @Suite struct MemberCrashTests {
     static let acknowledged = 20
 
-    @Test(arguments: [CrashPoint.afterWALAppend, .afterApplyBeforeBackendCommit])
-    func restartAfterCrash(at point: CrashPoint) async throws {
+    @Test(arguments: [Failpoint.afterWALAppend, .afterApplyBeforeBackendCommit])
+    func restartAfterCrash(at point: Failpoint) async throws {
         let dir = MemberTests.tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         var config = ServerConfig(name: "m1", dataDir: dir)
         // Index 1 is the bootstrap configuration, 2 the leader's empty entry,
         // then one entry per put: the crash hits the entry after the acknowledged ones.
-        config.crashForTesting = (point, UInt64(2 + Self.acknowledged + 1))
+        config.failpoints = Failpoints(specification: "\(point.rawValue)=crash@index=\(2 + Self.acknowledged + 1)")
         do {
             let member = try Member(config: config)
             for i in 0..<Self.acknowledged {
@@ -25,7 +25,7 @@ import Testing
             case .afterWALAppend:
                 // Durable but not applied: never acknowledged.
                 await #expect(throws: EtcdError.stopped) { try await member.put(MemberTests.put("inflight", "x")) }
-            case .afterApplyBeforeBackendCommit:
+            default:
                 // Applied (so acknowledged) but the backend batch dies with the process.
                 #expect(try await member.put(MemberTests.put("inflight", "x")).header.revision == Int64(Self.acknowledged + 2))
                 await #expect(throws: EtcdError.stopped) { try await member.put(MemberTests.put("after-crash", "z")) }
@@ -33,7 +33,7 @@ import Testing
             member.stop()
         }
 
-        config.crashForTesting = nil
+        config.failpoints = Failpoints(specification: "")
         let member = try Member(config: config)
         defer { member.stop() }
         for i in 0..<Self.acknowledged {

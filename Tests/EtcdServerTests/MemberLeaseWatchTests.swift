@@ -67,19 +67,28 @@ import Testing
         #expect(throws: EtcdError.leaseNotFound) { try member.leaseRenew(id: 42) }
     }
 
-    /// Lease time comes from a fake clock, so a slow machine cannot make a
-    /// lease expire early (or late).
-    static func fakeClockConfig(_ dir: String, _ clock: FakeClock) -> ServerConfig {
-        var config = fastConfig(dir)
-        config.leaseClockForTesting = { clock.now }
-        return config
+    /// Lease time comes from a fake clock (the member's environment clock),
+    /// so a slow machine cannot make a lease expire early (or late).
+    static func fakeClockMember(_ dir: String, _ clock: FakeClock) throws -> Member {
+        var environment = MemberEnvironment()
+        environment.now = { clock.now }
+        return try Member(config: fastConfig(dir), environment: environment)
+    }
+
+    /// Waits until the member's loop has taken a tick at the clock's current
+    /// time (where the leader looks for expired leases), then for a put
+    /// proposed after it: any revoke that tick proposed is applied by then.
+    static func afterNextTick(_ member: Member) async throws {
+        let ticks = member.ticks
+        try await waitUntil { member.ticks > ticks }
+        _ = try await member.put(MemberTests.put("tick-barrier", "x"))
     }
 
     @Test func expiredLeaseIsRevokedAndWatchersSeeTheDelete() async throws {
         let dir = MemberTests.tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let clock = FakeClock()
-        let member = try Member(config: Self.fakeClockConfig(dir, clock))
+        let member = try Self.fakeClockMember(dir, clock)
         defer { member.stop() }
         let lease = try await Self.grant(member, ttl: 5)
         let put = try await member.put(Self.put("short", lease: lease.id))
@@ -90,7 +99,7 @@ import Testing
             prevKV: false, filters: [], sink: sink)
         // Not yet: 4.9 s of its 5 (+ the election timeout granted on promote).
         clock.advance(by: .milliseconds(4_900))
-        try await Task.sleep(for: .milliseconds(300))
+        try await Self.afterNextTick(member)
         #expect(try await member.range(MemberTests.get("short")).kvs.count == 1)
         #expect(member.leaseTimeToLive(id: lease.id) != nil)
 
@@ -105,7 +114,7 @@ import Testing
         let dir = MemberTests.tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let clock = FakeClock()
-        let member = try Member(config: Self.fakeClockConfig(dir, clock))
+        let member = try Self.fakeClockMember(dir, clock)
         defer { member.stop() }
         let lease = try await Self.grant(member, ttl: 2)
         _ = try await member.put(Self.put("kept", lease: lease.id))
@@ -114,7 +123,7 @@ import Testing
             clock.advance(by: .seconds(1))
             #expect(try member.leaseRenew(id: lease.id) == 2)
         }
-        try await Task.sleep(for: .milliseconds(200))
+        try await Self.afterNextTick(member)
         #expect(try await member.range(MemberTests.get("kept")).kvs.count == 1)
         #expect(member.leaseTimeToLive(id: lease.id)?.remainingTTL == 2)
         // Without keep-alives it runs out.
@@ -123,12 +132,14 @@ import Testing
         #expect(try await member.range(MemberTests.get("kept")).kvs.isEmpty)
     }
 
-    /// Waits (at most 10 s of real time) for `condition`.
-    static func waitUntil(_ condition: () -> Bool) async throws {
+    /// Waits (at most 10 s of real time) for `condition`; fails the test
+    /// when it does not come true.
+    static func waitUntil(_ condition: () -> Bool, sourceLocation: SourceLocation = #_sourceLocation) async throws {
         let deadline = ContinuousClock.now + .seconds(10)
         while !condition() && ContinuousClock.now < deadline {
             try await Task.sleep(for: .milliseconds(10))
         }
+        try #require(condition(), "condition still false after 10 s", sourceLocation: sourceLocation)
     }
 
     @Test func leasesAndAttachmentsSurviveARestart() async throws {
@@ -150,8 +161,9 @@ import Testing
 
 /// A clock that moves only when told to.
 final class FakeClock: Sendable {
+    private let origin = ContinuousClock.now
     private let time = Mutex(Duration.seconds(1000))
-    var now: Duration { time.withLock { $0 } }
+    var now: ContinuousClock.Instant { origin + time.withLock { $0 } }
     func advance(by step: Duration) { time.withLock { $0 += step } }
 }
 

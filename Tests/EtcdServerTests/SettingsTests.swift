@@ -95,17 +95,36 @@ import Testing
 }
 
 @Suite struct FailpointParsingTests {
-    @Test func specificationsArmPointsAndIgnoreTypos() {
+    @Test func specificationsArmPointsAndIgnoreTypos() throws {
         let points = Failpoints(specification: "afterWALSave=panic@3; beforeWALSave=sleep(5);nonsense=panic;midCompaction=bogus")
         #expect(!points.isEmpty)
         // Sleeping points stall and return; unarmed points do nothing.
         let start = ContinuousClock.now
-        points.hit(.beforeWALSave)
+        try points.hit(.beforeWALSave)
         #expect(ContinuousClock.now - start >= .milliseconds(5))
-        points.hit(.afterBackendCommit)
-        points.hit(.afterWALSave)
-        points.hit(.afterWALSave)
+        try points.hit(.afterBackendCommit)
+        try points.hit(.afterWALSave)
+        try points.hit(.afterWALSave)
         #expect(Failpoints(specification: "").isEmpty)
         #expect(Failpoints(specification: "afterWALSave=off").isEmpty)
+    }
+
+    @Test func crashFiresAtItsHitOrIndexAndBugsSwitchOn() throws {
+        let byHit = Failpoints(specification: "afterWALAppend=crash@2")
+        try byHit.hit(.afterWALAppend, index: 10)
+        #expect(throws: FailpointCrash.self) { try byHit.hit(.afterWALAppend, index: 11) }
+        try byHit.hit(.afterWALAppend, index: 12)
+
+        let byIndex = Failpoints(specification: "afterApplyBeforeBackendCommit=crash@index=23")
+        try byIndex.hit(.afterApplyBeforeBackendCommit, index: 22)
+        try byIndex.hit(.afterApplyBeforeBackendCommit)
+        #expect(throws: FailpointCrash.self) { try byIndex.hit(.afterApplyBeforeBackendCommit, index: 23) }
+        #expect(throws: FailpointCrash.self) { try byIndex.hit(.afterApplyBeforeBackendCommit, index: 40) }
+        try byIndex.hit(.afterWALAppend, index: 40)
+
+        #expect(Failpoints(specification: "bugLocalLinearizableReads=on").isOn(.bugLocalLinearizableReads))
+        #expect(!Failpoints(specification: "").isOn(.bugLocalLinearizableReads))
+        #expect(!Failpoints(specification: "afterWALSave=crash").isOn(.afterWALSave))
+        #expect(Failpoints(specification: "afterWALSave=crash@index=x").isEmpty)
     }
 }

@@ -1,0 +1,279 @@
+import Backend
+import EtcdProto
+import Foundation
+import Lease
+import Logging
+import MVCC
+import PeerTransport
+import Raft
+import SwiftProtobuf
+
+/// A request as the member applies it: the KV writes on their own (so a
+/// proposal need not build an InternalRaftRequest), anything else as the
+/// InternalRaftRequest that carries it.
+enum ProposedRequest {
+    case put(Etcdserverpb_PutRequest)
+    case deleteRange(Etcdserverpb_DeleteRangeRequest)
+    case txn(Etcdserverpb_TxnRequest)
+    case other(Etcdserverpb_InternalRaftRequest)
+
+    /// The request an entry carries (exactly one per entry).
+    init(_ request: Etcdserverpb_InternalRaftRequest) {
+        if request.hasPut {
+            self = .put(request.put)
+        } else if request.hasDeleteRange {
+            self = .deleteRange(request.deleteRange)
+        } else if request.hasTxn {
+            self = .txn(request.txn)
+        } else {
+            self = .other(request)
+        }
+    }
+}
+
+/// What applying one request produced.
+public enum ApplyResult: Sendable {
+    case put(Etcdserverpb_PutResponse)
+    case deleteRange(Etcdserverpb_DeleteRangeResponse)
+    case txn(Etcdserverpb_TxnResponse)
+    case compaction(Etcdserverpb_CompactionResponse)
+    case leaseGrant(Etcdserverpb_LeaseGrantResponse)
+    case leaseRevoke(Etcdserverpb_LeaseRevokeResponse)
+    case none
+}
+
+/// Why a request was not applied. `rejected`: the request's own outcome (a
+/// failed check, an unknown lease); every member rejects it alike, nothing
+/// changed, and the proposer hears the error. `fatal`: storage failed, so
+/// nothing more can be made durable and the member stops (the WAL still
+/// holds every acknowledged entry).
+enum ApplyFailure: Error {
+    case rejected(EtcdError)
+    case fatal(any Error)
+}
+
+/// Turns committed requests into effects on the state machines: the MVCC
+/// store (and through it the watchers), the lessor, the membership table.
+/// Every write's events go to the lessor (key attachments) and the
+/// watchable store.
+///
+/// Owner: the raft loop's thread (it holds the backend's write batch); no
+/// other thread calls it.
+final class Applier: @unchecked Sendable {
+    let memberID: UInt64
+    let store: KVStore
+    let watchable: WatchableStore
+    let lessor: Lessor
+    let backend: Backend
+    let membership: MembershipTable
+    let peers: any RaftTransport
+    let leaseClock: LeaseClock
+    let logger: Logger
+    let observeApply: (@Sendable (UInt64, Int64, [Mvccpb_Event]) -> Void)?
+
+    init(memberID: UInt64, store: KVStore, watchable: WatchableStore, lessor: Lessor, backend: Backend,
+         membership: MembershipTable, peers: any RaftTransport, leaseClock: LeaseClock, logger: Logger,
+         observeApply: (@Sendable (UInt64, Int64, [Mvccpb_Event]) -> Void)?) {
+        self.memberID = memberID
+        self.store = store
+        self.watchable = watchable
+        self.lessor = lessor
+        self.backend = backend
+        self.membership = membership
+        self.peers = peers
+        self.leaseClock = leaseClock
+        self.logger = logger
+        self.observeApply = observeApply
+    }
+
+    /// Applies one request to the state machines.
+    func apply(_ proposed: ProposedRequest) -> Result<ApplyResult, ApplyFailure> {
+        let leaseExists: (Int64) -> Bool = { [lessor] in lessor.contains($0) }
+        switch proposed {
+        case .put(let put): return storeWrite { .put(published(try store.put(put, leaseExists: leaseExists))) }
+        case .deleteRange(let delete): return storeWrite { .deleteRange(published(try store.deleteRange(delete))) }
+        case .txn(let txn): return storeWrite { .txn(published(try store.txn(txn, leaseExists: leaseExists))) }
+        case .other(let request):
+            if request.hasCompaction {
+                return storeWrite {
+                    let response = try store.compact(request.compaction.revision)
+                    if request.compaction.physical { try store.finishCompaction() }
+                    return .compaction(response)
+                }
+            }
+            if request.hasLeaseGrant || request.hasLeaseRevoke || request.hasLeaseCheckpoint {
+                return applyLease(request)
+            }
+            if request.hasClusterMemberAttrSet {
+                return applyMemberAttributes(request.clusterMemberAttrSet)
+            }
+            return .failure(.rejected(EtcdError(.unimplemented, "etcdserver: request type not supported yet")))
+        }
+    }
+
+    /// Runs an MVCC write: a backend failure is fatal, any other MVCC error
+    /// is the request's own outcome.
+    private func storeWrite(_ body: () throws -> ApplyResult) -> Result<ApplyResult, ApplyFailure> {
+        do {
+            return .success(try body())
+        } catch let error as MVCCError {
+            if case .backend = error { return .failure(.fatal(error)) }
+            return .failure(.rejected(EtcdError(error)))
+        } catch {
+            return .failure(.fatal(error))
+        }
+    }
+
+    /// Hands a write's events to the lessor and the watchers; returns its response.
+    func published<R>(_ write: WriteResult<R>) -> R {
+        if !write.events.isEmpty {
+            lessor.apply(events: write.events)
+            watchable.notify(write.events, revision: write.revision)
+            observeApply?(memberID, write.revision, write.events)
+        }
+        return write.response
+    }
+
+    // MARK: - Leases
+
+    /// Applies LeaseGrant, LeaseRevoke (its keys are deleted in one
+    /// revision, with delete events) and LeaseCheckpoint.
+    private func applyLease(_ request: Etcdserverpb_InternalRaftRequest) -> Result<ApplyResult, ApplyFailure> {
+        do {
+            if request.hasLeaseGrant {
+                let info = try lessor.grant(id: request.leaseGrant.id, ttlSeconds: request.leaseGrant.ttl, now: leaseClock.now())
+                var response = Etcdserverpb_LeaseGrantResponse()
+                response.id = info.id
+                response.ttl = info.grantedTTL
+                return .success(.leaseGrant(response))
+            }
+            if request.hasLeaseRevoke {
+                let keys = try lessor.revoke(id: request.leaseRevoke.id)
+                return storeWrite {
+                    _ = published(try store.deleteKeys(keys))
+                    return .leaseRevoke(Etcdserverpb_LeaseRevokeResponse())
+                }
+            }
+            for checkpoint in request.leaseCheckpoint.checkpoints {
+                // A checkpoint of a lease revoked meanwhile is moot.
+                do {
+                    try lessor.checkpoint(id: checkpoint.id, remainingTTLSeconds: checkpoint.remainingTtl, now: leaseClock.now())
+                } catch {
+                    if let leaseError = error as? LeaseError, case .backend = leaseError { return .failure(.fatal(error)) }
+                }
+            }
+            return .success(.none)
+        } catch let error as LeaseError {
+            if case .backend = error { return .failure(.fatal(error)) }
+            return .failure(.rejected(EtcdError(error)))
+        } catch {
+            return .failure(.fatal(error))
+        }
+    }
+
+    // MARK: - Membership
+
+    /// ClusterMemberAttrSet: the member's name and client URLs.
+    private func applyMemberAttributes(_ request: Membershippb_ClusterMemberAttrSetRequest) -> Result<ApplyResult, ApplyFailure> {
+        guard var record = membership.member(request.memberID) else { return .success(.none) }
+        record.name = request.memberAttributes.name
+        record.clientURLs = request.memberAttributes.clientUrls
+        do { try membership.save(record, to: backend) } catch { return .failure(.fatal(error)) }
+        return .success(.none)
+    }
+
+    /// A committed conf change: the membership table, the backend and the
+    /// transport follow it. Returns true when this member was removed.
+    /// Errors are fatal (a change raft committed must take effect).
+    func applyMembership(_ change: ConfChange) throws -> Bool {
+        switch change.type {
+        case .addNode, .addLearnerNode, .updateNode:
+            guard var record = MemberRecord(json: change.context), record.id == change.nodeID else {
+                throw EtcdError(.dataLoss, "etcdserver: conf change for \(String(change.nodeID, radix: 16)) carries no member record")
+            }
+            if let existing = membership.member(record.id) {
+                // Promotion and updates keep the published attributes.
+                if record.name.isEmpty { record.name = existing.name }
+                if record.clientURLs.isEmpty { record.clientURLs = existing.clientURLs }
+            }
+            try membership.save(record, to: backend)
+            if record.id != memberID { peers.setPeer(id: record.id, urls: record.peerURLs) }
+            logger.info(change.type == .updateNode ? "updated member" : "added member", metadata: [
+                "updated-remote-peer-id": "\(String(record.id, radix: 16))",
+                "updated-remote-peer-urls": "\(record.peerURLs)",
+            ])
+        case .removeNode:
+            try membership.remove(change.nodeID, from: backend)
+            peers.removePeer(id: change.nodeID)
+            logger.info("removed member", metadata: ["removed-remote-peer-id": "\(String(change.nodeID, radix: 16))"])
+            return change.nodeID == memberID
+        }
+        return false
+    }
+
+    // MARK: - Snapshots
+
+    /// Swaps in the backend a leader sent (at `path`) and rebuilds
+    /// everything that lives over it: the store's index, the leases, the
+    /// watchers, the membership and the transport's peers.
+    func restore(fromBackendAt path: String, electionTimeout: Duration) throws {
+        let before = Set(membership.members.map(\.id))
+        do {
+            // The swap happens under the store's write lock, so no read
+            // sees the new data through the old index.
+            try store.reload { [backend] in try backend.replace(withFileAt: path) }
+            try lessor.reload(now: leaseClock.now(), extend: electionTimeout)
+        } catch {
+            throw EtcdError(.dataLoss, "etcdserver: cannot load the received snapshot: \(error)")
+        }
+        lessor.restoreAttachments(store.restoredLeases)
+        watchable.restore()
+        try membership.load(from: backend)
+        let after = membership.members
+        for id in before.subtracting(after.map(\.id)) { peers.removePeer(id: id) }
+        for record in after where record.id != memberID { peers.setPeer(id: record.id, urls: record.peerURLs) }
+    }
+}
+
+/// The monotonic time leases are measured in: the environment's clock,
+/// counted from when the member started.
+struct LeaseClock: Sendable {
+    let clock: @Sendable () -> ContinuousClock.Instant
+    let origin: ContinuousClock.Instant
+
+    init(_ clock: @escaping @Sendable () -> ContinuousClock.Instant) {
+        self.clock = clock
+        origin = clock()
+    }
+
+    func now() -> Duration { clock() - origin }
+}
+
+extension EtcdError {
+    init(_ error: MVCCError) {
+        switch error {
+        case .compacted: self = .compacted
+        case .futureRevision: self = .futureRevision
+        case .duplicateKey: self = .duplicateKey
+        case .keyNotFound: self = .keyNotFound
+        case .emptyKey: self = .emptyKey
+        case .tooManyOperations: self = .tooManyOps
+        case .valueProvided: self = .valueProvided
+        case .leaseProvided: self = .leaseProvided
+        case .leaseNotFound: self = .leaseNotFound
+        case .backend(.quotaExceeded): self = .noSpace
+        case .backend, .corruptEntry: self = EtcdError(.internal, error.message)
+        }
+    }
+
+    init(_ error: LeaseError) {
+        switch error {
+        case .notFound: self = .leaseNotFound
+        case .alreadyExists: self = .leaseExists
+        case .ttlTooLarge: self = .leaseTTLTooLarge
+        case .notPrimary: self = .notPrimary
+        case .tooManyLeases: self = EtcdError(.resourceExhausted, error.description)
+        case .backend(let message): self = EtcdError(.internal, "etcdserver: lease backend: \(message)")
+        }
+    }
+}

@@ -1,0 +1,418 @@
+import Backend
+import EtcdProto
+import Foundation
+import Lease
+import Logging
+import MVCC
+import Raft
+import WAL
+
+/// The raft loop: one thread that owns the `RawNode`, the WAL, raft's
+/// in-memory log and every backend write (LMDB wants a write transaction on
+/// the thread that began it, so apply runs here too, right after the
+/// entries are durable).
+///
+/// Per pass: take the mailbox's input (proposals, reads, peer messages),
+/// tick on time, then for each `Ready`: a leader sends while it persists,
+/// one WAL append with at most one fsync for all its entries (group
+/// commit), the entries into raft's log, everyone else sends, committed
+/// entries through the `Applier` (the consistent index in the same backend
+/// batch), waiters answered by request id, `advance`. Afterwards the
+/// backend batch commits when due and one compaction step runs.
+///
+/// Owner: the loop's thread (`etcd-raft-loop`), or the thread that drives a
+/// manual-loop member; nothing here is touched from elsewhere. Other
+/// threads talk to it only through the `Mailbox`.
+final class RaftLoop: @unchecked Sendable {
+    let config: ServerConfig
+    let environment: MemberEnvironment
+    let logger: Logger
+    let memberID: UInt64
+    let mailbox: Mailbox
+    let applier: Applier
+    let backend: Backend
+    let store: KVStore
+    let lessor: Lessor
+    let peers: any RaftTransport
+    let encoder: ProposalEncoder
+    let requestTimeout: Duration
+
+    var node: RawNode
+    let storage: MemoryStorage
+    let wal: WAL
+    let snapshotter: Snapshotter
+    var confState: Raft.ConfState
+    /// Invariant: `applied <= node.committedIndex`, and never goes back.
+    var applied: UInt64
+    var snapshotIndex: UInt64
+    var compactedTo: UInt64
+    var lastHardState = Raft.HardState()
+    var reads: ReadIndexBatcher
+    /// When the loop ticks next.
+    var nextTick: ContinuousClock.Instant
+    /// Entries up to here are in the backend already (after an installed
+    /// snapshot the backend can be ahead of raft's log).
+    var skipThrough: UInt64
+    var campaignAtStart: Bool
+    /// Requests this member proposed as leader, by the log index they got,
+    /// until applied (bounded by the uncommitted log).
+    var proposedHere: [UInt64: QueuedProposal] = [:]
+    /// This member applied its own removal.
+    var removed = false
+    /// Whether this member led at the last look (leases are promoted and
+    /// demoted on the change).
+    var isLeader = false
+    /// A failpoint crashed the loop: shut down without committing anything.
+    var crashed = false
+
+    /// Raft snapshot files kept on disk.
+    static let retainedSnapshotFiles = 5
+    /// Leases the leader revokes per tick (etcd revokes at most 1,000/s).
+    static let maxRevokesPerTick = 100
+    /// Checkpoints the leader proposes per tick.
+    static let maxCheckpointsPerTick = 100
+
+    init(config: ServerConfig, environment: MemberEnvironment, logger: Logger, bootstrap: Bootstrap,
+         mailbox: Mailbox, applier: Applier, peers: any RaftTransport, encoder: ProposalEncoder, requestTimeout: Duration) {
+        self.config = config
+        self.environment = environment
+        self.logger = logger
+        self.memberID = bootstrap.memberID
+        self.mailbox = mailbox
+        self.applier = applier
+        self.backend = bootstrap.backend
+        self.store = bootstrap.store
+        self.lessor = bootstrap.lessor
+        self.peers = peers
+        self.encoder = encoder
+        self.requestTimeout = requestTimeout
+        node = bootstrap.node
+        storage = bootstrap.storage
+        wal = bootstrap.wal
+        snapshotter = bootstrap.snapshotter
+        confState = bootstrap.confState
+        applied = bootstrap.applied
+        snapshotIndex = bootstrap.snapshotIndex
+        compactedTo = bootstrap.snapshotIndex
+        skipThrough = bootstrap.consistentIndex
+        campaignAtStart = bootstrap.campaignAtStart
+        reads = ReadIndexBatcher(memberID: bootstrap.memberID)
+        nextTick = environment.now() + .milliseconds(config.heartbeatIntervalMilliseconds)
+    }
+
+    /// The loop's thread: passes until the member shuts down.
+    func run() {
+        repeat {
+            mailbox.waitForInput(timeout: nextTick - environment.now())
+        } while iterate()
+    }
+
+    /// One pass; false once the member has shut down.
+    func iterate() -> Bool {
+        let input = mailbox.takeInput()
+        if input.stopped {
+            for read in input.reads { read.resume(throwing: EtcdError.stopped) }
+            shutDown()
+            return false
+        }
+        // A single voter elects itself at once instead of waiting a timeout.
+        if campaignAtStart {
+            campaignAtStart = false
+            try? node.campaign()
+        }
+        // Messages from members outside the configuration, or stale ones,
+        // are refused by raft; nothing else to do with them.
+        for message in input.incoming { try? node.step(message) }
+        for peer in input.unreachable { node.reportUnreachable(peer) }
+        for report in input.snapshotReports { node.reportSnapshot(report.peer, status: report.delivered ? .finish : .failure) }
+        let now = environment.now()
+        if now >= nextTick {
+            node.tick()
+            nextTick = now + .milliseconds(config.heartbeatIntervalMilliseconds)
+            proposeLeaseMaintenance()
+            expireRequests(now: now)
+            mailbox.publish { $0.ticks += 1 }
+        }
+        if let target = input.transferTo, node.role == .leader { node.transferLeadership(to: target) }
+        propose(input.proposals)
+        for change in input.confChanges {
+            do { try node.proposeConfChange(change.change) } catch {
+                mailbox.complete(change.id, .failure(node.lead == 0 ? EtcdError.noLeader : EtcdError.timeout))
+            }
+        }
+        if !input.reads.isEmpty {
+            if node.lead == 0 {
+                for read in input.reads { read.resume(throwing: EtcdError.noLeader) }
+            } else {
+                node.readIndex(reads.startRound(input.reads, now: now, deadline: now + requestTimeout))
+            }
+        }
+        do {
+            try processReadies()
+            let failpoints = config.failpoints
+            if backend.pendingWriteCount > 0 { try failpoints.hit(.beforeBackendCommit) }
+            if try backend.commitIfDue() { try failpoints.hit(.afterBackendCommit) }
+            if store.hasPendingCompaction {
+                try failpoints.hit(.midCompaction)
+                _ = try store.compactionStep()
+            }
+        } catch {
+            fatalStop(error)
+        }
+        return true
+    }
+
+    private func propose(_ proposals: [QueuedProposal]) {
+        guard !proposals.isEmpty else { return }
+        let lastBefore = node.lastIndex
+        do {
+            try node.propose(batch: proposals.map(\.data))
+            // On the leader they now sit at the end of the log: remember
+            // which request is at which index, for apply.
+            if node.role == .leader, node.lastIndex == lastBefore + UInt64(proposals.count) {
+                for (offset, proposal) in proposals.enumerated() {
+                    proposedHere[lastBefore + 1 + UInt64(offset)] = proposal
+                }
+            }
+        } catch {
+            for proposal in proposals {
+                mailbox.complete(proposal.id, .failure(node.lead == 0 ? EtcdError.noLeader : EtcdError.timeout))
+            }
+        }
+    }
+
+    /// On every tick: requests older than the request timeout get etcd's
+    /// `request timed out` (a proposal lost in a leader change, a read whose
+    /// ReadIndex round never came back); lost ReadIndex rounds are asked again.
+    private func expireRequests(now: ContinuousClock.Instant) {
+        mailbox.expireWaiters(now: now)
+        let retry = reads.expire(now: now, leaderKnown: node.lead != 0)
+        if !retry.isEmpty {
+            mailbox.publish { $0.readIndexRetries += retry.count }
+            for context in retry { node.readIndex(context) }
+        }
+    }
+
+    private func processReadies() throws {
+        let failpoints = config.failpoints
+        while node.hasReady {
+            let ready = node.ready()
+            // A leader sends while it persists (its own entries count once
+            // durable, in a later Ready); everyone else only once durable.
+            let leading = node.role == .leader
+            if leading { try send(ready.messages) }
+            if let snapshot = ready.snapshot {
+                try snapshotter.save(Raftpb_Snapshot(snapshot))
+                try wal.saveSnapshot(WALSnapshot(Raftpb_Snapshot(snapshot)))
+            }
+            if ready.hardState != nil || !ready.entries.isEmpty {
+                let hardState = ready.hardState ?? lastHardState
+                try failpoints.hit(.beforeWALSave)
+                // After a snapshot the hard state's commit must be durable
+                // too: a restart only trusts snapshot markers at or below it,
+                // and the leader already counts this member as holding the
+                // snapshot (found by the simulation: without the fsync a
+                // crash right after an install restarted from the old log).
+                try wal.save(hardState: Raftpb_HardState(hardState), entries: ready.entries.map(Raftpb_Entry.init),
+                             mustSync: ready.mustSync || ready.snapshot != nil)
+                try failpoints.hit(.afterWALSave)
+                if let state = ready.hardState { storage.setHardState(state); lastHardState = state }
+            }
+            if let snapshot = ready.snapshot {
+                try storage.applySnapshot(snapshot)
+                try failpoints.hit(.beforeApplySnapshot)
+                try installSnapshot(snapshot)
+                try failpoints.hit(.afterApplySnapshot)
+            }
+            if !ready.entries.isEmpty {
+                try storage.append(ready.entries)
+                try failpoints.hit(.afterWALAppend, index: ready.entries.last?.index)
+            }
+            if !leading { try send(ready.messages) }
+            for entry in ready.committedEntries { try apply(entry) }
+            try failpoints.hit(.afterApplyBeforeBackendCommit, index: applied)
+            reads.answered(ready.readStates)
+            node.advance(ready)
+            reads.release(applied: applied)
+            publish()
+            followLeadership()
+            if removed { break }
+        }
+        if removed {
+            logger.warning("the member has been permanently removed from the cluster", metadata: [
+                "local-member-id": "\(String(memberID, radix: 16))"])
+            mailbox.stop()
+            return
+        }
+        if applied >= snapshotIndex + config.snapshotCount { try takeSnapshot() }
+    }
+
+    /// Applies one committed entry. A request the state machines reject is
+    /// answered with its error; a fatal failure is thrown and stops the member.
+    private func apply(_ entry: Raft.Entry) throws {
+        precondition(entry.index > applied, "entry \(entry.index) applied after \(applied): out of order")
+        defer { applied = entry.index }
+        // The backend already holds this entry (it came with a snapshot
+        // newer than raft's); only raft's own membership must still follow.
+        let alreadyApplied = entry.index <= skipThrough
+        switch entry.type {
+        case .normal:
+            let local = proposedHere.removeValue(forKey: entry.index)
+            if alreadyApplied { return }
+            guard !entry.data.isEmpty else {
+                try backend.setConsistentIndex(entry.index, term: entry.term)
+                return
+            }
+            let id: UInt64, request: ProposedRequest
+            if let local, local.data == entry.data {
+                // Proposed here, and the entry is still that proposal (a new
+                // leader may have put another at this index): no decoding.
+                (id, request) = (local.id, local.request)
+                mailbox.publish { $0.appliedFromMemory += 1 }
+            } else {
+                mailbox.publish { $0.appliedDecoded += 1 }
+                do {
+                    let decoded = try Etcdserverpb_InternalRaftRequest(serializedBytes: entry.data)
+                    (id, request) = (decoded.id, ProposedRequest(decoded))
+                } catch {
+                    throw EtcdError(.dataLoss, "etcdserver: cannot decode raft entry \(entry.index): \(error)")
+                }
+            }
+            switch applier.apply(request) {
+            case .success(let result):
+                try backend.setConsistentIndex(entry.index, term: entry.term)
+                mailbox.complete(id, .success(result))
+            case .failure(.rejected(let error)):
+                try backend.setConsistentIndex(entry.index, term: entry.term)
+                mailbox.complete(id, .failure(error))
+            case .failure(.fatal(let error)):
+                throw error
+            }
+        case .confChange, .confChangeV2:
+            let change = try ProtobufConfChangeCodec().decode(entry)
+            confState = try node.applyConfChange(change.asV2)
+            if alreadyApplied { return }
+            if case let .v1(single) = change {
+                if try applier.applyMembership(single) { removed = true }
+            }
+            try backend.setConsistentIndex(entry.index, term: entry.term)
+            if case let .v1(single) = change { mailbox.complete(single.id, .success(.none)) }
+        }
+    }
+
+    /// Every `--snapshot-count` applied entries: make the backend durable up
+    /// to `applied`, record a raft snapshot (file + WAL marker), then release
+    /// the WAL segments and in-memory entries it covers. The snapshot carries
+    /// no data: the backend is the state, and its consistent index says how
+    /// far it goes.
+    private func takeSnapshot() throws {
+        try backend.forceCommit()
+        try backend.sync()
+        let snapshot = try storage.createSnapshot(index: applied, confState: confState, data: Data())
+        try snapshotter.save(Raftpb_Snapshot(snapshot))
+        try wal.saveSnapshot(WALSnapshot(Raftpb_Snapshot(snapshot)))
+        try wal.release(below: snapshot.metadata.index)
+        snapshotIndex = snapshot.metadata.index
+        if snapshot.metadata.index > compactedTo + config.snapshotCatchUpEntries {
+            let target = snapshot.metadata.index - config.snapshotCatchUpEntries
+            try storage.compact(target)
+            compactedTo = target
+        }
+        snapshotter.prune(keeping: Self.retainedSnapshotFiles)
+    }
+
+    /// Publishes term, leader and indexes for Status and headers: cheap
+    /// accessors on every Ready, the full status only while learners exist.
+    private func publish() {
+        var learners: [UInt64: (match: UInt64, leaderLast: UInt64)] = [:]
+        if !confState.learners.isEmpty, let last = try? storage.lastIndex() {
+            let status = node.status()
+            for id in confState.learners { if let progress = status.progress[id] { learners[id] = (progress.match, last) } }
+        }
+        let (term, leader, committed, applied) = (node.term, node.lead, node.committedIndex, applied)
+        mailbox.publish { status in
+            status.term = term
+            status.leader = leader
+            status.committedIndex = committed
+            status.appliedIndex = applied
+            status.learnerProgress = learners
+        }
+    }
+
+    // MARK: - Leases (the leader's side)
+
+    /// On the leader, once per tick: propose revokes for expired leases and
+    /// checkpoints for long ones. Proposals that are lost come back: an
+    /// expired lease is offered again a few seconds later.
+    private func proposeLeaseMaintenance() {
+        guard isLeader else { return }
+        let now = applier.leaseClock.now()
+        for id in lessor.expiredLeases(now: now, limit: Self.maxRevokesPerTick) {
+            var request = Etcdserverpb_InternalRaftRequest()
+            request.leaseRevoke.id = id
+            proposeOwn(request)
+        }
+        let due = lessor.dueCheckpoints(now: now, limit: Self.maxCheckpointsPerTick)
+        if !due.isEmpty {
+            var request = Etcdserverpb_InternalRaftRequest()
+            request.leaseCheckpoint.checkpoints = due.map { item in
+                var checkpoint = Etcdserverpb_LeaseCheckpoint()
+                checkpoint.id = item.id
+                checkpoint.remainingTtl = item.remainingTTLSeconds
+                return checkpoint
+            }
+            proposeOwn(request)
+        }
+    }
+
+    /// A proposal the member makes itself: queued like a client's (for the
+    /// next pass), with nobody waiting for its result.
+    private func proposeOwn(_ request: Etcdserverpb_InternalRaftRequest) {
+        guard let proposal = try? encoder.encode(.other(request)) else { return }
+        mailbox.enqueue(proposal, deadline: environment.now() + requestTimeout, nil)
+    }
+
+    /// Promotes the lessor when this member becomes leader (every lease gets
+    /// an election timeout more, so none expires early because of the
+    /// change) and demotes it when leadership is lost.
+    private func followLeadership() {
+        // `lead` is this member exactly while it leads (cheaper than
+        // status(), which copies the progress of every peer).
+        let leading = node.lead == memberID
+        guard leading != isLeader else { return }
+        isLeader = leading
+        if leading {
+            lessor.promote(now: applier.leaseClock.now(), extend: .milliseconds(config.electionTimeoutMilliseconds))
+        } else {
+            lessor.demote()
+        }
+    }
+
+    // MARK: - Stopping
+
+    /// A storage error (or a crash failpoint) in the loop: nothing more can
+    /// be made durable, so the member stops and every waiter gets an error
+    /// (the WAL keeps what was acknowledged).
+    private func fatalStop(_ error: any Error) {
+        if error is FailpointCrash {
+            crashed = true
+        } else {
+            logger.error("stopping after storage error", metadata: ["error": "\(error)"])
+        }
+        mailbox.stop()
+    }
+
+    private func shutDown() {
+        reads.failAll(EtcdError.stopped)
+        if crashed {
+            wal.close()
+            backend.abandon()
+        } else {
+            try? wal.sync()
+            wal.close()
+            try? backend.forceCommit()
+            try? backend.close()
+        }
+        mailbox.finish()
+    }
+}
