@@ -50,6 +50,7 @@ public final class ClientListener: Sendable {
             router.addLease(LeaseService(member: member, forwarder: forwarder))
             router.addMaintenance(MaintenanceService(member: member))
             router.addCluster(ClusterService(member: member))
+            router.refuseOnLearner(member)
         }
         server = WireServer(configuration: configuration, router: router)
     }
