@@ -20,7 +20,11 @@ import Testing
                 try await lockB.lock()
                 acquired.withLock { $0 = true }
             }
-            try await Task.sleep(for: .milliseconds(800))
+            // B is in line once its key is under the lock's prefix; a mutex
+            // that did not wait would have returned by then.
+            try await eventually("B queued for the lock") {
+                try await clientA.get("locks/job/", options: .prefix).kvs.count == 2
+            }
             #expect(acquired.withLock { $0 } == false, "B got the lock while A held it")
             let sessionC = try await Session(client: clientB, ttl: 10)
             #expect(try await EtcdMutex(session: sessionC, name: "locks/job").tryLock() == false)
@@ -81,10 +85,12 @@ import Testing
             await #expect(throws: EtcdClientError.electionNoLeader) { try await eA.leader() }
             try await eA.campaign("A")
             #expect(try await eB.leader().kvs.first?.value.string == "A")
+            let observedValues = Locked<[String]>([])
             let observed = Task {
                 var values: [String] = []
                 for try await leader in Election.observe(client: clientB, name: "elect/leader") {
                     values.append(leader.kvs.first?.value.string ?? "")
+                    observedValues.withLock { $0 = values }
                     if values.count >= 3 { break }
                 }
                 return values
@@ -94,10 +100,14 @@ import Testing
                 try await eB.campaign("B")
                 bWon.withLock { $0 = true }
             }
-            try await Task.sleep(for: .milliseconds(500))
+            // B is a candidate once its key is under the election's prefix;
+            // a campaign that did not wait would have returned by then.
+            try await eventually("B campaigning") {
+                try await clientA.get("elect/leader/", options: .prefix).kvs.count == 2
+            }
             #expect(!bWon.withLock { $0 })
             try await eA.proclaim("A2")
-            try await Task.sleep(for: .milliseconds(300))
+            try await eventually("the observer saw A2") { observedValues.withLock { $0 }.contains("A2") }
             try await eA.resign()
             try await withTimeout(10, "B elected") { try await campaignB.value }
             #expect(try await eA.leader().kvs.first?.value.string == "B")
