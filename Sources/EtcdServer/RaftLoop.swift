@@ -64,6 +64,10 @@ final class RaftLoop: @unchecked Sendable {
     var isLeader = false
     /// A failpoint crashed the loop: shut down without committing anything.
     var crashed = false
+    /// Requests applied from `proposedHere`, and decoded from their entry
+    /// (published with the status after each Ready).
+    var appliedFromMemory = 0
+    var appliedDecoded = 0
 
     /// Raft snapshot files kept on disk.
     static let retainedSnapshotFiles = 5
@@ -268,9 +272,9 @@ final class RaftLoop: @unchecked Sendable {
                 // Proposed here, and the entry is still that proposal (a new
                 // leader may have put another at this index): no decoding.
                 (id, request) = (local.id, local.request)
-                mailbox.publish { $0.appliedFromMemory += 1 }
+                appliedFromMemory += 1
             } else {
-                mailbox.publish { $0.appliedDecoded += 1 }
+                appliedDecoded += 1
                 do {
                     let decoded = try Etcdserverpb_InternalRaftRequest(serializedBytes: entry.data)
                     (id, request) = (decoded.id, ProposedRequest(decoded))
@@ -330,7 +334,10 @@ final class RaftLoop: @unchecked Sendable {
             for id in confState.learners { if let progress = status.progress[id] { learners[id] = (progress.match, last) } }
         }
         let (term, leader, committed, applied) = (node.term, node.lead, node.committedIndex, applied)
+        let (fromMemory, decoded) = (appliedFromMemory, appliedDecoded)
         mailbox.publish { status in
+            status.appliedFromMemory = fromMemory
+            status.appliedDecoded = decoded
             status.term = term
             status.leader = leader
             status.committedIndex = committed
