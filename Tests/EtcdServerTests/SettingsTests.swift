@@ -109,3 +109,39 @@ import Testing
         #expect(Failpoints(specification: "afterWALSave=off").isEmpty)
     }
 }
+
+/// Settings the gRPC layer uses, and TLS URLs refused until TLS arrives.
+@Suite struct ServerConfigSettingsTests {
+    func refusal(_ body: () throws -> Any) -> String {
+        do { _ = try body(); return "started" } catch { return "\(error)" }
+    }
+
+    @Test func tlsURLsRefuseToStart() {
+        for (key, url) in [(ConfigKey.listenClientURLs, "https://127.0.0.1:2379"), (.advertiseClientURLs, "https://a:2379"),
+                           (.listenPeerURLs, "https://127.0.0.1:2380"), (.initialAdvertisePeerURLs, "https://localhost:2380"),
+                           (.listenClientURLs, "unixs://sock:0")] {
+            #expect(refusal { try ServerConfig(settings: [key: "http://127.0.0.1:1,\(url)"]) }
+                == "TLS is not supported yet: --\(key.rawValue) \(url)")
+        }
+        #expect(refusal { try ServerConfig(settings: [.initialCluster: "default=https://localhost:2380"]) }
+            == "TLS is not supported yet: --initial-cluster https://localhost:2380")
+    }
+
+    @Test func grpcSettings() throws {
+        let defaults = try ServerConfig(settings: [:])
+        #expect(defaults.maxConcurrentStreams == UInt32.max)
+        #expect(defaults.grpcKeepaliveMinTimeMilliseconds == 5_000)
+        #expect(defaults.grpcKeepaliveIntervalMilliseconds == 7_200_000)
+        #expect(defaults.grpcKeepaliveTimeoutMilliseconds == 20_000)
+        let config = try ServerConfig(settings: [.maxConcurrentStreams: "100", .grpcKeepaliveMinTime: "0",
+                                                 .grpcKeepaliveInterval: "1h30m", .grpcKeepaliveTimeout: "1.5s"])
+        #expect(config.maxConcurrentStreams == 100)
+        #expect(config.grpcKeepaliveMinTimeMilliseconds == 0)
+        #expect(config.grpcKeepaliveIntervalMilliseconds == 5_400_000)
+        #expect(config.grpcKeepaliveTimeoutMilliseconds == 1_500)
+        for (key, value) in [(ConfigKey.maxConcurrentStreams, "0"), (.maxConcurrentStreams, "4294967296"), (.grpcKeepaliveMinTime, "5"),
+                             (.grpcKeepaliveInterval, "0s"), (.grpcKeepaliveTimeout, "soon")] {
+            #expect(refusal { try ServerConfig(settings: [key: value]) }.contains("--\(key.rawValue)"), "\(key) \(value)")
+        }
+    }
+}
