@@ -1,7 +1,8 @@
 /// The settings `etcd` reads, by their flag names. Each can come from a flag
 /// (`--data-dir`), from its environment variable (`ETCD_DATA_DIR`; the flag
 /// wins) or, with `--config-file`, from the YAML file's key of the same name
-/// (then flags and environment are ignored, as etcd does).
+/// (then flags and environment are ignored, as etcd does). `SettingsSources`
+/// gathers them; `EtcdFlag` lists etcd's other flags, which we refuse.
 public enum ConfigKey: String, CaseIterable, Sendable {
     case name
     case dataDir = "data-dir"
