@@ -152,7 +152,6 @@ let package = Package(
             name: "etcd",
             dependencies: [
                 "EtcdAPI", "EtcdServer",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Logging", package: "swift-log"),
             ]

@@ -1,7 +1,8 @@
 /// The settings `etcd` reads, by their flag names. Each can come from a flag
 /// (`--data-dir`), from its environment variable (`ETCD_DATA_DIR`; the flag
 /// wins) or, with `--config-file`, from the YAML file's key of the same name
-/// (then flags and environment are ignored, as etcd does).
+/// (then flags and environment are ignored, as etcd does). `SettingsSources`
+/// gathers them; `EtcdFlag` lists etcd's other flags, which we refuse.
 public enum ConfigKey: String, CaseIterable, Sendable {
     case name
     case dataDir = "data-dir"
@@ -23,6 +24,10 @@ public enum ConfigKey: String, CaseIterable, Sendable {
     case watchProgressNotifyInterval = "experimental-watch-progress-notify-interval"
     case preVote = "pre-vote"
     case snapshotCatchUpEntries = "experimental-snapshot-catchup-entries"
+    case maxConcurrentStreams = "max-concurrent-streams"
+    case grpcKeepaliveMinTime = "grpc-keepalive-min-time"
+    case grpcKeepaliveInterval = "grpc-keepalive-interval"
+    case grpcKeepaliveTimeout = "grpc-keepalive-timeout"
 
     /// `ETCD_` + the flag name in upper snake case.
     public var environmentVariable: String {
@@ -52,12 +57,16 @@ extension ServerConfig {
         func urls(_ key: ConfigKey) throws(SettingsError) -> [String]? {
             guard let values = list(key) else { return nil }
             guard !values.isEmpty else { throw .invalid(key: key.rawValue, value: settings[key] ?? "", reason: "no URL given") }
-            for value in values {
-                do { _ = try ListenAddress(parsing: value) } catch {
-                    throw .invalid(key: key.rawValue, value: value, reason: error.description)
-                }
-            }
+            for value in values { try Self.checkURL(value, key) }
             return values
+        }
+        func duration(_ key: ConfigKey, minimumMilliseconds: Int) throws(SettingsError) -> Int? {
+            guard let text = settings[key] else { return nil }
+            guard let milliseconds = GoDuration.milliseconds(text), milliseconds >= minimumMilliseconds else {
+                let least = minimumMilliseconds == 0 ? "a duration" : "a duration of at least \(minimumMilliseconds)ms"
+                throw .invalid(key: key.rawValue, value: text, reason: "expected \(least), such as 10m, 30s or 500ms")
+            }
+            return milliseconds
         }
         func integer<T: FixedWidthInteger>(_ key: ConfigKey, _ range: ClosedRange<T>) throws(SettingsError) -> T? {
             guard let text = settings[key] else { return nil }
@@ -95,13 +104,12 @@ extension ServerConfig {
             }
             logLevel = level
         }
-        if let text = settings[.watchProgressNotifyInterval] {
-            guard let milliseconds = GoDuration.milliseconds(text), milliseconds > 0 else {
-                throw .invalid(key: ConfigKey.watchProgressNotifyInterval.rawValue, value: text,
-                               reason: "expected a positive duration such as 10m, 30s or 500ms")
-            }
-            watchProgressNotifyIntervalMilliseconds = milliseconds
-        }
+        if let value = try duration(.watchProgressNotifyInterval, minimumMilliseconds: 1) { watchProgressNotifyIntervalMilliseconds = value }
+        if let value: UInt32 = try integer(.maxConcurrentStreams, 1...UInt32.max) { maxConcurrentStreams = value }
+        // grpc-go enforces a ping policy of 0 (any rate); its keepalive pings need a positive period and timeout.
+        if let value = try duration(.grpcKeepaliveMinTime, minimumMilliseconds: 0) { grpcKeepaliveMinTimeMilliseconds = value }
+        if let value = try duration(.grpcKeepaliveInterval, minimumMilliseconds: 1) { grpcKeepaliveIntervalMilliseconds = value }
+        if let value = try duration(.grpcKeepaliveTimeout, minimumMilliseconds: 1) { grpcKeepaliveTimeoutMilliseconds = value }
         if let value: UInt64 = try integer(.snapshotCatchUpEntries, 1...UInt64(Int32.max)) { snapshotCatchUpEntries = value }
         if let text = settings[.preVote] {
             switch text.lowercased() {
@@ -126,9 +134,7 @@ extension ServerConfig {
                 guard pieces.count == 2, !pieces[0].isEmpty else {
                     throw .invalid(key: ConfigKey.initialCluster.rawValue, value: text, reason: "expected name=url[,name=url...]")
                 }
-                do { _ = try ListenAddress(parsing: pieces[1]) } catch {
-                    throw .invalid(key: ConfigKey.initialCluster.rawValue, value: pieces[1], reason: error.description)
-                }
+                try Self.checkURL(pieces[1], .initialCluster)
                 if members[pieces[0]] == nil { order.append(pieces[0]) }
                 members[pieces[0], default: []].append(pieces[1])
             }
@@ -148,6 +154,18 @@ extension ServerConfig {
         guard mine.peerURLs.sorted() == initialAdvertisePeerURLs.sorted() else {
             throw .invalid(key: ConfigKey.initialCluster.rawValue, value: settings[.initialCluster] ?? "",
                            reason: "\(name)'s URLs \(mine.peerURLs) differ from --initial-advertise-peer-urls \(initialAdvertisePeerURLs)")
+        }
+    }
+
+    /// A URL setting's value parses; `https://` and `unixs://` are refused
+    /// until TLS arrives, rather than served in plain text.
+    private static func checkURL(_ url: String, _ key: ConfigKey) throws(SettingsError) {
+        let address: ListenAddress
+        do { address = try ListenAddress(parsing: url) } catch {
+            throw .invalid(key: key.rawValue, value: url, reason: error.description)
+        }
+        if address.scheme == .https || address.scheme == .unixs {
+            throw .unsupported("TLS is not supported yet: --\(key.rawValue) \(url)")
         }
     }
 
@@ -178,6 +196,11 @@ enum GoDuration {
 
     /// Whole milliseconds (rounded down), or nil when `text` is not a duration.
     static func milliseconds(_ text: String) -> Int? {
+        exactMilliseconds(text).map { Int($0) }
+    }
+
+    /// Milliseconds with their fraction (`250us` is 0.25), or nil.
+    static func exactMilliseconds(_ text: String) -> Double? {
         var rest = Substring(text.trimmingWhitespace())
         guard !rest.isEmpty else { return nil }
         if rest == "0" { return 0 }
@@ -192,6 +215,6 @@ enum GoDuration {
             total += value * scale
         }
         guard total < Double(Int.max / 2) else { return nil }
-        return Int(total)
+        return total
     }
 }

@@ -43,6 +43,16 @@ public struct ServerConfig: Sendable {
     /// --experimental-watch-progress-notify-interval: how often watchers that
     /// asked for progress notifications get one when idle.
     public var watchProgressNotifyIntervalMilliseconds = 600_000
+    /// --max-concurrent-streams: gRPC streams one client connection may open
+    /// (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS).
+    public var maxConcurrentStreams: UInt32 = UInt32.max
+    /// --grpc-keepalive-min-time: clients pinging more often than this are
+    /// told to go away (grpc-go's enforcement policy).
+    public var grpcKeepaliveMinTimeMilliseconds: Int = 5000
+    /// --grpc-keepalive-interval: an idle client connection is pinged this often.
+    public var grpcKeepaliveIntervalMilliseconds: Int = 7_200_000
+    /// --grpc-keepalive-timeout: a ping unanswered this long closes the connection.
+    public var grpcKeepaliveTimeoutMilliseconds: Int = 20_000
     /// Watchers one watch stream may hold (a bound etcd does not have).
     public var maxWatchersPerStream = 100_000
 

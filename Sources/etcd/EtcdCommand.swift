@@ -1,102 +1,75 @@
-import ArgumentParser
 import EtcdAPI
 import EtcdServer
 import Foundation
 import Logging
 import Yams
 
-/// `etcd`: starts a member. Flags use etcd's names and defaults; each can
-/// also be set through its `ETCD_*` environment variable (the flag wins), or
-/// all of them through `--config-file` (then flags and environment are ignored).
+/// `etcd`: starts a member. The command line is etcd's — Go's `flag`
+/// syntax (`-name x`, `--name=x`, bare `--pre-vote`), with etcd's flag
+/// names and defaults; each flag can also be set through its `ETCD_*`
+/// environment variable (the flag wins), or all of them through
+/// `--config-file` (then flags and environment are ignored). etcd settings
+/// we do not implement refuse the start (see `SettingsSources`).
 @main
-struct EtcdCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "etcd",
-        abstract: "A distributed, reliable key-value store (etcd in Swift)."
-    )
-
-    @Option(name: .customLong("name"), help: "Human-readable name for this member (default: default).")
-    var name: String?
-    @Option(name: .customLong("data-dir"), help: "Path to the data directory (default: <name>.etcd).")
-    var dataDir: String?
-    @Option(name: .customLong("wal-dir"), help: "Path to a dedicated WAL directory.")
-    var walDir: String?
-    @Option(name: .customLong("listen-client-urls"), help: "URLs to listen on for client traffic (default: http://localhost:2379).")
-    var listenClientURLs: String?
-    @Option(name: .customLong("advertise-client-urls"), help: "Client URLs to advertise to the cluster (default: http://localhost:2379).")
-    var advertiseClientURLs: String?
-    @Option(name: .customLong("listen-peer-urls"), help: "URLs to listen on for peer traffic (default: http://localhost:2380).")
-    var listenPeerURLs: String?
-    @Option(name: .customLong("initial-advertise-peer-urls"), help: "This member's peer URLs to advertise (default: http://localhost:2380).")
-    var initialAdvertisePeerURLs: String?
-    @Option(name: .customLong("initial-cluster"), help: "Initial cluster configuration, name=url,... (default: <name>=<initial-advertise-peer-urls>).")
-    var initialCluster: String?
-    @Option(name: .customLong("initial-cluster-state"), help: "new or existing (default: new).")
-    var initialClusterState: String?
-    @Option(name: .customLong("initial-cluster-token"), help: "Initial cluster token; part of every member id (default: etcd-cluster).")
-    var initialClusterToken: String?
-    @Option(name: .customLong("snapshot-count"), help: "Applied entries between raft snapshots (default: 10000).")
-    var snapshotCount: String?
-    @Option(name: .customLong("heartbeat-interval"), help: "Time of a heartbeat interval, in milliseconds (default: 100).")
-    var heartbeatInterval: String?
-    @Option(name: .customLong("election-timeout"), help: "Time of an election timeout, in milliseconds (default: 1000).")
-    var electionTimeout: String?
-    @Option(name: .customLong("max-request-bytes"), help: "Maximum client request size in bytes (default: 1572864).")
-    var maxRequestBytes: String?
-    @Option(name: .customLong("max-txn-ops"), help: "Maximum number of operations in a txn request (default: 128).")
-    var maxTxnOps: String?
-    @Option(name: .customLong("quota-backend-bytes"), help: "Backend size limit in bytes (default: 2 GiB).")
-    var quotaBackendBytes: String?
-    @Option(name: .customLong("log-level"), help: "debug, info, warn, error, panic or fatal (default: info).")
-    var logLevel: String?
-    @Option(name: .customLong("experimental-watch-progress-notify-interval"), help: "Interval of progress notifications to watchers that asked for them (default: 10m).")
-    var watchProgressNotifyInterval: String?
-    @Option(name: .customLong("experimental-snapshot-catchup-entries"), help: "Entries kept for slow followers to catch up before they need a snapshot (default: 5000).")
-    var snapshotCatchUpEntries: String?
-    @Option(name: .customLong("pre-vote"), help: "Enable the raft pre-vote algorithm (default: true).")
-    var preVote: String?
-    @Option(name: .customLong("config-file"), help: "YAML configuration file with etcd's keys; flags and environment are then ignored.")
-    var configFile: String?
-
-    @Flag(name: .customLong("version"), help: "Print the version and exit.")
-    var printVersion = false
-
-    private var flags: [ConfigKey: String?] {
-        [
-            .name: name, .dataDir: dataDir, .walDir: walDir, .listenClientURLs: listenClientURLs,
-            .advertiseClientURLs: advertiseClientURLs, .listenPeerURLs: listenPeerURLs,
-            .initialAdvertisePeerURLs: initialAdvertisePeerURLs, .initialCluster: initialCluster,
-            .initialClusterState: initialClusterState, .initialClusterToken: initialClusterToken,
-            .snapshotCount: snapshotCount, .heartbeatInterval: heartbeatInterval, .electionTimeout: electionTimeout,
-            .maxRequestBytes: maxRequestBytes, .maxTxnOps: maxTxnOps, .quotaBackendBytes: quotaBackendBytes,
-            .logLevel: logLevel, .watchProgressNotifyInterval: watchProgressNotifyInterval, .preVote: preVote,
-            .snapshotCatchUpEntries: snapshotCatchUpEntries,
-        ]
-    }
-
-    func run() async throws {
-        if printVersion {
+enum EtcdCommand {
+    static func main() async {
+        let environment = ProcessInfo.processInfo.environment
+        let flags: CommandLineFlags
+        do { flags = try CommandLineFlags(parsing: Array(CommandLine.arguments.dropFirst())) } catch {
+            if case .strayArgument = error {
+                fail("etcd: \(error)", status: error.exitCode)
+            }
+            fail("\(error)\n\(usage)", status: error.exitCode)
+        }
+        if flags.help {
+            // As etcd: Go's usage on standard error, the flags on standard output.
+            FileHandle.standardError.write(Data(usage.utf8))
+            print(help)
+            exit(0)
+        }
+        if flags.values[EtcdFlag.version.name].flatMap(GoBool.parse) == true {
             print("etcd Version: \(EtcdVersion.server)")
             print("API Version: \(EtcdVersion.api)")
-            return
+            exit(0)
         }
-        let settings = try configFile.map(Self.settings(fromFile:)) ?? Self.settings(flags: flags, environment: ProcessInfo.processInfo.environment)
+
+        let resolved: ResolvedSettings
         let config: ServerConfig
         do {
-            config = try ServerConfig(settings: settings)
+            // etcd reads ETCD_CONFIG_FILE too; an empty path means none.
+            let configFile = flags.values[EtcdFlag.configFile.name] ?? environment[EtcdFlag.configFile.environmentVariable]
+            if let configFile, !configFile.isEmpty {
+                resolved = try SettingsSources.resolve(configFile: Self.configFile(at: configFile))
+            } else {
+                resolved = try SettingsSources.resolve(flags: flags, environment: environment)
+            }
+            config = try ServerConfig(settings: resolved.settings)
         } catch {
-            throw ValidationError(error.description)
+            fail("etcd: \(error)", status: 1)
         }
+        do { try await run(config: config, warnings: resolved.warnings) } catch {
+            fail("etcd: \(error)", status: 1)
+        }
+    }
+
+    static func fail(_ message: String, status: Int32) -> Never {
+        FileHandle.standardError.write(Data((message + "\n").utf8))
+        exit(status)
+    }
+
+    /// Serves until a signal or the member stops.
+    static func run(config: ServerConfig, warnings: [String]) async throws {
         let addresses = try config.listenClientURLs.map { try ListenAddress(parsing: $0) }
         let level = EtcdLogHandler.level(named: config.logLevel) ?? .info
         LoggingSystem.bootstrap { _ in EtcdLogHandler(level: level) }
         let logger = Logger(label: "etcd")
+        for warning in warnings { logger.warning("\(warning)") }
         func log(_ message: String) { logger.info("\(message)") }
 
         let member = try await Member.open(config: config)
         defer { member.stop() }
         do { try await member.startPeers() } catch {
-            throw ValidationError("cannot listen for peer traffic: \(error)")
+            throw StartupError("cannot listen for peer traffic: \(error)")
         }
         for url in config.listenPeerURLs { log("serving peer traffic on \(url)") }
         log("member \(String(member.memberID, radix: 16)) started in cluster \(String(member.clusterID, radix: 16)), data dir \(config.dataDir)")
@@ -140,39 +113,86 @@ struct EtcdCommand: AsyncParsableCommand {
         }
     }
 
-    /// Flags win over `ETCD_*` variables.
-    static func settings(flags: [ConfigKey: String?], environment: [String: String]) -> [ConfigKey: String] {
-        var settings: [ConfigKey: String] = [:]
-        for key in ConfigKey.allCases {
-            if let value = (flags[key] ?? nil) ?? environment[key.environmentVariable] { settings[key] = value }
-        }
-        return settings
-    }
-
-    /// etcd's YAML config file: the same names as the flags; lists may be
-    /// YAML sequences or comma-separated strings.
-    static func settings(fromFile path: String) throws -> [ConfigKey: String] {
+    /// etcd's YAML config file as values: the same names as the flags,
+    /// TLS settings in their two blocks.
+    static func configFile(at path: String) throws -> [String: ConfigFileValue] {
         let text: String
         do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
-            throw ValidationError("cannot read --config-file \(path): \(error.localizedDescription)")
+            throw StartupError("cannot read --config-file \(path): \(error.localizedDescription)")
         }
         let document: Any?
         do { document = try Yams.load(yaml: text) } catch {
-            throw ValidationError("--config-file \(path) is not valid YAML: \(error)")
+            throw StartupError("--config-file \(path) is not valid YAML: \(error)")
         }
-        guard let map = document as? [String: Any] else {
-            throw ValidationError("--config-file \(path) must be a YAML mapping of etcd settings")
+        guard case let .mapping(map) = configFileValue(document) else {
+            throw StartupError("--config-file \(path) must be a YAML mapping of etcd settings")
         }
-        var settings: [ConfigKey: String] = [:]
-        for (name, value) in map {
-            // etcd's file has keys we do not act on yet (tls, logging, ...); they are ignored, as unknown keys are by etcd.
-            guard let key = ConfigKey(rawValue: name) else { continue }
-            switch value {
-            case let list as [Any]: settings[key] = list.map { "\($0)" }.joined(separator: ",")
-            case is NSNull: continue
-            default: settings[key] = "\(value)"
-            }
-        }
-        return settings
+        return map
     }
+
+    static func configFileValue(_ value: Any?) -> ConfigFileValue {
+        guard let value, !(value is NSNull) else { return .null }
+        switch value {
+        case let list as [Any]: return .list(list.map(configFileValue))
+        case let map as [String: Any]: return .mapping(map.mapValues(configFileValue))
+        case let map as [AnyHashable: Any]:
+            return .mapping(Dictionary(map.map { ("\($0.key.base)", configFileValue($0.value)) }, uniquingKeysWith: { first, _ in first }))
+        default: return .scalar("\(value)")
+        }
+    }
+
+    static let usage = """
+        Usage:
+
+          etcd [flags]
+            Start an etcd server.
+
+          etcd --version
+            Show the version of etcd.
+
+          etcd -h | --help
+            Show the help information about etcd.
+
+          etcd --config-file
+            Path to the server configuration file. Note that if a configuration file is provided, other command line flags and environment variables will be ignored.
+
+        """
+
+    /// The flags we implement; `-name x`, `--name x` and `--name=x` alike.
+    static let help: String = {
+        let rows: [(String, String)] = [
+            ("name 'default'", "Human-readable name for this member."),
+            ("data-dir '${name}.etcd'", "Path to the data directory."),
+            ("wal-dir ''", "Path to the dedicated wal directory."),
+            ("snapshot-count '10000'", "Number of committed transactions to trigger a snapshot to disk."),
+            ("heartbeat-interval '100'", "Time (in milliseconds) of a heartbeat interval."),
+            ("election-timeout '1000'", "Time (in milliseconds) for an election to timeout."),
+            ("listen-peer-urls 'http://localhost:2380'", "List of URLs to listen on for peer traffic."),
+            ("listen-client-urls 'http://localhost:2379'", "List of URLs to listen on for client traffic."),
+            ("quota-backend-bytes '0'", "Raise alarms when backend size exceeds the given quota (0 defaults to 2 GiB)."),
+            ("max-txn-ops '128'", "Maximum number of operations permitted in a transaction."),
+            ("max-request-bytes '1572864'", "Maximum client request size in bytes the server will accept."),
+            ("max-concurrent-streams 'math.MaxUint32'", "Maximum concurrent streams that each client can open at a time."),
+            ("grpc-keepalive-min-time '5s'", "Minimum duration interval that a client should wait before pinging server."),
+            ("grpc-keepalive-interval '2h'", "Frequency duration of server-to-client ping to check if a connection is alive."),
+            ("grpc-keepalive-timeout '20s'", "Additional duration of wait before closing a non-responsive connection."),
+            ("initial-advertise-peer-urls 'http://localhost:2380'", "List of this member's peer URLs to advertise to the rest of the cluster."),
+            ("initial-cluster 'default=http://localhost:2380'", "Initial cluster configuration for bootstrapping."),
+            ("initial-cluster-state 'new'", "Initial cluster state ('new' or 'existing')."),
+            ("initial-cluster-token 'etcd-cluster'", "Initial cluster token for the etcd cluster during bootstrap."),
+            ("advertise-client-urls 'http://localhost:2379'", "List of this member's client URLs to advertise to the public."),
+            ("pre-vote 'true'", "Enable the raft Pre-Vote algorithm to prevent disruption when a node that has been partitioned away rejoins the cluster."),
+            ("log-level 'info'", "Configures log level. Only supports debug, info, warn, error, panic, or fatal."),
+            ("experimental-snapshot-catchup-entries '5000'", "Number of entries for a slow follower to catch up after compacting the raft storage entries."),
+            ("experimental-watch-progress-notify-interval '10m'", "Duration of periodic watch progress notifications."),
+        ]
+        return "\nFlags:\n" + rows.map { "  --\($0.0)\n    \($0.1)\n" }.joined(separator: "")
+            + "\netcd's other flags (TLS, discovery, auth, metrics, ...) are recognised and refused while not supported,\n"
+            + "as are their ETCD_* variables and config file keys, unless set to etcd's default.\n"
+    }()
+}
+
+struct StartupError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
 }

@@ -128,3 +128,167 @@ import Testing
         #expect(Failpoints(specification: "afterWALSave=crash@index=x").isEmpty)
     }
 }
+
+/// Settings the gRPC layer uses, and TLS URLs refused until TLS arrives.
+@Suite struct ServerConfigSettingsTests {
+    func refusal(_ body: () throws -> Any) -> String {
+        do { _ = try body(); return "started" } catch { return "\(error)" }
+    }
+
+    @Test func tlsURLsRefuseToStart() {
+        for (key, url) in [(ConfigKey.listenClientURLs, "https://127.0.0.1:2379"), (.advertiseClientURLs, "https://a:2379"),
+                           (.listenPeerURLs, "https://127.0.0.1:2380"), (.initialAdvertisePeerURLs, "https://localhost:2380"),
+                           (.listenClientURLs, "unixs://sock:0")] {
+            #expect(refusal { try ServerConfig(settings: [key: "http://127.0.0.1:1,\(url)"]) }
+                == "TLS is not supported yet: --\(key.rawValue) \(url)")
+        }
+        #expect(refusal { try ServerConfig(settings: [.initialCluster: "default=https://localhost:2380"]) }
+            == "TLS is not supported yet: --initial-cluster https://localhost:2380")
+    }
+
+    @Test func grpcSettings() throws {
+        let defaults = try ServerConfig(settings: [:])
+        #expect(defaults.maxConcurrentStreams == UInt32.max)
+        #expect(defaults.grpcKeepaliveMinTimeMilliseconds == 5_000)
+        #expect(defaults.grpcKeepaliveIntervalMilliseconds == 7_200_000)
+        #expect(defaults.grpcKeepaliveTimeoutMilliseconds == 20_000)
+        let config = try ServerConfig(settings: [.maxConcurrentStreams: "100", .grpcKeepaliveMinTime: "0",
+                                                 .grpcKeepaliveInterval: "1h30m", .grpcKeepaliveTimeout: "1.5s"])
+        #expect(config.maxConcurrentStreams == 100)
+        #expect(config.grpcKeepaliveMinTimeMilliseconds == 0)
+        #expect(config.grpcKeepaliveIntervalMilliseconds == 5_400_000)
+        #expect(config.grpcKeepaliveTimeoutMilliseconds == 1_500)
+        for (key, value) in [(ConfigKey.maxConcurrentStreams, "0"), (.maxConcurrentStreams, "4294967296"), (.grpcKeepaliveMinTime, "5"),
+                             (.grpcKeepaliveInterval, "0s"), (.grpcKeepaliveTimeout, "soon")] {
+            #expect(refusal { try ServerConfig(settings: [key: value]) }.contains("--\(key.rawValue)"), "\(key) \(value)")
+        }
+    }
+}
+
+/// etcd's command line, as Go's `flag` package parses it.
+@Suite struct CommandLineFlagsTests {
+    @Test func oneOrTwoDashesAndEqualsOrNextArgument() throws {
+        for arguments in [["-name", "x"], ["--name", "x"], ["--name=x"], ["-name=x"]] {
+            #expect(try CommandLineFlags(parsing: arguments).values == ["name": "x"], "\(arguments)")
+        }
+        // A value flag takes the next argument whatever it looks like; the last occurrence wins.
+        #expect(try CommandLineFlags(parsing: ["--name", "-x", "--name=y=z"]).values == ["name": "y=z"])
+        #expect(try CommandLineFlags(parsing: ["--initial-cluster-token="]).values == ["initial-cluster-token": ""])
+    }
+
+    @Test func bareBooleanMeansTrueAndNeverTakesTheNextArgument() throws {
+        #expect(try CommandLineFlags(parsing: ["--pre-vote"]).values == ["pre-vote": "true"])
+        #expect(try CommandLineFlags(parsing: ["-pre-vote=false"]).values == ["pre-vote": "false"])
+        #expect(try CommandLineFlags(parsing: ["--auto-tls", "--name", "y"]).values == ["auto-tls": "true", "name": "y"])
+        #expect(try CommandLineFlags(parsing: ["-version"]).values == ["version": "true"])
+        // Go leaves `false` as an argument, which etcd rejects.
+        #expect(throws: FlagError.strayArgument("false")) { try CommandLineFlags(parsing: ["--pre-vote", "false"]) }
+        #expect(throws: FlagError.invalidBoolean(flag: "pre-vote", value: "maybe")) { try CommandLineFlags(parsing: ["--pre-vote=maybe"]) }
+    }
+
+    @Test func errorsInGosWords() {
+        func error(_ arguments: [String]) -> String {
+            do { _ = try CommandLineFlags(parsing: arguments); return "no error" } catch { return error.description }
+        }
+        #expect(error(["--bogus"]) == "flag provided but not defined: -bogus")
+        #expect(error(["-bogus=1"]) == "flag provided but not defined: -bogus")
+        #expect(error(["--name"]) == "flag needs an argument: -name")
+        #expect(error(["---name=a"]) == "bad flag syntax: ---name=a")
+        #expect(error(["--=x"]) == "bad flag syntax: --=x")
+        #expect(error(["--pre-vote="]) == "invalid boolean value \"\" for -pre-vote: parse error")
+        #expect(error(["--name", "a", "extra"]) == "error verifying flags, 'extra' is not a valid flag. See 'etcd --help'.")
+        #expect(error(["--", "--name=a"]) == "error verifying flags, '--name=a' is not a valid flag. See 'etcd --help'.")
+        #expect(error(["-"]) == "error verifying flags, '-' is not a valid flag. See 'etcd --help'.")
+        #expect(FlagError.notDefined("x").exitCode == 2 && FlagError.strayArgument("x").exitCode == 1)
+    }
+
+    @Test func helpStopsParsing() throws {
+        for arguments in [["-h"], ["--help"], ["-help", "--bogus"], ["--name", "a", "-h"]] {
+            #expect(try CommandLineFlags(parsing: arguments).help, "\(arguments)")
+        }
+        #expect(try !CommandLineFlags(parsing: ["--name", "-h"]).help)
+    }
+
+    @Test func everyEtcdFlagIsKnownAndItsDefaultIsHarmless() {
+        for flag in EtcdFlag.unsupported {
+            #expect(flag.isHarmless(flag.etcdDefault), "\(flag.name)")
+            #expect(EtcdFlag.byName[flag.name] != nil)
+        }
+        for key in ConfigKey.allCases { #expect(EtcdFlag.byName[key.rawValue]?.key == key) }
+        #expect(EtcdFlag.byName["client-cert-auth"]?.kind == .bool)
+        #expect(EtcdFlag.byName.count == 2 + ConfigKey.allCases.count + 2 + EtcdFlag.unsupported.count)
+    }
+}
+
+/// Flags, `ETCD_*` variables and the config file, failing closed.
+@Suite struct SettingsSourcesTests {
+    func resolve(_ arguments: [String], _ environment: [String: String] = [:]) throws -> ResolvedSettings {
+        try SettingsSources.resolve(flags: CommandLineFlags(parsing: arguments), environment: environment)
+    }
+
+    func refusal(_ body: () throws -> Any) -> String {
+        do { _ = try body(); return "started" } catch { return "\(error)" }
+    }
+
+    @Test func flagsWinOverEnvironment() throws {
+        let resolved = try resolve(["-name", "flag", "--pre-vote=false"], ["ETCD_NAME": "env", "ETCD_DATA_DIR": "/d", "ETCD_SNAPSHOT_COUNT": "7"])
+        #expect(resolved.settings == [.name: "flag", .dataDir: "/d", .snapshotCount: "7", .preVote: "false"])
+        #expect(resolved.warnings == ["recognized environment variable ETCD_NAME=env, but unused: shadowed by corresponding flag"])
+    }
+
+    @Test func unknownVariablesAreWarnedAbout() throws {
+        let resolved = try resolve([], ["ETCD_NAMEE": "typo", "ETCD_FAILPOINTS": "", "PATH": "/bin"])
+        #expect(resolved.warnings == ["unrecognized environment variable ETCD_NAMEE=typo"])
+        #expect(resolved.settings.isEmpty)
+    }
+
+    @Test func unsupportedFlagsAndVariablesRefuseToStart() throws {
+        #expect(refusal { try resolve(["--client-cert-auth"]) } == "--client-cert-auth is not supported yet")
+        #expect(refusal { try resolve(["--cert-file=/c.pem", "--auto-tls"]) }
+            == "--auto-tls is not supported yet; --cert-file is not supported yet")
+        #expect(refusal { try resolve([], ["ETCD_CLIENT_CERT_AUTH": "true"]) }
+            == "ETCD_CLIENT_CERT_AUTH=true: --client-cert-auth is not supported yet")
+        #expect(refusal { try resolve(["--auto-compaction-retention=1h"]) } == "--auto-compaction-retention is not supported yet")
+        #expect(refusal { try resolve(["--force-new-cluster"]) } == "--force-new-cluster is not supported yet")
+        // etcd's defaults are as good as absent: etcd itself cannot tell them apart.
+        let defaults = try resolve(["--client-cert-auth=false", "--cert-file=", "--max-learners", "1", "--raft-read-timeout=5000ms",
+                                    "--log-outputs=stderr", "--enable-grpc-gateway"], ["ETCD_AUTO_TLS": "false"])
+        #expect(defaults.settings.isEmpty)
+    }
+
+    @Test func etcd36NamesOfExperimentalFlags() throws {
+        #expect(try resolve(["--watch-progress-notify-interval=5s"]).settings == [.watchProgressNotifyInterval: "5s"])
+        #expect(try resolve([], ["ETCD_SNAPSHOT_CATCHUP_ENTRIES": "10"]).settings == [.snapshotCatchUpEntries: "10"])
+        #expect(refusal { try resolve(["--watch-progress-notify-interval=5s", "--experimental-watch-progress-notify-interval=6s"]) }
+            .contains("set only one"))
+    }
+
+    @Test func configFileKeysAndTLSBlocks() throws {
+        let file: [String: ConfigFileValue] = [
+            "name": .scalar("fromfile"), "listen-client-urls": .list([.scalar("http://127.0.0.1:1"), .scalar("http://127.0.0.1:2")]),
+            "wal-dir": .null, "enable-v2": .scalar("true"), "log-outputs": .list([.scalar("stderr")]),
+            "grpc-keepalive-interval": .scalar("60000000000"), "grpc-keepalive-timeout": .scalar("3s"),
+            // etcd's sample etcd.conf.yml: every TLS key present, all empty or false.
+            "client-transport-security": .mapping(["cert-file": .null, "key-file": .scalar(""), "client-cert-auth": .scalar("false"),
+                                                   "auto-tls": .scalar("false"), "allowed-cn": .list([])]),
+            "peer-transport-security": .null,
+        ]
+        let resolved = try SettingsSources.resolve(configFile: file)
+        #expect(resolved.settings == [.name: "fromfile", .listenClientURLs: "http://127.0.0.1:1,http://127.0.0.1:2",
+                                      .grpcKeepaliveInterval: "60000000000ns", .grpcKeepaliveTimeout: "3s"])
+        #expect(resolved.warnings == ["unrecognized config file key enable-v2 (ignored, as etcd does)"])
+        let config = try ServerConfig(settings: resolved.settings)
+        #expect(config.grpcKeepaliveIntervalMilliseconds == 60_000 && config.grpcKeepaliveTimeoutMilliseconds == 3_000)
+
+        func refused(_ file: [String: ConfigFileValue]) -> String { refusal { try SettingsSources.resolve(configFile: file) } }
+        #expect(refused(["client-transport-security": .mapping(["cert-file": .scalar("/c.pem"), "key-file": .scalar("/k.pem")])])
+            == "config file key client-transport-security.cert-file is not supported yet (TLS is not supported yet); "
+            + "config file key client-transport-security.key-file is not supported yet (TLS is not supported yet)")
+        #expect(refused(["peer-transport-security": .mapping(["client-cert-auth": .scalar("true")])])
+            .contains("peer-transport-security.client-cert-auth"))
+        #expect(refused(["peer-transport-security": .mapping(["future-tls-knob": .scalar("x")])]).contains("peer-transport-security.future-tls-knob"))
+        #expect(refused(["client-transport-security": .scalar("on")]).contains("client-transport-security is not supported"))
+        #expect(refused(["discovery-srv": .scalar("example.com")]) == "config file key discovery-srv is not supported yet")
+        #expect(refused(["name": .mapping([:])]).contains("--name"))
+    }
+}
