@@ -38,8 +38,10 @@ public final class ClientListener: Sendable {
             }
         }
         if let member {
-            // etcd accepts requests up to --max-request-bytes plus gRPC's overhead.
-            configuration.maxReceiveMessageBytes = max(4 * 1024 * 1024, member.config.maxRequestBytes + 512 * 1024)
+            // etcd's limit exactly: --max-request-bytes plus 512 KiB for gRPC's
+            // overhead (embed/serve.go, grpcOverheadBytes); above it a request
+            // gets RESOURCE_EXHAUSTED "grpc: received message larger than max".
+            configuration.maxReceiveMessageBytes = member.config.maxRequestBytes + 512 * 1024
         }
         var router = WireRouter()
         router.addHealth(HealthService())
