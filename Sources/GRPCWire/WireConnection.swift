@@ -5,7 +5,12 @@ import NIOHTTP2
 
 /// One client connection: sits after `NIOHTTP2Handler` (frame mode, no
 /// per-stream child channels) and turns HTTP/2 streams into gRPC calls.
-/// Everything but `submit` runs on the connection's event loop.
+///
+/// Threads: owned by the channel's event loop. Every stored `var` is read
+/// and written only there (asserted, in debug builds, where work from other
+/// threads lands: `drainInbox`, `write`, `finish`). `submit` is the one
+/// entry point from other threads and touches only `let`s: `eventLoop`,
+/// fixed at init, and the locked `inbox`.
 final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = HTTP2Frame
     typealias OutboundOut = HTTP2Frame
@@ -52,19 +57,21 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
 
     /// Work submitted from other threads, run in order on the event loop.
     private let inbox = NIOLockedValueBox<[(WireConnection) -> Void]>([])
-    private var eventLoop: (any EventLoop)?
+    /// The channel's loop, fixed before the handler is shared with any call.
+    private let eventLoop: any EventLoop
 
-    init(router: WireRouter, limits: WireLimits) {
+    init(router: WireRouter, limits: WireLimits, eventLoop: any EventLoop) {
         self.router = router
         self.limits = limits
+        self.eventLoop = eventLoop
         connectionWindow = InboundWindow(size: limits.windowBytes)
     }
 
     // MARK: - Channel events
 
     func handlerAdded(context: ChannelHandlerContext) {
+        precondition(context.eventLoop === eventLoop, "a WireConnection belongs to its channel's event loop")
         self.context = context
-        self.eventLoop = context.eventLoop
         remotePeer = Self.describe(context.channel.remoteAddress)
         localPeer = Self.describe(context.channel.localAddress)
     }
@@ -331,7 +338,6 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
     /// Queues `work` to run on the event loop; one hop for a burst of work,
     /// one flush after it.
     func submit(_ work: @escaping (WireConnection) -> Void) {
-        guard let eventLoop else { return }
         if eventLoop.inEventLoop && inbox.withLockedValue({ $0.isEmpty }) {
             // Already on the loop with nothing queued before it: no hop.
             work(self)
@@ -348,6 +354,7 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
     }
 
     private func drainInbox() {
+        eventLoop.assertInEventLoop()
         drainingInbox = true
         defer { drainingInbox = false }
         while true {
@@ -365,6 +372,7 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
     private static let okTrailers: HPACKHeaders = ["grpc-status": "0"]
 
     func write(_ id: HTTP2StreamID, message: ByteBuffer, status: WireStatus?, promise: EventLoopPromise<Void>?) {
+        eventLoop.assertInEventLoop()
         guard let context, let stream = streams[id] else {
             promise?.fail(WireStatus.cancelled("the call has ended"))
             return
@@ -379,6 +387,7 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func finish(_ id: HTTP2StreamID, status: WireStatus) {
+        eventLoop.assertInEventLoop()
         guard let context, let stream = streams.removeValue(forKey: id) else { return }
         defer { closeIfDrained() }
         if !stream.headersSent {

@@ -81,7 +81,7 @@ public final class WireServer: Sendable {
                 do {
                     let sync = channel.pipeline.syncOperations
                     try sync.addHandler(NIOHTTP2Handler(mode: .server, connectionConfiguration: connection))
-                    try sync.addHandler(WireConnection(router: router, limits: limits))
+                    try sync.addHandler(WireConnection(router: router, limits: limits, eventLoop: channel.eventLoop))
                 } catch {
                     return channel.eventLoop.makeFailedFuture(error)
                 }
