@@ -324,7 +324,7 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
             // (A handler told of one call's end may have ended another.)
             guard let deadline = stream.deadline, streams[stream.call.streamID] === stream else { continue }
             if deadline <= now {
-                fail(stream, WireStatus(code: 4, message: "context deadline exceeded"))
+                fail(stream, WireStatus(code: .deadlineExceeded, message: "context deadline exceeded"))
             } else if next.map({ deadline < $0 }) ?? true {
                 next = deadline
             }
@@ -408,7 +408,7 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
     }
 
     private static func trailers(_ status: WireStatus) -> HPACKHeaders {
-        var trailers: HPACKHeaders = ["grpc-status": String(status.code)]
+        var trailers: HPACKHeaders = ["grpc-status": status.code.trailerValue]
         if !status.message.isEmpty { trailers.add(name: "grpc-message", value: percentEncoded(status.message)) }
         return trailers
     }

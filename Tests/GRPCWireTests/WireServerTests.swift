@@ -35,7 +35,7 @@ import Testing
             // "hold": never answered (the call stays open until the connection goes).
             if request.key == Data("hold".utf8) { return events.add("hold") }
             if let text = String(data: request.key, encoding: .utf8), text.hasPrefix("fail:") {
-                return call.finish(WireStatus(code: 9, message: String(text.dropFirst(5))))
+                return call.finish(WireStatus(code: .failedPrecondition, message: String(text.dropFirst(5))))
             }
             // Answer from another thread, as the member's completions do
             // ("slow": 300 ms later).
