@@ -183,16 +183,24 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
 
     private func open(_ id: HTTP2StreamID, _ headers: HPACKHeaders, endStream: Bool) {
         guard let context else { return }
-        let path = headers.first(name: ":path") ?? ""
+        // What gRPC requires of a request, checked as grpc-go's server does
+        // and answered with its statuses (a few header lookups; the full
+        // header-block validation stays off, see WireServer.Configuration).
+        // `te: trailers` is not required: grpc-go serves requests without it.
         let contentType = headers.first(name: "content-type") ?? ""
-        guard contentType.hasPrefix("application/grpc") else {
-            var response = HPACKHeaders()
-            response.add(name: ":status", value: "415")
-            context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .headers(.init(headers: response, endStream: true)))), promise: nil)
-            needsFlush = true
+        guard contentType == "application/grpc" || contentType == "application/grpc+proto" else {
+            writeTrailersOnly(id, WireStatus(code: .invalidArgument, message: "invalid gRPC request content-type \"\(contentType)\""),
+                              httpStatus: "415", resetIfOpen: !endStream)
             return
         }
-        guard let method = router[path] else {
+        let method = headers.first(name: ":method") ?? ""
+        guard method == "POST" else {
+            writeTrailersOnly(id, WireStatus.internalError("Received a HEADERS frame with :method \"\(method)\" which should be POST"),
+                              httpStatus: "405", resetIfOpen: !endStream)
+            return
+        }
+        let path = headers.first(name: ":path") ?? ""
+        guard let handler = router[path] else {
             writeTrailersOnly(id, WireStatus.unimplemented("Unimplemented method '\(path.dropFirst())'"))
             return
         }
@@ -205,14 +213,15 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
         var timeout: TimeAmount?
         if let text = headers.first(name: "grpc-timeout") {
             guard let parsed = Self.parseTimeout(text) else {
-                writeTrailersOnly(id, WireStatus.internalError("transport: malformed grpc-timeout: \(text)"))
+                writeTrailersOnly(id, WireStatus.internalError("transport: malformed grpc-timeout: \(text)"),
+                                  httpStatus: "400", resetIfOpen: !endStream)
                 return
             }
             timeout = parsed
         }
         let call = WireCall(path: path, headers: headers, streamID: id, connection: self,
                             eventLoop: context.eventLoop, remotePeer: remotePeer, localPeer: localPeer)
-        let stream = Stream(call: call, method: method, windowBytes: limits.windowBytes)
+        let stream = Stream(call: call, method: handler, windowBytes: limits.windowBytes)
         streams[id] = stream
         // Past about 146 years it is no deadline (and cannot overflow one).
         if let timeout, timeout.nanoseconds < Int64.max / 2 {
@@ -220,7 +229,7 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
             stream.deadline = deadline
             if deadlineSweepAt.map({ deadline < $0 }) ?? true { scheduleDeadlineSweep(at: deadline, context) }
         }
-        if case .streaming(let makeHandler) = method {
+        if case .streaming(let makeHandler) = handler {
             stream.handler = makeHandler(call)
         }
         if endStream { inboundClosed(stream) }
@@ -399,11 +408,19 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
         needsFlush = true
     }
 
-    private func writeTrailersOnly(_ id: HTTP2StreamID, _ status: WireStatus) {
+    /// Ends a call with headers only. A call refused before it started
+    /// (`httpStatus` other than 200, as grpc-go answers malformed requests)
+    /// whose client side is still open is also reset (NO_ERROR), so its
+    /// client stops sending.
+    private func writeTrailersOnly(_ id: HTTP2StreamID, _ status: WireStatus, httpStatus: String = "200", resetIfOpen: Bool = false) {
         guard let context else { return }
         var headers = Self.responseHeaders
+        if httpStatus != "200" { headers.replaceOrAdd(name: ":status", value: httpStatus) }
         headers.add(contentsOf: Self.trailers(status))
         context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .headers(.init(headers: headers, endStream: true)))), promise: nil)
+        if resetIfOpen {
+            context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .rstStream(.noError))), promise: nil)
+        }
         needsFlush = true
     }
 
