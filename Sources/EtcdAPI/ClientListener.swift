@@ -42,6 +42,8 @@ public final class ClientListener: Sendable {
             // overhead (embed/serve.go, grpcOverheadBytes); above it a request
             // gets RESOURCE_EXHAUSTED "grpc: received message larger than max".
             configuration.maxReceiveMessageBytes = member.config.maxRequestBytes + 512 * 1024
+            // --max-concurrent-streams (etcd's default: no limit, math.MaxUint32).
+            configuration.maxConcurrentStreams = Int(member.config.maxConcurrentStreams)
         }
         var router = WireRouter()
         router.addHealth(HealthService())

@@ -113,16 +113,18 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
             }
         case .data(let payload):
             guard case .byteBuffer(let bytes) = payload.data else { return }
-            if let update = connectionWindow.update(after: bytes.readableBytes, on: .rootStream) {
+            // The connection's window is given back on arrival (as grpc-go
+            // does): what it holds is bounded per stream, and streams by
+            // SETTINGS_MAX_CONCURRENT_STREAMS.
+            let padding = payload.paddingBytes.map { $0 + 1 } ?? 0
+            if let update = connectionWindow.update(after: bytes.readableBytes + padding, on: .rootStream) {
                 context.write(wrapOutboundOut(update), promise: nil)
                 needsFlush = true
             }
             guard let stream = streams[frame.streamID] else { return }
-            if !payload.endStream, let update = stream.window.update(after: bytes.readableBytes, on: frame.streamID) {
-                context.write(wrapOutboundOut(update), promise: nil)
-                needsFlush = true
-            }
-            received(bytes, on: stream)
+            stream.window.received(bytes.readableBytes + padding)
+            if padding > 0 { consumed(padding, on: stream, endStream: payload.endStream) }
+            received(bytes, on: stream, endStream: payload.endStream)
             if payload.endStream, streams[frame.streamID] === stream { inboundClosed(stream) }
         case .rstStream:
             if let stream = streams.removeValue(forKey: frame.streamID) {
@@ -235,7 +237,10 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
         if endStream { inboundClosed(stream) }
     }
 
-    private func received(_ bytes: ByteBuffer, on stream: Stream) {
+    /// Parses whole messages out of `bytes` (after any partial one) and
+    /// hands each to the call; the stream's window is given back as they are
+    /// handed over, not as they arrive.
+    private func received(_ bytes: ByteBuffer, on stream: Stream, endStream: Bool) {
         var bytes = bytes
         if stream.pending != nil {
             // Append to the partial message; parse only once it is whole.
@@ -243,6 +248,9 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
             let pending = stream.pending!
             if pending.readableBytes >= 5, let length = pending.getInteger(at: pending.readerIndex + 1, as: UInt32.self),
                pending.readableBytes < 5 + Int(length), Int(length) <= limits.maxReceiveMessageBytes {
+                if !endStream, let increment = stream.window.expect(5 + Int(length) - pending.readableBytes) {
+                    sendWindowUpdate(increment, on: stream.call.streamID)
+                }
                 return
             }
             bytes = pending
@@ -267,6 +275,7 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
             bytes.moveReaderIndex(forwardBy: 5)
             let message = bytes.readSlice(length: Int(length))!
             deliver(message, to: stream)
+            consumed(5 + Int(length), on: stream, endStream: endStream)
         }
         if bytes.readableBytes > 0 && streams[stream.call.streamID] === stream {
             // Keep only the unread part (a copy, so the big read buffer is
@@ -278,7 +287,25 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
             var rest = ByteBufferAllocator().buffer(capacity: capacity)
             rest.writeBuffer(&bytes)
             stream.pending = rest
+            // A message larger than the window must still be able to arrive.
+            if !endStream, let increment = stream.window.expect(capacity - rest.readableBytes) {
+                sendWindowUpdate(increment, on: stream.call.streamID)
+            }
         }
+    }
+
+    /// `bytes` of `stream` consumed (handed over, or padding): give them back when due.
+    private func consumed(_ bytes: Int, on stream: Stream, endStream: Bool) {
+        // Once the client has closed its side, its window no longer matters.
+        if !endStream, let increment = stream.window.consumed(bytes) {
+            sendWindowUpdate(increment, on: stream.call.streamID)
+        }
+    }
+
+    private func sendWindowUpdate(_ increment: Int, on id: HTTP2StreamID) {
+        guard let context else { return }
+        context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .windowUpdate(windowSizeIncrement: increment))), promise: nil)
+        needsFlush = true
     }
 
     private func deliver(_ message: ByteBuffer, to stream: Stream) {

@@ -13,7 +13,13 @@ public final class WireServer: Sendable {
         public var port: Int
         /// The largest request message accepted (gRPC's 4 MiB by default).
         public var maxReceiveMessageBytes = 4 * 1024 * 1024
-        /// SETTINGS_MAX_CONCURRENT_STREAMS advertised to clients.
+        /// SETTINGS_MAX_CONCURRENT_STREAMS: the streams a client may have
+        /// open on one connection (at most UInt32.max). Advertised, and
+        /// enforced by swift-nio-http2 once the client has acknowledged it
+        /// (before that, 100): a stream beyond it is a connection error,
+        /// GOAWAY PROTOCOL_ERROR (grpc-go refuses just the stream; RFC 9113
+        /// allows either). It also bounds what a connection buffers: each
+        /// stream holds at most its window, or one message.
         public var maxConcurrentStreams = 10_000
         /// The flow-control window for each stream and for the connection.
         public var windowBytes = 1 << 20
@@ -66,6 +72,7 @@ public final class WireServer: Sendable {
         let configuration = self.configuration
         let router = self.router
         var settings = HTTP2Settings()
+        precondition((0...Int(UInt32.max)).contains(configuration.maxConcurrentStreams), "maxConcurrentStreams is a 32-bit setting")
         settings.append(HTTP2Setting(parameter: .maxConcurrentStreams, value: configuration.maxConcurrentStreams))
         settings.append(HTTP2Setting(parameter: .initialWindowSize, value: configuration.windowBytes))
         settings.append(HTTP2Setting(parameter: .maxHeaderListSize, value: 16 * 1024))
