@@ -60,10 +60,19 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
     /// The channel's loop, fixed before the handler is shared with any call.
     private let eventLoop: any EventLoop
 
-    init(router: WireRouter, limits: WireLimits, eventLoop: any EventLoop) {
+    /// Ping enforcement and liveness (see `ServerKeepalive`), and its timer.
+    private var keepalive: ServerKeepalive
+    private var keepaliveTimer: Scheduled<Void>?
+    /// The highest stream the client opened (for a GOAWAY's last stream id).
+    private var lastStreamID = HTTP2StreamID.rootStream
+    /// Sent away: GOAWAY written, closing.
+    private var closing = false
+
+    init(router: WireRouter, limits: WireLimits, keepalive: ServerKeepalive.Policy, eventLoop: any EventLoop) {
         self.router = router
         self.limits = limits
         self.eventLoop = eventLoop
+        self.keepalive = ServerKeepalive(policy: keepalive, now: .now())
         connectionWindow = InboundWindow(size: limits.windowBytes)
     }
 
@@ -81,12 +90,16 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
             context.write(wrapOutboundOut(grant), promise: nil)
             needsFlush = true
         }
+        keepalive.read(at: .now())
+        scheduleKeepalive(keepalive.firstCheck)
         context.fireChannelActive()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
         deadlineSweep?.cancel()
         deadlineSweep = nil
+        keepaliveTimer?.cancel()
+        keepaliveTimer = nil
         let open = streams
         streams.removeAll()
         for stream in open.values {
@@ -126,6 +139,11 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
             if padding > 0 { consumed(padding, on: stream, endStream: payload.endStream) }
             received(bytes, on: stream, endStream: payload.endStream)
             if payload.endStream, streams[frame.streamID] === stream { inboundClosed(stream) }
+        case .ping(_, ack: false):
+            // swift-nio-http2 has answered it already (as grpc-go answers before judging).
+            if keepalive.pingReceived(at: .now(), openStreams: streams.count) == .tooManyPings {
+                sendAway(context, .enhanceYourCalm, debugData: "too_many_pings")
+            }
         case .rstStream:
             if let stream = streams.removeValue(forKey: frame.streamID) {
                 stream.handler?.cancelled()
@@ -138,6 +156,7 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
 
     func channelReadComplete(context: ChannelHandlerContext) {
         reading = false
+        keepalive.read(at: .now())
         flushIfNeeded()
         context.fireChannelReadComplete()
     }
@@ -176,6 +195,42 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
         }
     }
 
+    /// GOAWAY with `code`, then close (grpc-go's answer to a ping flood).
+    private func sendAway(_ context: ChannelHandlerContext, _ code: HTTP2ErrorCode, debugData: String) {
+        guard !closing else { return }
+        closing = true
+        let goAway = HTTP2Frame(streamID: .rootStream, payload: .goAway(lastStreamID: lastStreamID, errorCode: code,
+                                                                         opaqueData: ByteBuffer(string: debugData)))
+        context.writeAndFlush(wrapOutboundOut(goAway)).whenComplete { _ in context.close(promise: nil) }
+    }
+
+    // MARK: - Keepalive
+
+    private func scheduleKeepalive(_ action: ServerKeepalive.TimerAction) {
+        keepaliveTimer?.cancel()
+        keepaliveTimer = nil
+        switch action {
+        case .none:
+            break
+        case .close:
+            context?.close(promise: nil)
+        case .wait(let deadline):
+            keepaliveTimer = eventLoop.scheduleTask(deadline: deadline) { [weak self] in self?.keepaliveTimerFired() }
+        case .ping(let deadline):
+            if let context {
+                let ping = HTTP2Frame(streamID: .rootStream, payload: .ping(HTTP2PingData(withInteger: 0x6B65_6570_616C_6976), ack: false))
+                context.writeAndFlush(wrapOutboundOut(ping), promise: nil)
+            }
+            keepaliveTimer = eventLoop.scheduleTask(deadline: deadline) { [weak self] in self?.keepaliveTimerFired() }
+        }
+    }
+
+    private func keepaliveTimerFired() {
+        keepaliveTimer = nil
+        guard context != nil else { return }
+        scheduleKeepalive(keepalive.timerFired(at: .now()))
+    }
+
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         // A protocol error: NIOHTTP2 has sent GOAWAY where it should; drop the connection.
         context.close(promise: nil)
@@ -185,6 +240,7 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
 
     private func open(_ id: HTTP2StreamID, _ headers: HPACKHeaders, endStream: Bool) {
         guard let context else { return }
+        lastStreamID = max(lastStreamID, id)
         // What gRPC requires of a request, checked as grpc-go's server does
         // and answered with its statuses (a few header lookups; the full
         // header-block validation stays off, see WireServer.Configuration).
@@ -417,6 +473,7 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
             stream.headersSent = true
             context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .headers(.init(headers: Self.responseHeaders)))), promise: nil)
         }
+        keepalive.sentHeadersOrData()
         context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .data(.init(data: .byteBuffer(message))))), promise: promise)
         needsFlush = true
         if let status { finish(id, status: status) }
@@ -430,6 +487,7 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
             writeTrailersOnly(id, status)
             return
         }
+        keepalive.sentHeadersOrData()
         let trailers = status == .ok ? Self.okTrailers : Self.trailers(status)
         context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .headers(.init(headers: trailers, endStream: true)))), promise: nil)
         needsFlush = true
@@ -441,6 +499,7 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
     /// client stops sending.
     private func writeTrailersOnly(_ id: HTTP2StreamID, _ status: WireStatus, httpStatus: String = "200", resetIfOpen: Bool = false) {
         guard let context else { return }
+        keepalive.sentHeadersOrData()
         var headers = Self.responseHeaders
         if httpStatus != "200" { headers.replaceOrAdd(name: ":status", value: httpStatus) }
         headers.add(contentsOf: Self.trailers(status))
