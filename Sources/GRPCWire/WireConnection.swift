@@ -352,8 +352,10 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
 
     /// `bytes` of `stream` consumed (handed over, or padding): give them back when due.
     private func consumed(_ bytes: Int, on stream: Stream, endStream: Bool) {
-        // Once the client has closed its side, its window no longer matters.
-        if !endStream, let increment = stream.window.consumed(bytes) {
+        // Once the client has closed its side, or the call has ended, its
+        // window no longer matters.
+        guard !endStream, streams[stream.call.streamID] === stream else { return }
+        if let increment = stream.window.consumed(bytes) {
             sendWindowUpdate(increment, on: stream.call.streamID)
         }
     }

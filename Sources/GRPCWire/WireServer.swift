@@ -159,6 +159,14 @@ public final class WireServer: Sendable {
         }
     }
 
+    /// Client connections open now (accepted and not yet closed).
+    public var openConnections: Int {
+        state.withLockedValue { state in
+            if case .running(_, let connections) = state { return connections.count }
+            return 0
+        }
+    }
+
     /// Waits until `stop()` has closed the listener and every connection.
     public func waitUntilClosed() async {
         try? await closed.futureResult.get()

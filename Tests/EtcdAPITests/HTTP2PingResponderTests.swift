@@ -28,7 +28,15 @@ enum H2 {
     /// A header block of literals (no indexing, no Huffman): enough HPACK
     /// to send a request.
     static func literalHeaders(_ headers: [(String, String)]) -> [UInt8] {
-        headers.flatMap { name, value in [0x00, UInt8(name.utf8.count)] + Array(name.utf8) + [UInt8(value.utf8.count)] + Array(value.utf8) }
+        var block: [UInt8] = []
+        for (name, value) in headers {
+            block.append(0x00)
+            block.append(UInt8(name.utf8.count))
+            block += Array(name.utf8)
+            block.append(UInt8(value.utf8.count))
+            block += Array(value.utf8)
+        }
+        return block
     }
 
     static func healthCheck(stream: UInt32) -> [UInt8] {

@@ -81,6 +81,12 @@ final class RawHTTP2Connection {
         return true
     }
 
+    /// Half-closes: the server reads EOF after what was sent.
+    func shutdownOutput() {
+        shutdown(fd, Int32(SHUT_WR))
+    }
+
+    @discardableResult
     func send(_ frames: RawFrame...) -> Bool { send(frames.flatMap { $0.bytes() }) }
 
     /// The next frame; nil once the connection is closed (or silent for the

@@ -188,7 +188,7 @@ import Testing
                 var request = Etcdserverpb_RangeRequest()
                 request.key = Data("big".utf8)
                 request.rangeEnd = Data(count: size - 8)  // 3 + 2 tags + 3 length bytes of overhead
-                #expect(try request.serializedBytes([UInt8].self).count == size)
+                #expect(try (request.serializedBytes() as [UInt8]).count == size)
                 return request
             }
             #expect(try await kv.range(request(size: limit)).kvs.first?.value.count == limit - 8)
