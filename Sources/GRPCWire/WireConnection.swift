@@ -170,6 +170,8 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
             }
             return
         } else if event is Drain {
+            // Already sent away (a GOAWAY may not raise its last stream id).
+            if closing { return }
             // GOAWAY first; calls the client opened before it saw it still
             // arrive for a moment, so only then close once none is open.
             let goAway = HTTP2Frame(streamID: .rootStream, payload: .goAway(lastStreamID: .maxID, errorCode: .noError, opaqueData: nil))
@@ -201,7 +203,8 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
         closing = true
         let goAway = HTTP2Frame(streamID: .rootStream, payload: .goAway(lastStreamID: lastStreamID, errorCode: code,
                                                                          opaqueData: ByteBuffer(string: debugData)))
-        context.writeAndFlush(wrapOutboundOut(goAway)).whenComplete { _ in context.close(promise: nil) }
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(goAway)).whenComplete { _ in channel.close(promise: nil) }
     }
 
     // MARK: - Keepalive

@@ -18,9 +18,24 @@ struct RawFrame {
 
     /// The frame's bytes; `length` overrides the length field (to lie about it).
     func bytes(length: Int? = nil) -> [UInt8] {
+        var out: [UInt8] = []
+        append(to: &out, length: length)
+        return out
+    }
+
+    func append(to out: inout [UInt8], length: Int? = nil) {
         let n = length ?? payload.count
-        return [UInt8(n >> 16 & 0xFF), UInt8(n >> 8 & 0xFF), UInt8(n & 0xFF), type, flags,
-                UInt8(stream >> 24 & 0xFF), UInt8(stream >> 16 & 0xFF), UInt8(stream >> 8 & 0xFF), UInt8(stream & 0xFF)] + payload
+        out.reserveCapacity(out.count + 9 + payload.count)
+        out.append(UInt8(n >> 16 & 0xFF))
+        out.append(UInt8(n >> 8 & 0xFF))
+        out.append(UInt8(n & 0xFF))
+        out.append(type)
+        out.append(flags)
+        out.append(UInt8(stream >> 24 & 0xFF))
+        out.append(UInt8(stream >> 16 & 0xFF))
+        out.append(UInt8(stream >> 8 & 0xFF))
+        out.append(UInt8(stream & 0xFF))
+        out.append(contentsOf: payload)
     }
 
     static let preface = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8)
@@ -43,6 +58,8 @@ struct RawFrame {
 final class RawHTTP2Connection {
     private let fd: Int32
     private var input: [UInt8] = []
+    /// Frames read ahead and put back (`putBack`), returned first.
+    private var backlog: [RawFrame] = []
     private var encoder = HPACKEncoder(allocator: ByteBufferAllocator())
     private var decoder = HPACKDecoder(allocator: ByteBufferAllocator())
     private(set) var closedByPeer = false
@@ -92,6 +109,7 @@ final class RawHTTP2Connection {
     /// The next frame; nil once the connection is closed (or silent for the
     /// receive timeout).
     func nextFrame() -> RawFrame? {
+        if !backlog.isEmpty { return backlog.removeFirst() }
         while true {
             if input.count >= 9 {
                 let length = Int(input[0]) << 16 | Int(input[1]) << 8 | Int(input[2])
@@ -112,6 +130,11 @@ final class RawHTTP2Connection {
         }
     }
 
+    /// Frames to be returned again by `nextFrame`, first and in order.
+    func putBack(_ frames: [RawFrame]) {
+        backlog = frames + backlog
+    }
+
     /// Reads (and drops) until the connection closes; true if it did within
     /// the receive timeout.
     func readUntilClosed() -> Bool {
@@ -119,10 +142,16 @@ final class RawHTTP2Connection {
         return closedByPeer
     }
 
-    /// Preface and SETTINGS out; the server's SETTINGS in and acknowledged
-    /// (so the server's settings are in force).
-    func handshake(settings: [UInt8] = []) throws {
-        guard send(RawFrame.preface + RawFrame(type: RawFrame.settings, payload: settings).bytes()) else { throw Failure.socket("send") }
+    /// Preface and SETTINGS out (with the largest windows, so the server is
+    /// never held up sending), the server's SETTINGS in and acknowledged (so
+    /// its settings are in force).
+    func handshake() throws {
+        let largestWindow: UInt32 = 0x7FFF_FFFF
+        let settings = [0, 4] + RawFrame.uint32(largestWindow)  // SETTINGS_INITIAL_WINDOW_SIZE
+        let grant = RawFrame(type: RawFrame.windowUpdate, payload: RawFrame.uint32(largestWindow - 65_535))
+        guard send(RawFrame.preface + RawFrame(type: RawFrame.settings, payload: settings).bytes() + grant.bytes()) else {
+            throw Failure.socket("send")
+        }
         while let frame = nextFrame() {
             if frame.type == RawFrame.settings && frame.flags & RawFrame.ack == 0 {
                 guard send(RawFrame(type: RawFrame.settings, flags: RawFrame.ack)) else { throw Failure.socket("send") }

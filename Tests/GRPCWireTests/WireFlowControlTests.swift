@@ -57,10 +57,16 @@ import Testing
         let payload = [UInt8](repeating: ping, count: 8)
         connection.send(RawFrame(type: RawFrame.ping, payload: payload))
         var increments: [UInt32] = []
+        var others: [RawFrame] = []
         while let frame = connection.nextFrame() {
-            if frame.type == RawFrame.ping && frame.flags & RawFrame.ack != 0 && frame.payload == payload { return increments }
+            if frame.type == RawFrame.ping && frame.flags & RawFrame.ack != 0 && frame.payload == payload {
+                connection.putBack(others)
+                return increments
+            }
             if frame.type == RawFrame.windowUpdate && frame.stream == stream {
                 increments.append(frame.payload.reduce(UInt32(0)) { $0 << 8 | UInt32($1) } & 0x7FFF_FFFF)
+            } else {
+                others.append(frame)  // the call's response, perhaps
             }
         }
         throw RawHTTP2Connection.Failure.protocolViolation("no PING ACK")
