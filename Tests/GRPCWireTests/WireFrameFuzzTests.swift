@@ -80,13 +80,15 @@ struct SplitMix64: RandomNumberGenerator {
         let workers = 8
         let failures = NIOLockedValueBox<[String]>([])
         let goodCalls = NIOLockedValueBox(0)
+        let answered = NIOLockedValueBox(0)
         try await Task.detached {
             DispatchQueue.concurrentPerform(iterations: workers) { worker in
                 for index in stride(from: worker, to: sequences, by: workers) {
                     var random = SplitMix64(seed: seed ^ UInt64(index))
                     let bytes = Self.sequence(&random)
                     do {
-                        try Self.play(bytes, port: port, random: &random)
+                        let headers = try Self.play(bytes, port: port, random: &random)
+                        answered.withLockedValue { $0 += headers }
                     } catch {
                         failures.withLockedValue { $0.append("sequence \(index): \(error)") }
                     }
@@ -104,6 +106,10 @@ struct SplitMix64: RandomNumberGenerator {
         }.value
 
         let seen = failures.withLockedValue { $0 }
+        // The fuzzing reached the gRPC layer: the server answered calls.
+        let answeredCalls = answered.withLockedValue { $0 }
+        print("WireFrameFuzzTests: \(answeredCalls) HEADERS answered on fuzzed connections")
+        #expect(answeredCalls >= sequences / 10, "seed \(seed)")
         #expect(seen.isEmpty, "seed \(seed): \(seen.prefix(5))")
         #expect(goodCalls.withLockedValue { $0 } >= sequences / 50 - workers, "seed \(seed)")
 
@@ -139,7 +145,9 @@ struct SplitMix64: RandomNumberGenerator {
     /// Sends `bytes` in random chunks on a fresh connection, shuts down its
     /// side and reads until the server closes. A server that stops reading
     /// or never closes fails the sequence (10 s without a byte).
-    static func play(_ bytes: [UInt8], port: Int, random: inout SplitMix64) throws {
+    /// Returns the number of HEADERS frames the server sent (calls answered).
+    @discardableResult
+    static func play(_ bytes: [UInt8], port: Int, random: inout SplitMix64) throws -> Int {
         let connection = try RawHTTP2Connection(port: port, receiveTimeoutSeconds: 10)
         var offset = 0
         while offset < bytes.count {
@@ -148,9 +156,14 @@ struct SplitMix64: RandomNumberGenerator {
             offset = end
         }
         connection.shutdownOutput()
-        guard connection.readUntilClosed() else {
+        var answered = 0
+        while let frame = connection.nextFrame() {
+            if frame.type == RawFrame.headers { answered += 1 }
+        }
+        guard connection.closedByPeer else {
             throw RawHTTP2Connection.Failure.protocolViolation("the server neither closed nor answered for 10 s")
         }
+        return answered
     }
 
     // MARK: - Generating a sequence
@@ -159,9 +172,13 @@ struct SplitMix64: RandomNumberGenerator {
         var out: [UInt8] = []
         out.reserveCapacity(8192)
         out += Int.random(in: 0..<50, using: &random) == 0 ? garbage(&random, 0...30) : RawFrame.preface
-        RawFrame(type: RawFrame.settings, payload: settingsPayload(&random, valid: Bool.random(using: &random))).append(to: &out)
+        RawFrame(type: RawFrame.settings, payload: settingsPayload(&random, valid: Int.random(in: 0..<10, using: &random) != 0)).append(to: &out)
         if Bool.random(using: &random) { RawFrame(type: RawFrame.settings, flags: RawFrame.ack).append(to: &out) }
         var nextStream: UInt32 = 1
+        // Often a good call or two first, so the chaos meets open streams.
+        for _ in 0..<Int.random(in: 0...2, using: &random) {
+            appendValidCall(&out, &random, &nextStream)
+        }
         for _ in 0..<Int.random(in: 1...12, using: &random) {
             appendFrames(&out, &random, &nextStream)
         }
@@ -190,13 +207,21 @@ struct SplitMix64: RandomNumberGenerator {
         return bytes
     }
 
+    /// SETTINGS entries: valid ones (each parameter within its range), or
+    /// any identifier with any value.
     static func settingsPayload(_ random: inout SplitMix64, valid: Bool) -> [UInt8] {
         var payload: [UInt8] = []
         for _ in 0..<Int.random(in: 0...4, using: &random) {
             let identifier = UInt16.random(in: 1...(valid ? 6 : 9), using: &random)
-            let value: UInt32 = valid
-                ? [UInt32(0), 1, 100, 16_384, 65_535, 1 << 20, 16_777_215].randomElement(using: &random)!
-                : UInt32.random(in: 0...UInt32.max, using: &random)
+            var value = UInt32.random(in: 0...UInt32.max, using: &random)
+            if valid {
+                switch identifier {
+                case 2: value &= 1  // ENABLE_PUSH
+                case 4: value &= 0x7FFF_FFFF  // INITIAL_WINDOW_SIZE
+                case 5: value = 16_384 + value % (16_777_215 - 16_384)  // MAX_FRAME_SIZE
+                default: break
+                }
+            }
             payload.append(UInt8(identifier >> 8))
             payload.append(UInt8(identifier & 0xFF))
             payload.append(contentsOf: RawFrame.uint32(value))
@@ -269,10 +294,33 @@ struct SplitMix64: RandomNumberGenerator {
         return block
     }
 
+    /// A well-formed call: headers, then a message whose prefix is true,
+    /// in one or a few DATA frames; the stream perhaps left open.
+    static func appendValidCall(_ out: inout [UInt8], _ random: inout SplitMix64, _ next: inout UInt32) {
+        let stream = next
+        next = next &+ 2
+        let path = Bool.random(using: &random) ? unaryPath : streamPath
+        RawFrame(type: RawFrame.headers, flags: RawFrame.endHeaders, stream: stream,
+                 payload: headerBlock(RawHTTP2Connection.requestHeaders(path: path))).append(to: &out)
+        let body = garbage(&random, 0...3000)
+        let message = [0] + RawFrame.uint32(UInt32(body.count)) + body
+        let endStream = Int.random(in: 0..<4, using: &random) != 0
+        var offset = 0
+        repeat {
+            let end = min(message.count, offset + Int.random(in: 1...message.count, using: &random))
+            let last = end == message.count
+            RawFrame(type: RawFrame.data, flags: last && endStream ? RawFrame.endStream : 0, stream: stream,
+                     payload: Array(message[offset..<end])).append(to: &out)
+            offset = end
+        } while offset < message.count
+    }
+
     static func appendFrames(_ out: inout [UInt8], _ random: inout SplitMix64, _ next: inout UInt32) {
         let stream = streamID(&random, &next)
         let flags = UInt8.random(in: 0...255, using: &random) & (Bool.random(using: &random) ? 0x2D : 0x05)
-        switch Int.random(in: 0..<15, using: &random) {
+        switch Int.random(in: 0..<16, using: &random) {
+        case 15:
+            appendValidCall(&out, &random, &next)
         case 0, 1, 2:
             // A request, perhaps with messages.
             RawFrame(type: RawFrame.headers, flags: RawFrame.endHeaders | (flags & RawFrame.endStream), stream: stream,
