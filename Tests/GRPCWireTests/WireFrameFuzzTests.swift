@@ -81,7 +81,7 @@ struct SplitMix64: RandomNumberGenerator {
         let failures = NIOLockedValueBox<[String]>([])
         let goodCalls = NIOLockedValueBox(0)
         let answered = NIOLockedValueBox(0)
-        try await Task.detached {
+        await Task {
             DispatchQueue.concurrentPerform(iterations: workers) { worker in
                 for index in stride(from: worker, to: sequences, by: workers) {
                     var random = SplitMix64(seed: seed ^ UInt64(index))
