@@ -3,7 +3,6 @@ import EtcdProto
 import EtcdServer
 import GRPCCore
 import GRPCWire
-import HTTP2PingResponder
 import NIOCore
 import Synchronization
 
@@ -26,20 +25,18 @@ public final class ClientListener: Sendable {
         var waiters: [CheckedContinuation<Int?, any Error>] = []
     }
 
-    /// - Parameter answerPingsBeforeHTTP2: install `HTTP2PingResponder` on every
-    ///   connection (on by default; off only to show what happens without it).
-    public init(address: ListenAddress, member: Member? = nil, answerPingsBeforeHTTP2: Bool = true) {
+    public init(address: ListenAddress, member: Member? = nil) {
         self.address = address
         let host = Self.bindHost(address)
         var configuration = WireServer.Configuration(host: host, port: address.port)
-        if answerPingsBeforeHTTP2 {
-            configuration.onAccept = { channel in
-                HTTP2PingResponder.install(on: channel, expectsClientPreface: true)
-            }
-        }
         if let member {
-            // etcd accepts requests up to --max-request-bytes plus gRPC's overhead.
-            configuration.maxReceiveMessageBytes = max(4 * 1024 * 1024, member.config.maxRequestBytes + 512 * 1024)
+            configuration.keepalive = Self.keepalive(member.config)
+            // etcd's limit exactly: --max-request-bytes plus 512 KiB for gRPC's
+            // overhead (embed/serve.go, grpcOverheadBytes); above it a request
+            // gets RESOURCE_EXHAUSTED "grpc: received message larger than max".
+            configuration.maxReceiveMessageBytes = member.config.maxRequestBytes + 512 * 1024
+            // --max-concurrent-streams (etcd's default: no limit, math.MaxUint32).
+            configuration.maxConcurrentStreams = Int(member.config.maxConcurrentStreams)
         }
         var router = WireRouter()
         router.addHealth(HealthService())
@@ -53,6 +50,21 @@ public final class ClientListener: Sendable {
             router.refuseOnLearner(member)
         }
         server = WireServer(configuration: configuration, router: router)
+    }
+
+    /// etcd's keepalive flags as it hands them to grpc-go: a zero min-time
+    /// leaves grpc-go's default (5 minutes); a zero interval or timeout, no
+    /// server pings.
+    static func keepalive(_ config: ServerConfig) -> WireServer.Configuration.Keepalive {
+        var keepalive = WireServer.Configuration.Keepalive()
+        keepalive.minTime = config.grpcKeepaliveMinTimeMilliseconds > 0 ? .milliseconds(Int64(config.grpcKeepaliveMinTimeMilliseconds)) : .minutes(5)
+        if config.grpcKeepaliveIntervalMilliseconds > 0 && config.grpcKeepaliveTimeoutMilliseconds > 0 {
+            keepalive.interval = .milliseconds(Int64(config.grpcKeepaliveIntervalMilliseconds))
+            keepalive.timeout = .milliseconds(Int64(config.grpcKeepaliveTimeoutMilliseconds))
+        } else {
+            keepalive.interval = nil
+        }
+        return keepalive
     }
 
     static func bindHost(_ address: ListenAddress) -> String {

@@ -14,10 +14,10 @@ import Synchronization
 func wireStatus(_ error: any Error) -> WireStatus {
     switch error {
     case let error as WireStatus: return error
-    case let error as EtcdError: return WireStatus(code: error.code.rawValue, message: error.message)
-    case let error as RPCError: return WireStatus(code: error.code.rawValue, message: error.message)
+    case let error as EtcdError: return WireStatus(code: WireStatus.Code(rawValue: error.code.rawValue) ?? .unknown, message: error.message)
+    case let error as RPCError: return WireStatus(code: WireStatus.Code(rawValue: error.code.rawValue) ?? .unknown, message: error.message)
     case is CancellationError: return .cancelled()
-    default: return WireStatus(code: 2, message: "\(error)")
+    default: return WireStatus(code: .unknown, message: "\(error)")
     }
 }
 

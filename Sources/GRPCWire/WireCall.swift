@@ -2,22 +2,52 @@ import NIOCore
 import NIOHPACK
 import NIOHTTP2
 
-/// A gRPC status: the code (gRPC's numbering) and message sent in the
-/// trailers of a call.
+/// A gRPC status: the code and message sent in the trailers of a call.
 public struct WireStatus: Error, Sendable, Equatable {
-    public var code: Int
+    /// gRPC's 17 status codes, numbered as on the wire (`grpc-status`).
+    public enum Code: Int, Sendable, CaseIterable {
+        case ok = 0
+        case cancelled = 1
+        case unknown = 2
+        case invalidArgument = 3
+        case deadlineExceeded = 4
+        case notFound = 5
+        case alreadyExists = 6
+        case permissionDenied = 7
+        case resourceExhausted = 8
+        case failedPrecondition = 9
+        case aborted = 10
+        case outOfRange = 11
+        case unimplemented = 12
+        case internalError = 13
+        case unavailable = 14
+        case dataLoss = 15
+        case unauthenticated = 16
+
+        /// The code a `grpc-status` value names; UNKNOWN for anything else
+        /// (as grpc-go reads an unknown code).
+        public init(grpcStatus text: String) {
+            self = Int(text).flatMap(Code.init(rawValue:)) ?? .unknown
+        }
+
+        /// The `grpc-status` value, without formatting an integer per call.
+        var trailerValue: String { Self.trailerValues[rawValue] }
+        private static let trailerValues = Code.allCases.map { String($0.rawValue) }
+    }
+
+    public var code: Code
     public var message: String
 
-    public init(code: Int, message: String) {
+    public init(code: Code, message: String) {
         self.code = code
         self.message = message
     }
 
-    public static let ok = WireStatus(code: 0, message: "")
-    public static func cancelled(_ message: String = "call cancelled") -> WireStatus { WireStatus(code: 1, message: message) }
-    public static func internalError(_ message: String) -> WireStatus { WireStatus(code: 13, message: message) }
-    public static func unimplemented(_ message: String) -> WireStatus { WireStatus(code: 12, message: message) }
-    public static func resourceExhausted(_ message: String) -> WireStatus { WireStatus(code: 8, message: message) }
+    public static let ok = WireStatus(code: .ok, message: "")
+    public static func cancelled(_ message: String = "call cancelled") -> WireStatus { WireStatus(code: .cancelled, message: message) }
+    public static func internalError(_ message: String) -> WireStatus { WireStatus(code: .internalError, message: message) }
+    public static func unimplemented(_ message: String) -> WireStatus { WireStatus(code: .unimplemented, message: message) }
+    public static func resourceExhausted(_ message: String) -> WireStatus { WireStatus(code: .resourceExhausted, message: message) }
 }
 
 /// One call (one HTTP/2 stream). Everything here may be called from any

@@ -140,7 +140,7 @@ final class WireClientHandler: ChannelInboundHandler, @unchecked Sendable {
 
     func channelInactive(context: ChannelHandlerContext) {
         closed = true
-        failAll(WireStatus(code: 14, message: "connection closed"))
+        failAll(WireStatus(code: .unavailable, message: "connection closed"))
         self.context = nil
         context.fireChannelInactive()
     }
@@ -151,12 +151,12 @@ final class WireClientHandler: ChannelInboundHandler, @unchecked Sendable {
 
     func start(_ path: String, _ request: ByteBuffer, _ completion: @escaping (Result<ByteBuffer, WireStatus>) -> Void) {
         guard let context, !closed else {
-            completion(.failure(WireStatus(code: 14, message: "connection closed")))
+            completion(.failure(WireStatus(code: .unavailable, message: "connection closed")))
             return
         }
         // Stream ids are odd and rise; once they run out, the connection is spent.
         guard Int(Int32(nextStreamID)) < Int(Int32.max) - 2 else {
-            completion(.failure(WireStatus(code: 14, message: "stream ids exhausted on this connection")))
+            completion(.failure(WireStatus(code: .unavailable, message: "stream ids exhausted on this connection")))
             return
         }
         let id = nextStreamID
@@ -191,7 +191,7 @@ final class WireClientHandler: ChannelInboundHandler, @unchecked Sendable {
             if let code = headers.headers.first(name: "grpc-status") {
                 // Trailers, or Trailers-Only.
                 let message = headers.headers.first(name: "grpc-message").map(Self.percentDecoded) ?? ""
-                call.status = WireStatus(code: Int(code) ?? 2, message: message)
+                call.status = WireStatus(code: WireStatus.Code(grpcStatus: code), message: message)
             } else if let status = headers.headers.first(name: ":status"), status != "200" {
                 call.status = WireStatus(code: Self.grpcCode(httpStatus: status), message: "HTTP status \(status)")
             }
@@ -222,13 +222,13 @@ final class WireClientHandler: ChannelInboundHandler, @unchecked Sendable {
             if payload.endStream { end(frame.streamID) }
         case .rstStream(let code):
             if let call = calls[frame.streamID], call.status == nil {
-                call.status = WireStatus(code: code == .refusedStream ? 14 : 1, message: "stream reset by the server: \(code)")
+                call.status = WireStatus(code: code == .refusedStream ? .unavailable : .cancelled, message: "stream reset by the server: \(code)")
             }
             end(frame.streamID)
         case .goAway(let lastStreamID, _, _):
             // Calls above the last stream the server will handle never ran.
             for id in calls.keys where id > lastStreamID {
-                calls[id]?.status = WireStatus(code: 14, message: "the server is going away")
+                calls[id]?.status = WireStatus(code: .unavailable, message: "the server is going away")
                 end(id)
             }
             closed = true
@@ -256,7 +256,7 @@ final class WireClientHandler: ChannelInboundHandler, @unchecked Sendable {
     /// Completes a call: OK with exactly one whole message, or its status.
     private func end(_ id: HTTP2StreamID) {
         guard let call = calls.removeValue(forKey: id) else { return }
-        let status = call.status ?? WireStatus(code: 13, message: "the server ended the call without a status")
+        let status = call.status ?? WireStatus(code: .internalError, message: "the server ended the call without a status")
         guard status == .ok else {
             call.completion(.failure(status))
             return
@@ -264,7 +264,7 @@ final class WireClientHandler: ChannelInboundHandler, @unchecked Sendable {
         guard var response = call.response, response.readableBytes >= 5,
               let compressed = response.readInteger(as: UInt8.self), compressed == 0,
               let length = response.readInteger(as: UInt32.self), response.readableBytes == Int(length) else {
-            call.completion(.failure(WireStatus(code: 13, message: "the response is not one uncompressed gRPC message")))
+            call.completion(.failure(WireStatus(code: .internalError, message: "the response is not one uncompressed gRPC message")))
             return
         }
         call.completion(.success(response))
@@ -276,14 +276,14 @@ final class WireClientHandler: ChannelInboundHandler, @unchecked Sendable {
         for call in open.values { call.completion(.failure(status)) }
     }
 
-    private static func grpcCode(httpStatus: String) -> Int {
+    private static func grpcCode(httpStatus: String) -> WireStatus.Code {
         switch httpStatus {
-        case "400": return 13
-        case "401": return 16
-        case "403": return 7
-        case "404": return 12
-        case "429", "502", "503", "504": return 14
-        default: return 2
+        case "400": return .internalError
+        case "401": return .unauthenticated
+        case "403": return .permissionDenied
+        case "404": return .unimplemented
+        case "429", "502", "503", "504": return .unavailable
+        default: return .unknown
         }
     }
 

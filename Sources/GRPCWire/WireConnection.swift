@@ -5,7 +5,12 @@ import NIOHTTP2
 
 /// One client connection: sits after `NIOHTTP2Handler` (frame mode, no
 /// per-stream child channels) and turns HTTP/2 streams into gRPC calls.
-/// Everything but `submit` runs on the connection's event loop.
+///
+/// Threads: owned by the channel's event loop. Every stored `var` is read
+/// and written only there (asserted, in debug builds, where work from other
+/// threads lands: `drainInbox`, `write`, `finish`). `submit` is the one
+/// entry point from other threads and touches only `let`s: `eventLoop`,
+/// fixed at init, and the locked `inbox`.
 final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = HTTP2Frame
     typealias OutboundOut = HTTP2Frame
@@ -52,19 +57,30 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
 
     /// Work submitted from other threads, run in order on the event loop.
     private let inbox = NIOLockedValueBox<[(WireConnection) -> Void]>([])
-    private var eventLoop: (any EventLoop)?
+    /// The channel's loop, fixed before the handler is shared with any call.
+    private let eventLoop: any EventLoop
 
-    init(router: WireRouter, limits: WireLimits) {
+    /// Ping enforcement and liveness (see `ServerKeepalive`), and its timer.
+    private var keepalive: ServerKeepalive
+    private var keepaliveTimer: Scheduled<Void>?
+    /// The highest stream the client opened (for a GOAWAY's last stream id).
+    private var lastStreamID = HTTP2StreamID.rootStream
+    /// Sent away: GOAWAY written, closing.
+    private var closing = false
+
+    init(router: WireRouter, limits: WireLimits, keepalive: ServerKeepalive.Policy, eventLoop: any EventLoop) {
         self.router = router
         self.limits = limits
+        self.eventLoop = eventLoop
+        self.keepalive = ServerKeepalive(policy: keepalive, now: .now())
         connectionWindow = InboundWindow(size: limits.windowBytes)
     }
 
     // MARK: - Channel events
 
     func handlerAdded(context: ChannelHandlerContext) {
+        precondition(context.eventLoop === eventLoop, "a WireConnection belongs to its channel's event loop")
         self.context = context
-        self.eventLoop = context.eventLoop
         remotePeer = Self.describe(context.channel.remoteAddress)
         localPeer = Self.describe(context.channel.localAddress)
     }
@@ -74,12 +90,16 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
             context.write(wrapOutboundOut(grant), promise: nil)
             needsFlush = true
         }
+        keepalive.read(at: .now())
+        scheduleKeepalive(keepalive.firstCheck)
         context.fireChannelActive()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
         deadlineSweep?.cancel()
         deadlineSweep = nil
+        keepaliveTimer?.cancel()
+        keepaliveTimer = nil
         let open = streams
         streams.removeAll()
         for stream in open.values {
@@ -106,17 +126,24 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
             }
         case .data(let payload):
             guard case .byteBuffer(let bytes) = payload.data else { return }
-            if let update = connectionWindow.update(after: bytes.readableBytes, on: .rootStream) {
+            // The connection's window is given back on arrival (as grpc-go
+            // does): what it holds is bounded per stream, and streams by
+            // SETTINGS_MAX_CONCURRENT_STREAMS.
+            let padding = payload.paddingBytes.map { $0 + 1 } ?? 0
+            if let update = connectionWindow.update(after: bytes.readableBytes + padding, on: .rootStream) {
                 context.write(wrapOutboundOut(update), promise: nil)
                 needsFlush = true
             }
             guard let stream = streams[frame.streamID] else { return }
-            if !payload.endStream, let update = stream.window.update(after: bytes.readableBytes, on: frame.streamID) {
-                context.write(wrapOutboundOut(update), promise: nil)
-                needsFlush = true
-            }
-            received(bytes, on: stream)
+            stream.window.received(bytes.readableBytes + padding)
+            if padding > 0 { consumed(padding, on: stream, endStream: payload.endStream) }
+            received(bytes, on: stream, endStream: payload.endStream)
             if payload.endStream, streams[frame.streamID] === stream { inboundClosed(stream) }
+        case .ping(_, ack: false):
+            // swift-nio-http2 has answered it already (as grpc-go answers before judging).
+            if keepalive.pingReceived(at: .now(), openStreams: streams.count) == .tooManyPings {
+                sendAway(context, .enhanceYourCalm, debugData: "too_many_pings")
+            }
         case .rstStream:
             if let stream = streams.removeValue(forKey: frame.streamID) {
                 stream.handler?.cancelled()
@@ -129,6 +156,7 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
 
     func channelReadComplete(context: ChannelHandlerContext) {
         reading = false
+        keepalive.read(at: .now())
         flushIfNeeded()
         context.fireChannelReadComplete()
     }
@@ -142,6 +170,8 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
             }
             return
         } else if event is Drain {
+            // Already sent away (a GOAWAY may not raise its last stream id).
+            if closing { return }
             // GOAWAY first; calls the client opened before it saw it still
             // arrive for a moment, so only then close once none is open.
             let goAway = HTTP2Frame(streamID: .rootStream, payload: .goAway(lastStreamID: .maxID, errorCode: .noError, opaqueData: nil))
@@ -167,6 +197,43 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
         }
     }
 
+    /// GOAWAY with `code`, then close (grpc-go's answer to a ping flood).
+    private func sendAway(_ context: ChannelHandlerContext, _ code: HTTP2ErrorCode, debugData: String) {
+        guard !closing else { return }
+        closing = true
+        let goAway = HTTP2Frame(streamID: .rootStream, payload: .goAway(lastStreamID: lastStreamID, errorCode: code,
+                                                                         opaqueData: ByteBuffer(string: debugData)))
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(goAway)).whenComplete { _ in channel.close(promise: nil) }
+    }
+
+    // MARK: - Keepalive
+
+    private func scheduleKeepalive(_ action: ServerKeepalive.TimerAction) {
+        keepaliveTimer?.cancel()
+        keepaliveTimer = nil
+        switch action {
+        case .none:
+            break
+        case .close:
+            context?.close(promise: nil)
+        case .wait(let deadline):
+            keepaliveTimer = eventLoop.scheduleTask(deadline: deadline) { [weak self] in self?.keepaliveTimerFired() }
+        case .ping(let deadline):
+            if let context {
+                let ping = HTTP2Frame(streamID: .rootStream, payload: .ping(HTTP2PingData(withInteger: 0x6B65_6570_616C_6976), ack: false))
+                context.writeAndFlush(wrapOutboundOut(ping), promise: nil)
+            }
+            keepaliveTimer = eventLoop.scheduleTask(deadline: deadline) { [weak self] in self?.keepaliveTimerFired() }
+        }
+    }
+
+    private func keepaliveTimerFired() {
+        keepaliveTimer = nil
+        guard context != nil else { return }
+        scheduleKeepalive(keepalive.timerFired(at: .now()))
+    }
+
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         // A protocol error: NIOHTTP2 has sent GOAWAY where it should; drop the connection.
         context.close(promise: nil)
@@ -176,16 +243,25 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
 
     private func open(_ id: HTTP2StreamID, _ headers: HPACKHeaders, endStream: Bool) {
         guard let context else { return }
-        let path = headers.first(name: ":path") ?? ""
+        lastStreamID = max(lastStreamID, id)
+        // What gRPC requires of a request, checked as grpc-go's server does
+        // and answered with its statuses (a few header lookups; the full
+        // header-block validation stays off, see WireServer.Configuration).
+        // `te: trailers` is not required: grpc-go serves requests without it.
         let contentType = headers.first(name: "content-type") ?? ""
-        guard contentType.hasPrefix("application/grpc") else {
-            var response = HPACKHeaders()
-            response.add(name: ":status", value: "415")
-            context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .headers(.init(headers: response, endStream: true)))), promise: nil)
-            needsFlush = true
+        guard contentType == "application/grpc" || contentType == "application/grpc+proto" else {
+            writeTrailersOnly(id, WireStatus(code: .invalidArgument, message: "invalid gRPC request content-type \"\(contentType)\""),
+                              httpStatus: "415", resetIfOpen: !endStream)
             return
         }
-        guard let method = router[path] else {
+        let method = headers.first(name: ":method") ?? ""
+        guard method == "POST" else {
+            writeTrailersOnly(id, WireStatus.internalError("Received a HEADERS frame with :method \"\(method)\" which should be POST"),
+                              httpStatus: "405", resetIfOpen: !endStream)
+            return
+        }
+        let path = headers.first(name: ":path") ?? ""
+        guard let handler = router[path] else {
             writeTrailersOnly(id, WireStatus.unimplemented("Unimplemented method '\(path.dropFirst())'"))
             return
         }
@@ -198,14 +274,15 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
         var timeout: TimeAmount?
         if let text = headers.first(name: "grpc-timeout") {
             guard let parsed = Self.parseTimeout(text) else {
-                writeTrailersOnly(id, WireStatus.internalError("transport: malformed grpc-timeout: \(text)"))
+                writeTrailersOnly(id, WireStatus.internalError("transport: malformed grpc-timeout: \(text)"),
+                                  httpStatus: "400", resetIfOpen: !endStream)
                 return
             }
             timeout = parsed
         }
         let call = WireCall(path: path, headers: headers, streamID: id, connection: self,
                             eventLoop: context.eventLoop, remotePeer: remotePeer, localPeer: localPeer)
-        let stream = Stream(call: call, method: method, windowBytes: limits.windowBytes)
+        let stream = Stream(call: call, method: handler, windowBytes: limits.windowBytes)
         streams[id] = stream
         // Past about 146 years it is no deadline (and cannot overflow one).
         if let timeout, timeout.nanoseconds < Int64.max / 2 {
@@ -213,13 +290,16 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
             stream.deadline = deadline
             if deadlineSweepAt.map({ deadline < $0 }) ?? true { scheduleDeadlineSweep(at: deadline, context) }
         }
-        if case .streaming(let makeHandler) = method {
+        if case .streaming(let makeHandler) = handler {
             stream.handler = makeHandler(call)
         }
         if endStream { inboundClosed(stream) }
     }
 
-    private func received(_ bytes: ByteBuffer, on stream: Stream) {
+    /// Parses whole messages out of `bytes` (after any partial one) and
+    /// hands each to the call; the stream's window is given back as they are
+    /// handed over, not as they arrive.
+    private func received(_ bytes: ByteBuffer, on stream: Stream, endStream: Bool) {
         var bytes = bytes
         if stream.pending != nil {
             // Append to the partial message; parse only once it is whole.
@@ -227,6 +307,9 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
             let pending = stream.pending!
             if pending.readableBytes >= 5, let length = pending.getInteger(at: pending.readerIndex + 1, as: UInt32.self),
                pending.readableBytes < 5 + Int(length), Int(length) <= limits.maxReceiveMessageBytes {
+                if !endStream, let increment = stream.window.expect(5 + Int(length) - pending.readableBytes) {
+                    sendWindowUpdate(increment, on: stream.call.streamID)
+                }
                 return
             }
             bytes = pending
@@ -251,6 +334,7 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
             bytes.moveReaderIndex(forwardBy: 5)
             let message = bytes.readSlice(length: Int(length))!
             deliver(message, to: stream)
+            consumed(5 + Int(length), on: stream, endStream: endStream)
         }
         if bytes.readableBytes > 0 && streams[stream.call.streamID] === stream {
             // Keep only the unread part (a copy, so the big read buffer is
@@ -262,7 +346,27 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
             var rest = ByteBufferAllocator().buffer(capacity: capacity)
             rest.writeBuffer(&bytes)
             stream.pending = rest
+            // A message larger than the window must still be able to arrive.
+            if !endStream, let increment = stream.window.expect(capacity - rest.readableBytes) {
+                sendWindowUpdate(increment, on: stream.call.streamID)
+            }
         }
+    }
+
+    /// `bytes` of `stream` consumed (handed over, or padding): give them back when due.
+    private func consumed(_ bytes: Int, on stream: Stream, endStream: Bool) {
+        // Once the client has closed its side, or the call has ended, its
+        // window no longer matters.
+        guard !endStream, streams[stream.call.streamID] === stream else { return }
+        if let increment = stream.window.consumed(bytes) {
+            sendWindowUpdate(increment, on: stream.call.streamID)
+        }
+    }
+
+    private func sendWindowUpdate(_ increment: Int, on id: HTTP2StreamID) {
+        guard let context else { return }
+        context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .windowUpdate(windowSizeIncrement: increment))), promise: nil)
+        needsFlush = true
     }
 
     private func deliver(_ message: ByteBuffer, to stream: Stream) {
@@ -317,7 +421,7 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
             // (A handler told of one call's end may have ended another.)
             guard let deadline = stream.deadline, streams[stream.call.streamID] === stream else { continue }
             if deadline <= now {
-                fail(stream, WireStatus(code: 4, message: "context deadline exceeded"))
+                fail(stream, WireStatus(code: .deadlineExceeded, message: "context deadline exceeded"))
             } else if next.map({ deadline < $0 }) ?? true {
                 next = deadline
             }
@@ -331,7 +435,6 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
     /// Queues `work` to run on the event loop; one hop for a burst of work,
     /// one flush after it.
     func submit(_ work: @escaping (WireConnection) -> Void) {
-        guard let eventLoop else { return }
         if eventLoop.inEventLoop && inbox.withLockedValue({ $0.isEmpty }) {
             // Already on the loop with nothing queued before it: no hop.
             work(self)
@@ -348,6 +451,7 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
     }
 
     private func drainInbox() {
+        eventLoop.assertInEventLoop()
         drainingInbox = true
         defer { drainingInbox = false }
         while true {
@@ -365,6 +469,7 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
     private static let okTrailers: HPACKHeaders = ["grpc-status": "0"]
 
     func write(_ id: HTTP2StreamID, message: ByteBuffer, status: WireStatus?, promise: EventLoopPromise<Void>?) {
+        eventLoop.assertInEventLoop()
         guard let context, let stream = streams[id] else {
             promise?.fail(WireStatus.cancelled("the call has ended"))
             return
@@ -373,33 +478,45 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
             stream.headersSent = true
             context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .headers(.init(headers: Self.responseHeaders)))), promise: nil)
         }
+        keepalive.sentHeadersOrData()
         context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .data(.init(data: .byteBuffer(message))))), promise: promise)
         needsFlush = true
         if let status { finish(id, status: status) }
     }
 
     func finish(_ id: HTTP2StreamID, status: WireStatus) {
+        eventLoop.assertInEventLoop()
         guard let context, let stream = streams.removeValue(forKey: id) else { return }
         defer { closeIfDrained() }
         if !stream.headersSent {
             writeTrailersOnly(id, status)
             return
         }
+        keepalive.sentHeadersOrData()
         let trailers = status == .ok ? Self.okTrailers : Self.trailers(status)
         context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .headers(.init(headers: trailers, endStream: true)))), promise: nil)
         needsFlush = true
     }
 
-    private func writeTrailersOnly(_ id: HTTP2StreamID, _ status: WireStatus) {
+    /// Ends a call with headers only. A call refused before it started
+    /// (`httpStatus` other than 200, as grpc-go answers malformed requests)
+    /// whose client side is still open is also reset (NO_ERROR), so its
+    /// client stops sending.
+    private func writeTrailersOnly(_ id: HTTP2StreamID, _ status: WireStatus, httpStatus: String = "200", resetIfOpen: Bool = false) {
         guard let context else { return }
+        keepalive.sentHeadersOrData()
         var headers = Self.responseHeaders
+        if httpStatus != "200" { headers.replaceOrAdd(name: ":status", value: httpStatus) }
         headers.add(contentsOf: Self.trailers(status))
         context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .headers(.init(headers: headers, endStream: true)))), promise: nil)
+        if resetIfOpen {
+            context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .rstStream(.noError))), promise: nil)
+        }
         needsFlush = true
     }
 
     private static func trailers(_ status: WireStatus) -> HPACKHeaders {
-        var trailers: HPACKHeaders = ["grpc-status": String(status.code)]
+        var trailers: HPACKHeaders = ["grpc-status": status.code.trailerValue]
         if !status.message.isEmpty { trailers.add(name: "grpc-message", value: percentEncoded(status.message)) }
         return trailers
     }

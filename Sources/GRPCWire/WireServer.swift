@@ -13,7 +13,13 @@ public final class WireServer: Sendable {
         public var port: Int
         /// The largest request message accepted (gRPC's 4 MiB by default).
         public var maxReceiveMessageBytes = 4 * 1024 * 1024
-        /// SETTINGS_MAX_CONCURRENT_STREAMS advertised to clients.
+        /// SETTINGS_MAX_CONCURRENT_STREAMS: the streams a client may have
+        /// open on one connection (at most UInt32.max). Advertised, and
+        /// enforced by swift-nio-http2 once the client has acknowledged it
+        /// (before that, 100): a stream beyond it is a connection error,
+        /// GOAWAY PROTOCOL_ERROR (grpc-go refuses just the stream; RFC 9113
+        /// allows either). It also bounds what a connection buffers: each
+        /// stream holds at most its window, or one message.
         public var maxConcurrentStreams = 10_000
         /// The flow-control window for each stream and for the connection.
         public var windowBytes = 1 << 20
@@ -27,6 +33,22 @@ public final class WireServer: Sendable {
         /// header being opaque metadata (a request without them gets
         /// UNIMPLEMENTED or HTTP 415).
         public var connection = WireServer.defaultConnectionConfiguration
+        /// Keepalive as grpc-go's server does it (see `ServerKeepalive`),
+        /// with etcd's defaults.
+        public var keepalive = Keepalive()
+
+        public struct Keepalive: Sendable, Hashable {
+            /// --grpc-keepalive-min-time: clients pinging more often than
+            /// this (with no response in between) are sent away.
+            public var minTime: TimeAmount = .seconds(5)
+            /// --grpc-keepalive-interval: a connection nothing was read
+            /// from for this long is pinged; nil: never.
+            public var interval: TimeAmount? = .hours(2)
+            /// --grpc-keepalive-timeout: after our ping, a connection that
+            /// sends nothing for this long is closed.
+            public var timeout: TimeAmount = .seconds(20)
+            public init() {}
+        }
 
         public init(host: String, port: Int) {
             self.host = host
@@ -34,11 +56,19 @@ public final class WireServer: Sendable {
         }
     }
 
-    /// NIOHTTP2's defaults with header validation off (see `Configuration.connection`).
+    /// NIOHTTP2's defaults with header validation off (see
+    /// `Configuration.connection`), and a control-frame limit that Go
+    /// clients fit: they send a bandwidth-estimation PING after most
+    /// responses, far more than swift-nio-http2's default 200 control frames
+    /// in 30 s. PINGs are judged by grpc-go's rules instead (`keepalive`);
+    /// the limit is left for SETTINGS and PRIORITY floods, which grpc-go
+    /// does not limit at all.
     public static var defaultConnectionConfiguration: NIOHTTP2Handler.ConnectionConfiguration {
         var connection = NIOHTTP2Handler.ConnectionConfiguration()
         connection.headerBlockValidation = .disabled
         connection.contentLengthValidation = .disabled
+        connection.controlFrameRateLimit.maximumCount = 10_000
+        connection.controlFrameRateLimit.windowLength = .seconds(1)
         return connection
     }
 
@@ -66,12 +96,15 @@ public final class WireServer: Sendable {
         let configuration = self.configuration
         let router = self.router
         var settings = HTTP2Settings()
+        precondition((0...Int(UInt32.max)).contains(configuration.maxConcurrentStreams), "maxConcurrentStreams is a 32-bit setting")
         settings.append(HTTP2Setting(parameter: .maxConcurrentStreams, value: configuration.maxConcurrentStreams))
         settings.append(HTTP2Setting(parameter: .initialWindowSize, value: configuration.windowBytes))
         settings.append(HTTP2Setting(parameter: .maxHeaderListSize, value: 16 * 1024))
         var connection = configuration.connection
         connection.initialSettings = settings
         let limits = WireLimits(maxReceiveMessageBytes: configuration.maxReceiveMessageBytes, windowBytes: configuration.windowBytes)
+        let keepalive = ServerKeepalive.Policy(minTime: configuration.keepalive.minTime, interval: configuration.keepalive.interval,
+                                               timeout: configuration.keepalive.timeout)
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -81,7 +114,7 @@ public final class WireServer: Sendable {
                 do {
                     let sync = channel.pipeline.syncOperations
                     try sync.addHandler(NIOHTTP2Handler(mode: .server, connectionConfiguration: connection))
-                    try sync.addHandler(WireConnection(router: router, limits: limits))
+                    try sync.addHandler(WireConnection(router: router, limits: limits, keepalive: keepalive, eventLoop: channel.eventLoop))
                 } catch {
                     return channel.eventLoop.makeFailedFuture(error)
                 }
@@ -123,6 +156,14 @@ public final class WireServer: Sendable {
         state.withLockedValue { state in
             if case .running(let listener, _) = state { return listener.localAddress?.port }
             return nil
+        }
+    }
+
+    /// Client connections open now (accepted and not yet closed).
+    public var openConnections: Int {
+        state.withLockedValue { state in
+            if case .running(_, let connections) = state { return connections.count }
+            return 0
         }
     }
 

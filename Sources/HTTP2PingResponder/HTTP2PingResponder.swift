@@ -14,6 +14,9 @@ import NIOHTTP2
 ///
 /// The same applies to a Swift client talking to a Go server (etcd itself):
 /// install it on the client's connections with `expectsClientPreface: false`.
+/// That is where it is used now (EtcdClient, LeaderForwarder, etcd-bench):
+/// our own server (GRPCWire) lets swift-nio-http2 answer PINGs and judges
+/// them by grpc-go's keepalive rules instead (see `ServerKeepalive`).
 public final class HTTP2PingResponder: ChannelInboundHandler, RemovableChannelHandler {
     public typealias InboundIn = ByteBuffer
     public typealias InboundOut = ByteBuffer

@@ -25,6 +25,26 @@ enum H2 {
 
     static let settings = frame(type: 4, payload: [])
 
+    /// A header block of literals (no indexing, no Huffman): enough HPACK
+    /// to send a request.
+    static func literalHeaders(_ headers: [(String, String)]) -> [UInt8] {
+        var block: [UInt8] = []
+        for (name, value) in headers {
+            block.append(0x00)
+            block.append(UInt8(name.utf8.count))
+            block += Array(name.utf8)
+            block.append(UInt8(value.utf8.count))
+            block += Array(value.utf8)
+        }
+        return block
+    }
+
+    static func healthCheck(stream: UInt32) -> [UInt8] {
+        let headers = literalHeaders([(":method", "POST"), (":scheme", "http"), (":path", "/grpc.health.v1.Health/Check"),
+                                      (":authority", "localhost"), ("content-type", "application/grpc"), ("te", "trailers")])
+        return frame(type: 1, flags: 4, stream: stream, payload: headers) + frame(type: 0, flags: 1, stream: stream, payload: [0, 0, 0, 0, 0])
+    }
+
     /// Splits a byte stream into frames: (type, flags, payload).
     static func parse(_ bytes: [UInt8]) -> (frames: [(type: UInt8, flags: UInt8, payload: [UInt8])], rest: [UInt8]) {
         var frames: [(UInt8, UInt8, [UInt8])] = []
@@ -92,22 +112,29 @@ enum H2 {
         _ = try channel.finish()
     }
 
-    /// Over a real socket: a client that sends 1,000 PINGs (five times
-    /// swift-nio-http2's limit) gets 1,000 ACKs and no GOAWAY. Without the
-    /// responder the same client is sent GOAWAY — the failure this prevents.
+    /// Over a real socket, with the server's own rules (grpc-go's, see
+    /// GRPCWire's ServerKeepalive) instead of this responder: a client that
+    /// PINGs after each of 1,000 responses, as Go clients' bandwidth
+    /// estimation does (five times swift-nio-http2's default control-frame
+    /// limit), gets 1,000 ACKs and no GOAWAY. A client that floods PINGs
+    /// with nothing in between is sent away: GOAWAY ENHANCE_YOUR_CALM
+    /// "too_many_pings", as grpc-go does.
     @Test(arguments: [true, false])
-    func pingFloodOverLoopback(withResponder: Bool) async throws {
-        let listener = ClientListener(address: try ListenAddress(parsing: "http://127.0.0.1:0"), answerPingsBeforeHTTP2: withResponder)
+    func pingFloodOverLoopback(pingsFollowResponses: Bool) async throws {
+        let listener = ClientListener(address: try ListenAddress(parsing: "http://127.0.0.1:0"))
         try await withThrowingTaskGroup { group in
             group.addTask { try await listener.serve() }
             defer { listener.stop() }
             let port = try #require(try await listener.boundPort())
-            let result = try await Task.detached { try RawHTTP2Client.pingFlood(port: port, pings: 1000) }.value
-            if withResponder {
-                #expect(result.goAway == false)
+            let result = try await Task.detached {
+                try RawHTTP2Client.pingFlood(port: port, pings: 1000, afterResponses: pingsFollowResponses)
+            }.value
+            if pingsFollowResponses {
+                #expect(result.goAway == nil)
                 #expect(result.acks == 1000)
             } else {
-                #expect(result.goAway == true)
+                #expect(result.goAway?.code == 11)
+                #expect(result.goAway?.debugData == "too_many_pings")
                 #expect(result.acks < 1000)
             }
             listener.stop()
@@ -118,9 +145,10 @@ enum H2 {
 
 /// A blocking loopback socket that speaks just enough HTTP/2 to flood PINGs.
 enum RawHTTP2Client {
-    struct Result { var acks = 0; var goAway = false }
+    struct Result { var acks = 0; var goAway: (code: UInt32, debugData: String)? }
 
-    static func pingFlood(port: Int, pings: Int) throws -> Result {
+    /// `pings` PINGs: all at once, or each after a health check's response.
+    static func pingFlood(port: Int, pings: Int, afterResponses: Bool) throws -> Result {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw SocketError.failed("socket") }
         defer { close(fd) }
@@ -135,24 +163,43 @@ enum RawHTTP2Client {
         }
         guard connected == 0 else { throw SocketError.failed("connect") }
 
-        var out = H2.preface + H2.settings + H2.frame(type: 4, flags: 1, payload: [])
-        for i in 0..<pings { out += H2.ping(UInt64(i)) }
-        try sendAll(fd, out)
-
         var result = Result()
         var received: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 65536)
-        while result.acks < pings && !result.goAway {
-            let n = recv(fd, &buffer, buffer.count, 0)
-            if n <= 0 { break }  // closed, or 10 s without data
-            received += buffer[0..<n]
-            let parsed = H2.parse(received)
-            received = parsed.rest
-            for frame in parsed.frames {
-                if frame.type == 6 && frame.flags & 1 == 1 && frame.payload != Array(H2.ping(UInt64.max)[9...]) { result.acks += 1 }
-                if frame.type == 7 { result.goAway = true }
+        /// Reads frames until `done` says so (or the connection ends).
+        func read(until done: (_ type: UInt8, _ flags: UInt8) -> Bool) {
+            while result.goAway == nil {
+                let n = recv(fd, &buffer, buffer.count, 0)
+                if n <= 0 { return }  // closed, or 10 s without data
+                received += buffer[0..<n]
+                let parsed = H2.parse(received)
+                received = parsed.rest
+                var finished = false
+                for frame in parsed.frames {
+                    if frame.type == 6 && frame.flags & 1 == 1 { result.acks += 1 }
+                    if frame.type == 7 && frame.payload.count >= 8 {
+                        let code = frame.payload[4..<8].reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
+                        result.goAway = (code, String(decoding: frame.payload[8...], as: UTF8.self))
+                    }
+                    if done(frame.type, frame.flags) { finished = true }
+                }
+                if finished { return }
             }
         }
+
+        try sendAll(fd, H2.preface + H2.settings + H2.frame(type: 4, flags: 1, payload: []))
+        if afterResponses {
+            for i in 0..<pings {
+                try sendAll(fd, H2.healthCheck(stream: UInt32(2 * i + 1)))
+                read { type, flags in type == 1 && flags & 1 == 1 }  // the call's trailers
+                try sendAll(fd, H2.ping(UInt64(i)))
+            }
+        } else {
+            var out: [UInt8] = []
+            for i in 0..<pings { out += H2.ping(UInt64(i)) }
+            try sendAll(fd, out)
+        }
+        if result.acks < pings { read { _, _ in result.acks == pings } }
         return result
     }
 

@@ -47,7 +47,7 @@ import Testing
         }
         return result.flatMap { bytes in
             (try? Etcdserverpb_RangeResponse(serializedBytes: Array(bytes.readableBytesView))).map { .success($0) }
-                ?? .failure(WireStatus(code: -1, message: "undecodable response"))
+                ?? .failure(WireStatus(code: .dataLoss, message: "test: undecodable response"))
         }
     }
 
@@ -57,13 +57,13 @@ import Testing
             #expect(echoed.kvs.first?.key == Data("hello".utf8))
 
             // The server percent-encodes this message; the client decodes it.
-            #expect(await call(client, key: "fail:not 100% ✓ done") == .failure(WireStatus(code: 9, message: "not 100% ✓ done")))
+            #expect(await call(client, key: "fail:not 100% ✓ done") == .failure(WireStatus(code: .failedPrecondition, message: "not 100% ✓ done")))
 
             guard case .failure(let unknown) = await call(client, "/etcdserverpb.KV/Put", key: "x") else {
                 Issue.record("Put is not served here")
                 return
             }
-            #expect(unknown.code == 12)
+            #expect(unknown.code == .unimplemented)
             #expect(unknown.message.contains("etcdserverpb.KV/Put"))
             // Still usable after failed calls.
             #expect(try await call(client, key: "again").get().kvs.first?.key == Data("again".utf8))
@@ -111,12 +111,12 @@ import Testing
                 Issue.record("the held call should have failed")
                 return
             }
-            #expect(status.code == 14)
+            #expect(status.code == .unavailable)
             guard case .failure(let later) = await call(client, key: "late") else {
                 Issue.record("a call on a closed connection should fail")
                 return
             }
-            #expect(later.code == 14)
+            #expect(later.code == .unavailable)
         }
     }
 
@@ -124,7 +124,7 @@ import Testing
     /// with DEADLINE_EXCEEDED (and its late answer goes nowhere); calls
     /// answered in time are untouched; a malformed value is refused.
     @Test func grpcTimeoutEndsCallsStillOpenAtTheDeadline() async throws {
-        let exceeded = WireStatus(code: 4, message: "context deadline exceeded")
+        let exceeded = WireStatus(code: .deadlineExceeded, message: "context deadline exceeded")
         try await withServerAndClient(metadata: [("grpc-timeout", "100m")]) { client, events in
             // Should the server miss the deadline, the test fails at 5 s
             // (the held call ends with the connection) instead of hanging.
@@ -154,7 +154,7 @@ import Testing
         }
         for bad in ["1x", "S", "123456789S", "-1S"] {
             try await withServerAndClient(metadata: [("grpc-timeout", bad)]) { client, _ in
-                #expect(await call(client, key: "x") == .failure(WireStatus(code: 13, message: "transport: malformed grpc-timeout: \(bad)")))
+                #expect(await call(client, key: "x") == .failure(WireStatus(code: .internalError, message: "transport: malformed grpc-timeout: \(bad)")))
             }
         }
     }

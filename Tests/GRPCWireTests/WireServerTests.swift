@@ -35,7 +35,7 @@ import Testing
             // "hold": never answered (the call stays open until the connection goes).
             if request.key == Data("hold".utf8) { return events.add("hold") }
             if let text = String(data: request.key, encoding: .utf8), text.hasPrefix("fail:") {
-                return call.finish(WireStatus(code: 9, message: String(text.dropFirst(5))))
+                return call.finish(WireStatus(code: .failedPrecondition, message: String(text.dropFirst(5))))
             }
             // Answer from another thread, as the member's completions do
             // ("slow": 300 ms later).
@@ -177,15 +177,27 @@ import Testing
         }
     }
 
+    /// A limit well under gRPC's 4 MiB default (as `--max-request-bytes`
+    /// plus 512 KiB can be): a message of exactly the limit is served, one
+    /// byte more gets RESOURCE_EXHAUSTED with grpc-go's message.
     @Test func aMessageOverTheLimitIsRefused() async throws {
-        try await withServer(maxReceive: 1024) { _, client, _ in
+        let limit = 1024
+        try await withServer(maxReceive: limit) { _, client, _ in
             let kv = Etcdserverpb_KV.Client(wrapping: client)
+            func request(size: Int) throws -> Etcdserverpb_RangeRequest {
+                var request = Etcdserverpb_RangeRequest()
+                request.key = Data("big".utf8)
+                request.rangeEnd = Data(count: size - 8)  // 3 + 2 tags + 3 length bytes of overhead
+                #expect(try (request.serializedBytes() as [UInt8]).count == size)
+                return request
+            }
+            #expect(try await kv.range(request(size: limit)).kvs.first?.value.count == limit - 8)
             do {
-                _ = try await range(kv, key: "big", value: Data(count: 2048))
+                _ = try await kv.range(request(size: limit + 1))
                 Issue.record("the call should be refused")
             } catch let error as RPCError {
                 #expect(error.code == .resourceExhausted)
-                #expect(error.message.contains("larger than max"))
+                #expect(error.message == "grpc: received message larger than max (\(limit + 1) vs. \(limit))")
             }
             // The connection is still good.
             #expect(try await range(kv, key: "small").kvs.first?.key == Data("small".utf8))
