@@ -13,14 +13,6 @@ public struct ServerConfig: Sendable {
     public var initialClusterToken = "etcd-cluster"
     /// --max-request-bytes: the largest request a client may send.
     public var maxRequestBytes = 1_572_864
-    /// --max-concurrent-streams: streams one client connection may have open.
-    public var maxConcurrentStreams: UInt32 = UInt32.max
-    /// --grpc-keepalive-min-time: the least a client may wait between pings.
-    public var grpcKeepaliveMinTimeMilliseconds: Int = 5000
-    /// --grpc-keepalive-interval: an idle connection is pinged this often.
-    public var grpcKeepaliveIntervalMilliseconds: Int = 7_200_000
-    /// --grpc-keepalive-timeout: a ping unanswered this long closes the connection.
-    public var grpcKeepaliveTimeoutMilliseconds: Int = 20_000
     /// --snapshot-count: applied entries between raft snapshots (which release the WAL).
     public var snapshotCount: UInt64 = 10_000
     /// --max-txn-ops: the most operations one txn may hold.

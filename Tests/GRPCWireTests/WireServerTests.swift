@@ -91,11 +91,13 @@ import Testing
     }
 
     /// Polls `condition` (every 20 ms, at most 10 s).
-    func waitUntil(_ condition: () -> Bool) async throws {
+    /// Waits (at most 10 s) for `condition`; fails the test when it does not come true.
+    func waitUntil(_ condition: () -> Bool, sourceLocation: SourceLocation = #_sourceLocation) async throws {
         let deadline = ContinuousClock.now + .seconds(10)
         while !condition() && ContinuousClock.now < deadline {
             try await Task.sleep(for: .milliseconds(20))
         }
+        try #require(condition(), "condition still false after 10 s", sourceLocation: sourceLocation)
     }
 
     func withServer(maxReceive: Int = 4 << 20, _ body: (WireServer, GRPCClient<HTTP2ClientTransport.Posix>, Events) async throws -> Void) async throws {
