@@ -81,7 +81,9 @@ struct SplitMix64: RandomNumberGenerator {
         let failures = NIOLockedValueBox<[String]>([])
         let goodCalls = NIOLockedValueBox(0)
         let answered = NIOLockedValueBox(0)
-        await Task {
+        // The blocking sockets run on dispatch's threads, not the test's
+        // cooperative one (which the other suites' servers share).
+        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in DispatchQueue.global().async {
             DispatchQueue.concurrentPerform(iterations: workers) { worker in
                 for index in stride(from: worker, to: sequences, by: workers) {
                     var random = SplitMix64(seed: seed ^ UInt64(index))
@@ -103,7 +105,8 @@ struct SplitMix64: RandomNumberGenerator {
                     }
                 }
             }
-        }.value
+            done.resume()
+        } }
 
         let seen = failures.withLockedValue { $0 }
         // The fuzzing reached the gRPC layer: the server answered calls.
