@@ -210,7 +210,7 @@ public final class Member: Sendable {
     }
 
     /// Whether this member is a learner (etcd refuses most client calls on one).
-    public var isLearner: Bool { membership.member(memberID)?.isLearner ?? false }
+    public var isLearner: Bool { membership.isLearner(memberID) }
 
     public var backendSizeBytes: Int { backend.sizeBytes }
     public func backendSizeInUseBytes() -> Int { (try? backend.sizeInUseBytes()) ?? backend.sizeBytes }

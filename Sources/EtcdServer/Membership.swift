@@ -86,6 +86,9 @@ final class MembershipTable: Sendable {
 
     func member(_ id: UInt64) -> MemberRecord? { state.withLock { $0.members[id] } }
     func isRemoved(_ id: UInt64) -> Bool { state.withLock { $0.removed.contains(id) } }
+    /// Whether `id` is a learner, without copying its record (checked on
+    /// every client call).
+    func isLearner(_ id: UInt64) -> Bool { state.withLock { $0.members[id]?.isLearner == true } }
 
     /// Adds or replaces a member and writes it (backend writer thread).
     func save(_ record: MemberRecord, to backend: Backend) throws(BackendError) {
