@@ -3,7 +3,7 @@ import EtcdProto
 import EtcdServer
 import GRPCCore
 
-/// etcdserverpb.Maintenance: Status, Hash, HashKV and MoveLeader today; the rest answers UNIMPLEMENTED
+/// etcdserverpb.Maintenance: Status, Alarm, Hash, HashKV and MoveLeader today; the rest answers UNIMPLEMENTED
 /// until the server issue completes it.
 struct MaintenanceService: Etcdserverpb_Maintenance.SimpleServiceProtocol {
     let member: Member
@@ -21,11 +21,13 @@ struct MaintenanceService: Etcdserverpb_Maintenance.SimpleServiceProtocol {
         response.raftAppliedIndex = raft.appliedIndex
         response.isLearner = member.member(id: member.memberID)?.isLearner ?? false
         response.storageVersion = EtcdVersion.api + ".0"
+        // As etcd: each active alarm in its text form.
+        response.errors = member.activeAlarms().map { "memberID:\($0.memberID) alarm:\($0.alarm.etcdName) " }
         return response
     }
 
     func alarm(request: Etcdserverpb_AlarmRequest, context: ServerContext) async throws -> Etcdserverpb_AlarmResponse {
-        throw RPCError.notImplementedYet
+        try await etcdCall { try await member.alarm(request) }
     }
 
     func defragment(request: Etcdserverpb_DefragmentRequest, context: ServerContext) async throws -> Etcdserverpb_DefragmentResponse {

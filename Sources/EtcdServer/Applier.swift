@@ -39,6 +39,7 @@ public enum ApplyResult: Sendable {
     case compaction(Etcdserverpb_CompactionResponse)
     case leaseGrant(Etcdserverpb_LeaseGrantResponse)
     case leaseRevoke(Etcdserverpb_LeaseRevokeResponse)
+    case alarm(Etcdserverpb_AlarmResponse)
     case none
 }
 
@@ -66,13 +67,14 @@ final class Applier: @unchecked Sendable {
     let lessor: Lessor
     let backend: Backend
     let membership: MembershipTable
+    let alarms: AlarmStore
     let peers: any RaftTransport
     let leaseClock: LeaseClock
     let logger: Logger
     let observeApply: (@Sendable (UInt64, Int64, [Mvccpb_Event]) -> Void)?
 
     init(memberID: UInt64, store: KVStore, watchable: WatchableStore, lessor: Lessor, backend: Backend,
-         membership: MembershipTable, peers: any RaftTransport, leaseClock: LeaseClock, logger: Logger,
+         membership: MembershipTable, alarms: AlarmStore, peers: any RaftTransport, leaseClock: LeaseClock, logger: Logger,
          observeApply: (@Sendable (UInt64, Int64, [Mvccpb_Event]) -> Void)?) {
         self.memberID = memberID
         self.store = store
@@ -80,6 +82,7 @@ final class Applier: @unchecked Sendable {
         self.lessor = lessor
         self.backend = backend
         self.membership = membership
+        self.alarms = alarms
         self.peers = peers
         self.leaseClock = leaseClock
         self.logger = logger
@@ -88,6 +91,9 @@ final class Applier: @unchecked Sendable {
 
     /// Applies one request to the state machines.
     func apply(_ proposed: ProposedRequest) -> Result<ApplyResult, ApplyFailure> {
+        // While a NOSPACE alarm is raised every member refuses what grows
+        // the store, as etcd's capped applier does.
+        if alarms.isNoSpaceActive && Member.quotaCost(proposed) > 0 { return .failure(.rejected(.noSpace)) }
         let leaseExists: (Int64) -> Bool = { [lessor] in lessor.contains($0) }
         switch proposed {
         case .put(let put): return storeWrite { .put(published(try store.put(put, leaseExists: leaseExists))) }
@@ -103,6 +109,9 @@ final class Applier: @unchecked Sendable {
             }
             if request.hasLeaseGrant || request.hasLeaseRevoke || request.hasLeaseCheckpoint {
                 return applyLease(request)
+            }
+            if request.hasAlarm {
+                return applyAlarm(request.alarm)
             }
             if request.hasClusterMemberAttrSet {
                 return applyMemberAttributes(request.clusterMemberAttrSet)
@@ -171,6 +180,37 @@ final class Applier: @unchecked Sendable {
         }
     }
 
+    // MARK: - Alarms
+
+    /// GET lists, ACTIVATE raises, DEACTIVATE disarms (etcd's Alarm apply).
+    private func applyAlarm(_ request: Etcdserverpb_AlarmRequest) -> Result<ApplyResult, ApplyFailure> {
+        var response = Etcdserverpb_AlarmResponse()
+        do {
+            switch request.action {
+            case .get:
+                response.alarms = alarms.get(request.alarm)
+            case .activate:
+                guard request.alarm != .none else { break }
+                if let raised = try alarms.activate(request.alarm, member: request.memberID, in: backend) {
+                    response.alarms = [raised]
+                    logger.warning("alarm raised", metadata: [
+                        "alarm": "\(raised.alarm.etcdName)", "from": "\(String(raised.memberID, radix: 16))"])
+                }
+            case .deactivate:
+                if let disarmed = try alarms.deactivate(request.alarm, member: request.memberID, in: backend) {
+                    response.alarms = [disarmed]
+                    logger.warning("alarm disarmed", metadata: [
+                        "alarm": "\(disarmed.alarm.etcdName)", "from": "\(String(disarmed.memberID, radix: 16))"])
+                }
+            case .UNRECOGNIZED:
+                break
+            }
+        } catch {
+            return .failure(.fatal(error))
+        }
+        return .success(.alarm(response))
+    }
+
     // MARK: - Membership
 
     /// ClusterMemberAttrSet: the member's name and client URLs.
@@ -229,6 +269,7 @@ final class Applier: @unchecked Sendable {
         lessor.restoreAttachments(store.restoredLeases)
         watchable.restore()
         try membership.load(from: backend)
+        try alarms.load(from: backend)
         let after = membership.members
         for id in before.subtracting(after.map(\.id)) { peers.removePeer(id: id) }
         for record in after where record.id != memberID { peers.setPeer(id: record.id, urls: record.peerURLs) }

@@ -24,6 +24,7 @@ struct Bootstrap {
     var store: KVStore
     var lessor: Lessor
     var membership: MembershipTable
+    var alarms: AlarmStore
     var wal: WAL
     var storage: MemoryStorage
     var snapshotter: Snapshotter
@@ -88,6 +89,8 @@ struct Bootstrap {
         }
         lessor.restoreAttachments(store.restoredLeases)
         let membership = MembershipTable()
+        let alarms = AlarmStore()
+        try alarms.load(from: backend)
 
         let storage = MemoryStorage()
         let wal: WAL
@@ -160,6 +163,7 @@ struct Bootstrap {
         self.store = store
         self.lessor = lessor
         self.membership = membership
+        self.alarms = alarms
         self.wal = wal
         self.storage = storage
         self.snapshotter = snapshotter

@@ -89,7 +89,18 @@ extension Member {
     func checkQuota(_ request: ProposedRequest) throws(EtcdError) {
         let cost = Self.quotaCost(request)
         guard cost > 0 else { return }
-        if backend.sizeBytesAtLastCommit + cost > config.quotaBackendBytes { throw EtcdError.noSpace }
+        if backend.sizeBytesAtLastCommit + cost > config.quotaBackendBytes {
+            // As etcd: the member raises NOSPACE through raft (once), and
+            // from then on every member refuses growth until it is disarmed.
+            if !alarms.isActive(.nospace, member: memberID) {
+                var alarm = Etcdserverpb_InternalRaftRequest()
+                alarm.alarm.action = .activate
+                alarm.alarm.memberID = memberID
+                alarm.alarm.alarm = .nospace
+                propose(.other(alarm), checking: {}, as: { $0 }) { _ in }
+            }
+            throw EtcdError.noSpace
+        }
     }
 
     /// etcd's cost estimates: a put is its key and value plus 256 bytes of
@@ -147,6 +158,20 @@ extension Member {
         guard case let .compaction(response) = try await propose(.other(internalRequest)) else { throw EtcdError(.internal, "unexpected apply result") }
         return response
     }
+
+    // MARK: - Alarms
+
+    /// Maintenance.Alarm: GET, ACTIVATE or DEACTIVATE, through raft as etcd does.
+    public func alarm(_ request: Etcdserverpb_AlarmRequest) async throws -> Etcdserverpb_AlarmResponse {
+        var internalRequest = Etcdserverpb_InternalRaftRequest()
+        internalRequest.alarm = request
+        guard case var .alarm(response) = try await propose(.other(internalRequest)) else { throw EtcdError(.internal, "unexpected apply result") }
+        response.header = header()
+        return response
+    }
+
+    /// The alarms this member has applied, for Status.
+    public func activeAlarms() -> [Etcdserverpb_AlarmMember] { alarms.get(.none) }
 
     // MARK: - Membership changes
 

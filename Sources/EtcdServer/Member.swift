@@ -39,6 +39,8 @@ public final class Member: Sendable {
     let backend: Backend
     /// The members as applied from the log.
     let membership: MembershipTable
+    /// The alarms as applied from the log.
+    let alarms: AlarmStore
     /// Raft messages to and from the other members; it sends from the
     /// start and listens once `startPeers` is called.
     let peers: any RaftTransport
@@ -85,6 +87,7 @@ public final class Member: Sendable {
         store = parts.store
         lessor = parts.lessor
         membership = parts.membership
+        alarms = parts.alarms
         watchable = WatchableStore(store: parts.store)
         leaseClock = LeaseClock(environment.now)
         requestTimeout = .seconds(5) + .milliseconds(2 * config.electionTimeoutMilliseconds)
@@ -102,7 +105,7 @@ public final class Member: Sendable {
         let transportConfig = PeerTransportConfig(localID: memberID, clusterID: clusterID, snapshotDirectory: config.snapDir)
         peers = environment.makeTransport?(transportConfig, inbox) ?? PeerTransport(config: transportConfig, delegate: inbox)
         let applier = Applier(memberID: memberID, store: store, watchable: watchable, lessor: lessor, backend: backend,
-                              membership: membership, peers: peers, leaseClock: leaseClock, logger: logger,
+                              membership: membership, alarms: alarms, peers: peers, leaseClock: leaseClock, logger: logger,
                               observeApply: environment.observeApply)
         loop = RaftLoop(config: config, environment: environment, logger: logger, bootstrap: parts, mailbox: mailbox,
                         applier: applier, peers: peers, encoder: encoder, requestTimeout: requestTimeout)

@@ -290,7 +290,7 @@ final class RealEtcdProcess {
     let dataDir = FileManager.default.temporaryDirectory.appendingPathComponent("real-\(UUID().uuidString)").path
 
     /// Fails (the test that asked) when Debian's etcd-server is not installed.
-    init() throws {
+    init(extraArguments: [String] = []) throws {
         guard FileManager.default.isExecutableFile(atPath: DifferentialTests.realEtcd) else {
             throw EtcdProcess.ProcessError.missing("\(DifferentialTests.realEtcd) (Debian package etcd-server; scripts/test.sh installs it)")
         }
@@ -300,7 +300,7 @@ final class RealEtcdProcess {
         process.arguments = ["--data-dir", dataDir,
                              "--listen-client-urls", "http://127.0.0.1:\(port)", "--advertise-client-urls", "http://127.0.0.1:\(port)",
                              "--listen-peer-urls", "http://127.0.0.1:\(peerPort)", "--initial-advertise-peer-urls", "http://127.0.0.1:\(peerPort)",
-                             "--initial-cluster", "default=http://127.0.0.1:\(peerPort)"]
+                             "--initial-cluster", "default=http://127.0.0.1:\(peerPort)"] + extraArguments
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()

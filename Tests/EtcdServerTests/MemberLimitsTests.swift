@@ -39,6 +39,71 @@ import Testing
         #expect(try await member.range(MemberTests.get("big0")).kvs.isEmpty)
         await #expect(throws: EtcdError.noSpace) { try await member.put(MemberTests.put("more", value)) }
         #expect(try await member.range(MemberTests.get("big1")).kvs.count == 1)
+
+        // The member raised NOSPACE through raft (a GET, also through raft,
+        // comes after it); disarmed while still over quota, the next put
+        // that grows the store raises it again.
+        #expect(try await Self.alarms(member) == [Self.noSpace(member)])
+        _ = try await member.alarm(Self.alarmRequest(.deactivate, member))
+        #expect(try await Self.alarms(member).isEmpty)
+        await #expect(throws: EtcdError.noSpace) { try await member.put(MemberTests.put("again", value)) }
+        #expect(try await Self.alarms(member) == [Self.noSpace(member)])
+    }
+
+    /// A raised NOSPACE alarm makes every member's apply refuse what grows
+    /// the store (even when this member's own check would pass), survives
+    /// a restart, and lets writes through once disarmed.
+    @Test func aNoSpaceAlarmCapsWritesUntilDisarmed() async throws {
+        let dir = MemberTests.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let config = ServerConfig(name: "m1", dataDir: dir)
+        var member = try Member(config: config)
+        _ = try await member.put(MemberTests.put("before", "v"))
+        let raised = try await member.alarm(Self.alarmRequest(.activate, member))
+        #expect(raised.alarms == [Self.noSpace(member)])
+        await #expect(throws: EtcdError.noSpace) { try await member.put(MemberTests.put("small", "v")) }
+        var grant = Etcdserverpb_LeaseGrantRequest()
+        grant.ttl = 60
+        await #expect(throws: EtcdError.noSpace) { try await member.leaseGrant(grant) }
+        var readOnly = Etcdserverpb_TxnRequest()
+        var read = Etcdserverpb_RequestOp()
+        read.requestRange = MemberTests.get("before")
+        readOnly.success = [read]
+        var deleting = Etcdserverpb_TxnRequest()
+        var delete = Etcdserverpb_RequestOp()
+        delete.requestDeleteRange.key = Data("before".utf8)
+        deleting.success = [delete]
+        #expect(try await member.txn(deleting).succeeded)
+        member.stop()
+
+        member = try Member(config: config)
+        defer { member.stop() }
+        #expect(try await Self.alarms(member) == [Self.noSpace(member)])
+        await #expect(throws: EtcdError.noSpace) { try await member.put(MemberTests.put("small", "v")) }
+        _ = try await member.alarm(Self.alarmRequest(.deactivate, member))
+        _ = try await member.put(MemberTests.put("small", "v"))
+        #expect(try await member.range(MemberTests.get("small")).kvs.count == 1)
+    }
+
+    static func alarmRequest(_ action: Etcdserverpb_AlarmRequest.AlarmAction, _ member: Member) -> Etcdserverpb_AlarmRequest {
+        var request = Etcdserverpb_AlarmRequest()
+        request.action = action
+        request.memberID = member.memberID
+        request.alarm = .nospace
+        return request
+    }
+
+    static func noSpace(_ member: Member) -> Etcdserverpb_AlarmMember {
+        var alarm = Etcdserverpb_AlarmMember()
+        alarm.memberID = member.memberID
+        alarm.alarm = .nospace
+        return alarm
+    }
+
+    static func alarms(_ member: Member) async throws -> [Etcdserverpb_AlarmMember] {
+        var get = Etcdserverpb_AlarmRequest()
+        get.action = .get
+        return try await member.alarm(get).alarms
     }
 
     /// --max-txn-ops above the default is honoured at apply too.
