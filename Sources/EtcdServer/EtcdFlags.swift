@@ -174,7 +174,6 @@ extension EtcdFlag {
         EtcdFlag("experimental-bootstrap-defrag-threshold-megabytes", .integer, "0"),
         EtcdFlag("bootstrap-defrag-threshold-megabytes", .integer, "0"),
         EtcdFlag("experimental-warning-unary-request-duration", .duration, "300ms"),
-        EtcdFlag("max-learners", .integer, "1"),
         EtcdFlag("experimental-compaction-sleep-interval", .duration, "0"),
         EtcdFlag("compaction-sleep-interval", .duration, "0"),
         EtcdFlag("experimental-downgrade-check-time", .duration, "5s"),
@@ -202,7 +201,7 @@ extension ConfigKey {
         case .preVote: return .bool
         case .watchProgressNotifyInterval, .grpcKeepaliveMinTime, .grpcKeepaliveInterval, .grpcKeepaliveTimeout: return .duration
         case .snapshotCount, .heartbeatInterval, .electionTimeout, .maxRequestBytes, .maxTxnOps, .quotaBackendBytes,
-             .snapshotCatchUpEntries, .maxConcurrentStreams: return .integer
+             .snapshotCatchUpEntries, .maxConcurrentStreams, .maxLearners: return .integer
         default: return .string
         }
     }

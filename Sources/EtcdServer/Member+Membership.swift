@@ -54,7 +54,7 @@ extension Member {
         }
         let inUse = Set(membership.members.flatMap(\.peerURLs))
         if peerURLs.contains(where: inUse.contains) { throw EtcdError.peerURLExists }
-        if isLearner && membership.members.filter(\.isLearner).count >= Self.maxLearners { throw EtcdError.tooManyLearners }
+        if isLearner && membership.members.filter(\.isLearner).count >= config.maxLearners { throw EtcdError.tooManyLearners }
         let record = MemberRecord(
             id: MemberIdentity.memberID(peerURLs: peerURLs, clusterToken: config.initialClusterToken,
                                         addedAtUnixSeconds: Int64(environment.wallMilliseconds() / 1000)),
@@ -99,8 +99,6 @@ extension Member {
         return ConfChange(type: .addNode, nodeID: id, context: Data(record.json().utf8))
     }
 
-    /// etcd allows one learner at a time.
-    static let maxLearners = 1
 
     /// MoveLeader (on the leader): hands leadership to `target`, a voting
     /// member, and returns once it leads — or etcd's transfer timeout after

@@ -25,6 +25,7 @@ public enum ConfigKey: String, CaseIterable, Sendable {
     case preVote = "pre-vote"
     case snapshotCatchUpEntries = "experimental-snapshot-catchup-entries"
     case maxConcurrentStreams = "max-concurrent-streams"
+    case maxLearners = "max-learners"
     case grpcKeepaliveMinTime = "grpc-keepalive-min-time"
     case grpcKeepaliveInterval = "grpc-keepalive-interval"
     case grpcKeepaliveTimeout = "grpc-keepalive-timeout"
@@ -106,6 +107,7 @@ extension ServerConfig {
         }
         if let value = try duration(.watchProgressNotifyInterval, minimumMilliseconds: 1) { watchProgressNotifyIntervalMilliseconds = value }
         if let value: UInt32 = try integer(.maxConcurrentStreams, 1...UInt32.max) { maxConcurrentStreams = value }
+        if let value: Int = try integer(.maxLearners, 1...Int(Int32.max)) { maxLearners = value }
         // grpc-go enforces a ping policy of 0 (any rate); its keepalive pings need a positive period and timeout.
         if let value = try duration(.grpcKeepaliveMinTime, minimumMilliseconds: 0) { grpcKeepaliveMinTimeMilliseconds = value }
         if let value = try duration(.grpcKeepaliveInterval, minimumMilliseconds: 1) { grpcKeepaliveIntervalMilliseconds = value }

@@ -53,6 +53,8 @@ public struct ServerConfig: Sendable {
     public var grpcKeepaliveIntervalMilliseconds: Int = 7_200_000
     /// --grpc-keepalive-timeout: a ping unanswered this long closes the connection.
     public var grpcKeepaliveTimeoutMilliseconds: Int = 20_000
+    /// --max-learners: learners the cluster may have at once (etcd's default 1).
+    public var maxLearners = 1
     /// Watchers one watch stream may hold (a bound etcd does not have).
     public var maxWatchersPerStream = 100_000
 

@@ -147,3 +147,24 @@ import Testing
         #expect(EtcdError.tooManyRequests.code == .resourceExhausted)
     }
 }
+
+/// --max-learners: etcd's limit on learners at once (default 1).
+@Suite struct MaxLearnersTests {
+    @Test(arguments: [1, 2])
+    func aLearnerPastTheLimitIsRefused(maxLearners: Int) async throws {
+        let dir = MemberTests.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let config = try ServerConfig(settings: [.name: "m1", .dataDir: dir, .maxLearners: String(maxLearners)])
+        #expect(config.maxLearners == maxLearners)
+        let member = try Member(config: config)
+        defer { member.stop() }
+        // A learner never counts towards the quorum, so a one-member cluster commits its addition.
+        _ = try await member.memberAdd(peerURLs: ["http://127.0.0.1:1"], isLearner: true)
+        if maxLearners == 1 {
+            #expect(throws: EtcdError.tooManyLearners) { _ = try member.memberAddChange(peerURLs: ["http://127.0.0.1:2"], isLearner: true) }
+        } else {
+            _ = try member.memberAddChange(peerURLs: ["http://127.0.0.1:2"], isLearner: true)
+        }
+        #expect(throws: SettingsError.self) { try ServerConfig(settings: [.maxLearners: "0"]) }
+    }
+}

@@ -251,7 +251,7 @@ import Testing
         #expect(refusal { try resolve(["--auto-compaction-retention=1h"]) } == "--auto-compaction-retention is not supported yet")
         #expect(refusal { try resolve(["--force-new-cluster"]) } == "--force-new-cluster is not supported yet")
         // etcd's defaults are as good as absent: etcd itself cannot tell them apart.
-        let defaults = try resolve(["--client-cert-auth=false", "--cert-file=", "--max-learners", "1", "--raft-read-timeout=5000ms",
+        let defaults = try resolve(["--client-cert-auth=false", "--cert-file=", "--experimental-memory-mlock=false", "--raft-read-timeout=5000ms",
                                     "--log-outputs=stderr", "--enable-grpc-gateway"], ["ETCD_AUTO_TLS": "false"])
         #expect(defaults.settings.isEmpty)
     }
