@@ -115,6 +115,8 @@ public final class Backend: @unchecked Sendable {
     /// The file's size after the last commit (or open), for cheap checks
     /// on any thread (the server's space quota).
     private let committedSize = Atomic<Int>(0)
+    /// Key and value bytes put into the open batch (not yet in the file).
+    private let pendingBytes = Atomic<Int>(0)
 
     /// Opens (creating if needed) the environment at `path`, a file.
     public init(path: String, config: BackendConfig = BackendConfig()) throws(BackendError) {
@@ -229,6 +231,7 @@ public final class Backend: @unchecked Sendable {
         }
         needsReplay = false
         opsInBatch = 0
+        pendingBytes.store(0, ordering: .relaxed)
         let empty = PendingBatch()
         pending = empty
         published.withLock { $0 = Published(current: empty, committing: nil) }
@@ -254,6 +257,7 @@ public final class Backend: @unchecked Sendable {
             }
         }
         pending.record(bucket, key, .put(value))
+        pendingBytes.add(key.count + value.count, ordering: .relaxed)
         opsInBatch += 1
     }
 
@@ -324,6 +328,7 @@ public final class Backend: @unchecked Sendable {
                 opsInBatch = 0
                 needsReplay = false
                 committedSize.store(sizeBytes, ordering: .relaxed)
+                pendingBytes.store(0, ordering: .relaxed)
                 return
             }
             // The commit failed and freed the transaction: put the batch back
@@ -535,6 +540,13 @@ public final class Backend: @unchecked Sendable {
     /// The file's size as of the last commit: no system call, any thread.
     public var sizeBytesAtLastCommit: Int { committedSize.load(ordering: .relaxed) }
 
+    /// The file's size at the last commit plus the bytes put since (which
+    /// the next commit writes): what the server's space quota is checked
+    /// against, so a write right after a large one sees it. Any thread.
+    public var estimatedSizeBytes: Int {
+        committedSize.load(ordering: .relaxed) + pendingBytes.load(ordering: .relaxed)
+    }
+
     /// Bytes of the file holding live data (file pages minus free pages).
     public func sizeInUseBytes() throws -> Int {
         try read { tx in try tx.pagesInUse() * tx.pageSize() }
@@ -593,6 +605,7 @@ public final class Backend: @unchecked Sendable {
     func reopenEnvironment() throws(BackendError) {
         try openEnvironment()
         committedSize.store(sizeBytes, ordering: .relaxed)
+        pendingBytes.store(0, ordering: .relaxed)
     }
 
     var hasOpenWriteTxn: Bool { writeTxn != nil || needsReplay }
@@ -613,6 +626,7 @@ public final class Backend: @unchecked Sendable {
     func discardBatch() {
         needsReplay = false
         opsInBatch = 0
+        pendingBytes.store(0, ordering: .relaxed)
         let empty = PendingBatch()
         pending = empty
         published.withLock { $0 = Published(current: empty, committing: nil) }

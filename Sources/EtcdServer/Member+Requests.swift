@@ -83,13 +83,14 @@ extension Member {
     }
 
     /// etcd's space quota, checked before a request that grows the store is
-    /// proposed: the backend's size plus the request's cost (etcd's
-    /// estimate) may not pass `--quota-backend-bytes`. Deletes, compaction
+    /// proposed: the backend's size (at its last commit, plus what the open
+    /// batch adds) plus the request's cost (etcd's estimate) may not pass
+    /// `--quota-backend-bytes`. Deletes, compaction
     /// and reads always pass, so an operator can make room.
     func checkQuota(_ request: ProposedRequest) throws(EtcdError) {
         let cost = Self.quotaCost(request)
         guard cost > 0 else { return }
-        if backend.sizeBytesAtLastCommit + cost > config.quotaBackendBytes {
+        if backend.estimatedSizeBytes + cost > config.quotaBackendBytes {
             // As etcd: the member raises NOSPACE through raft (once), and
             // from then on every member refuses growth until it is disarmed.
             if !alarms.isActive(.nospace, member: memberID) {
