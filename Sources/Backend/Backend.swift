@@ -537,9 +537,6 @@ public final class Backend: @unchecked Sendable {
     /// Size of the database file on disk.
     public var sizeBytes: Int { Backend.fileSize(path) ?? 0 }
 
-    /// The file's size as of the last commit: no system call, any thread.
-    public var sizeBytesAtLastCommit: Int { committedSize.load(ordering: .relaxed) }
-
     /// The file's size at the last commit plus the bytes put since (which
     /// the next commit writes): what the server's space quota is checked
     /// against, so a write right after a large one sees it. Any thread.

@@ -19,7 +19,7 @@ struct MaintenanceService: Etcdserverpb_Maintenance.SimpleServiceProtocol {
         response.raftIndex = raft.committedIndex
         response.raftTerm = raft.term
         response.raftAppliedIndex = raft.appliedIndex
-        response.isLearner = member.member(id: member.memberID)?.isLearner ?? false
+        response.isLearner = member.isLearner
         response.storageVersion = EtcdVersion.api + ".0"
         // As etcd: each active alarm in its text form.
         response.errors = member.activeAlarms().map { "memberID:\($0.memberID) alarm:\($0.alarm.etcdName) " }

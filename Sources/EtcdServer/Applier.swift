@@ -168,15 +168,14 @@ final class Applier: @unchecked Sendable {
                 do {
                     try lessor.checkpoint(id: checkpoint.id, remainingTTLSeconds: checkpoint.remainingTtl, now: leaseClock.now())
                 } catch {
-                    if let leaseError = error as? LeaseError, case .backend = leaseError { return .failure(.fatal(error)) }
+                    if case .backend = error { return .failure(.fatal(error)) }
                 }
             }
             return .success(.none)
-        } catch let error as LeaseError {
+        } catch {
+            // The lease's own outcome, except a storage failure.
             if case .backend = error { return .failure(.fatal(error)) }
             return .failure(.rejected(EtcdError(error)))
-        } catch {
-            return .failure(.fatal(error))
         }
     }
 

@@ -114,11 +114,10 @@ extension ServerConfig {
         if let value = try duration(.grpcKeepaliveTimeout, minimumMilliseconds: 1) { grpcKeepaliveTimeoutMilliseconds = value }
         if let value: UInt64 = try integer(.snapshotCatchUpEntries, 1...UInt64(Int32.max)) { snapshotCatchUpEntries = value }
         if let text = settings[.preVote] {
-            switch text.lowercased() {
-            case "true", "1", "t": preVote = true
-            case "false", "0", "f": preVote = false
-            default: throw .invalid(key: ConfigKey.preVote.rawValue, value: text, reason: "expected true or false")
+            guard let value = GoBool.parse(text) else {
+                throw .invalid(key: ConfigKey.preVote.rawValue, value: text, reason: "expected true or false")
             }
+            preVote = value
         }
         if let state = settings[.initialClusterState] {
             guard state == "new" || state == "existing" else {

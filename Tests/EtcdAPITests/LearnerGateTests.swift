@@ -24,40 +24,31 @@ import Testing
         defer { member.stop() }
         #expect(member.isLearner)
 
-        let listener = ClientListener(address: try ListenAddress(parsing: "http://127.0.0.1:0"), member: member)
-        try await withThrowingTaskGroup { group in
-            group.addTask { try await listener.serve() }
-            defer { listener.stop() }
-            let port = try #require(try await listener.boundPort())
-            let transport = try HTTP2ClientTransport.Posix(target: .ipv4(address: "127.0.0.1", port: port), transportSecurity: .plaintext)
-            try await withGRPCClient(transport: transport) { client in
-                let kv = Etcdserverpb_KV.Client(wrapping: client)
-                let maintenance = Etcdserverpb_Maintenance.Client(wrapping: client)
-                let lease = Etcdserverpb_Lease.Client(wrapping: client)
+        try await withListener(on: member) { client in
+            let kv = Etcdserverpb_KV.Client(wrapping: client)
+            let maintenance = Etcdserverpb_Maintenance.Client(wrapping: client)
+            let lease = Etcdserverpb_Lease.Client(wrapping: client)
 
-                var serializable = Etcdserverpb_RangeRequest()
-                serializable.key = Data("a".utf8)
-                serializable.serializable = true
-                #expect(try await kv.range(serializable).header.memberID == learner.id)
-                _ = try await maintenance.status(Etcdserverpb_StatusRequest())
+            var serializable = Etcdserverpb_RangeRequest()
+            serializable.key = Data("a".utf8)
+            serializable.serializable = true
+            #expect(try await kv.range(serializable).header.memberID == learner.id)
+            _ = try await maintenance.status(Etcdserverpb_StatusRequest())
 
-                var linearizable = serializable
-                linearizable.serializable = false
-                try await Self.expectRefused { _ = try await kv.range(linearizable) }
-                var put = Etcdserverpb_PutRequest()
-                put.key = Data("a".utf8)
-                try await Self.expectRefused { _ = try await kv.put(put) }
-                try await Self.expectRefused { _ = try await lease.leaseGrant(Etcdserverpb_LeaseGrantRequest()) }
-                try await Self.expectRefused { _ = try await maintenance.hashKV(Etcdserverpb_HashKVRequest()) }
-                // Streams too.
-                try await Self.expectRefused {
-                    try await lease.leaseKeepAlive(requestProducer: { _ in }) { response in
-                        for try await _ in response.messages {}
-                    }
+            var linearizable = serializable
+            linearizable.serializable = false
+            try await Self.expectRefused { _ = try await kv.range(linearizable) }
+            var put = Etcdserverpb_PutRequest()
+            put.key = Data("a".utf8)
+            try await Self.expectRefused { _ = try await kv.put(put) }
+            try await Self.expectRefused { _ = try await lease.leaseGrant(Etcdserverpb_LeaseGrantRequest()) }
+            try await Self.expectRefused { _ = try await maintenance.hashKV(Etcdserverpb_HashKVRequest()) }
+            // Streams too.
+            try await Self.expectRefused {
+                try await lease.leaseKeepAlive(requestProducer: { _ in }) { response in
+                    for try await _ in response.messages {}
                 }
             }
-            listener.stop()
-            try await group.waitForAll()
         }
     }
 

@@ -17,40 +17,29 @@ import Testing
         let member = try Member(config: ServerConfig(name: "m1", dataDir: dir))
         defer { member.stop() }
         let limit = member.config.maxRequestBytes
-        let listener = ClientListener(address: try ListenAddress(parsing: "http://127.0.0.1:0"), member: member)
-        try await withThrowingTaskGroup { group in
-            group.addTask { try await listener.serve() }
-            defer { listener.stop() }
-            let port = try #require(try await listener.boundPort())
-            let transport = try HTTP2ClientTransport.Posix(
-                target: .ipv4(address: "127.0.0.1", port: port), transportSecurity: .plaintext,
-                config: .defaults { $0.http2.maxFrameSize = 1 << 20 })
-            try await withGRPCClient(transport: transport) { client in
-                let kv = Etcdserverpb_KV.Client(wrapping: client)
-                func put(_ bytes: Int) async throws -> Etcdserverpb_PutResponse {
-                    var request = Etcdserverpb_PutRequest()
-                    request.key = Data("k".utf8)
-                    request.value = Data(count: bytes)
-                    return try await kv.put(request)
-                }
-                _ = try await put(limit - 1024)
-                do {
-                    _ = try await put(limit + 256 << 10)
-                    Issue.record("a request over --max-request-bytes was served")
-                } catch let error as RPCError {
-                    #expect(error.code == .invalidArgument && error.message == "etcdserver: request is too large")
-                }
-                // Between the receive limit and 4 MiB (the old floor).
-                do {
-                    _ = try await put(limit + 1024 << 10)
-                    Issue.record("a message over the receive limit was served")
-                } catch let error as RPCError {
-                    #expect(error.code == .resourceExhausted, "\(error)")
-                    #expect(error.message.hasPrefix("grpc: received message larger than max"), "\(error)")
-                }
+        try await withListener(on: member) { client in
+            let kv = Etcdserverpb_KV.Client(wrapping: client)
+            func put(_ bytes: Int) async throws -> Etcdserverpb_PutResponse {
+                var request = Etcdserverpb_PutRequest()
+                request.key = Data("k".utf8)
+                request.value = Data(count: bytes)
+                return try await kv.put(request)
             }
-            listener.stop()
-            try await group.waitForAll()
+            _ = try await put(limit - 1024)
+            do {
+                _ = try await put(limit + 256 << 10)
+                Issue.record("a request over --max-request-bytes was served")
+            } catch let error as RPCError {
+                #expect(error.code == .invalidArgument && error.message == "etcdserver: request is too large")
+            }
+            // Between the receive limit and 4 MiB (the old floor).
+            do {
+                _ = try await put(limit + 1024 << 10)
+                Issue.record("a message over the receive limit was served")
+            } catch let error as RPCError {
+                #expect(error.code == .resourceExhausted, "\(error)")
+                #expect(error.message.hasPrefix("grpc: received message larger than max"), "\(error)")
+            }
         }
     }
 }

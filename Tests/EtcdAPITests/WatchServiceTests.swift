@@ -181,6 +181,11 @@ func withServedMember(
     config.watchProgressNotifyIntervalMilliseconds = progressNotifyMilliseconds
     let member = try Member(config: config)
     defer { member.stop() }
+    try await withListener(on: member) { client in try await body(member, client) }
+}
+
+/// A client listener for `member` on a free loopback port, and a gRPC client to it.
+func withListener(on member: Member, _ body: (GRPCClient<HTTP2ClientTransport.Posix>) async throws -> Void) async throws {
     let listener = ClientListener(address: try ListenAddress(parsing: "http://127.0.0.1:0"), member: member)
     try await withThrowingTaskGroup { group in
         group.addTask { try await listener.serve() }
@@ -188,7 +193,7 @@ func withServedMember(
         let port = try #require(try await listener.boundPort())
         let transport = try HTTP2ClientTransport.Posix(target: .ipv4(address: "127.0.0.1", port: port), transportSecurity: .plaintext)
         try await withGRPCClient(transport: transport) { client in
-            try await body(member, client)
+            try await body(client)
         }
         listener.stop()
         try await group.waitForAll()

@@ -1,3 +1,5 @@
+import GRPCWire
+import NIOPosix
 import NIOCore
 import NIOHPACK
 
@@ -210,4 +212,22 @@ final class RawHTTP2Connection {
         }
         throw Failure.protocolViolation("the connection ended before stream \(stream) did")
     }
+}
+
+/// A WireServer with the test router (`WireServerTests.router`) on a free
+/// loopback port, for raw-socket tests. `body` runs on the calling task and
+/// blocks it (in a detached task its expectations would not count for the
+/// test), so the suites using it run in a test phase of their own.
+func withRawServer(_ configure: (inout WireServer.Configuration) -> Void,
+                   _ body: (_ port: Int) throws -> Void) async throws {
+    let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    var configuration = WireServer.Configuration(host: "127.0.0.1", port: 0)
+    configure(&configuration)
+    let server = WireServer(configuration: configuration, router: WireServerTests.router(events: WireServerTests.Events()), group: group)
+    let port = try await server.start()
+    defer {
+        server.stop()
+        group.shutdownGracefully { _ in }
+    }
+    try body(port)
 }

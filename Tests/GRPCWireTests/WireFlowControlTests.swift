@@ -17,18 +17,7 @@ import Testing
     static let windowBytes = 1 << 20  // WireServer's default
 
     func withServer(maxConcurrentStreams: Int = 10_000, _ body: (Int) throws -> Void) async throws {
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        var configuration = WireServer.Configuration(host: "127.0.0.1", port: 0)
-        configuration.maxConcurrentStreams = maxConcurrentStreams
-        let server = WireServer(configuration: configuration, router: WireServerTests.router(events: WireServerTests.Events()), group: group)
-        let port = try await server.start()
-        defer {
-            server.stop()
-            group.shutdownGracefully { _ in }
-        }
-        // On this task (blocking it): in a detached task the expectations
-        // would not count for the test.
-        try body(port)
+        try await withRawServer({ $0.maxConcurrentStreams = maxConcurrentStreams }, body)
     }
 
     /// A framed Range request of about `bytes` bytes.

@@ -11,18 +11,7 @@ import Testing
 /// stays silent.
 @Suite(.serialized) struct WireKeepaliveTests {
     func withServer(_ keepalive: WireServer.Configuration.Keepalive, _ body: (Int) throws -> Void) async throws {
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        var configuration = WireServer.Configuration(host: "127.0.0.1", port: 0)
-        configuration.keepalive = keepalive
-        let server = WireServer(configuration: configuration, router: WireServerTests.router(events: WireServerTests.Events()), group: group)
-        let port = try await server.start()
-        defer {
-            server.stop()
-            group.shutdownGracefully { _ in }
-        }
-        // On this task (blocking it): in a detached task the expectations
-        // would not count for the test.
-        try body(port)
+        try await withRawServer({ $0.keepalive = keepalive }, body)
     }
 
     static func ping(_ n: UInt8, ack: Bool = false) -> RawFrame {

@@ -13,17 +13,7 @@ import Testing
 /// without `te: trailers` is served, as grpc-go serves it.
 @Suite(.serialized) struct WireRequestHeaderTests {
     func withServer(_ body: (Int) throws -> Void) async throws {
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let server = WireServer(configuration: .init(host: "127.0.0.1", port: 0),
-                                router: WireServerTests.router(events: WireServerTests.Events()), group: group)
-        let port = try await server.start()
-        defer {
-            server.stop()
-            group.shutdownGracefully { _ in }
-        }
-        // On this task (blocking it): in a detached task the expectations
-        // would not count for the test.
-        try body(port)
+        try await withRawServer({ _ in }, body)
     }
 
     static let rangeHello: [UInt8] = {
