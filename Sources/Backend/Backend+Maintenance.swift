@@ -42,6 +42,7 @@ extension Backend {
     /// swaps it in and reopens. Commits the open batch first. Readers wait
     /// during the swap. Writer thread.
     public func defragment() throws(BackendError) {
+        cancelOnlineDefragment()
         try forceCommit()
         let env = try currentEnv()
         let temporary = path + ".defrag"
@@ -76,6 +77,7 @@ extension Backend {
     /// the backend is closed. Writer thread.
     public func replace(withFileAt source: String) throws(BackendError) {
         _ = try currentEnv()
+        cancelOnlineDefragment()
         try Backend.validateEnvironment(at: source, maxReaders: config.maxReaders)
         try Backend.fsyncFile(source)
         suspendWriteTxn()

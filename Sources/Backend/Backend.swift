@@ -36,6 +36,10 @@ public struct BackendConfig: Sendable {
     /// Size of LMDB's reader table (concurrent read transactions).
     public var maxReaders: Int = 512
     public var syncMode: SyncMode = .noMetaSync
+    /// An online defragmentation keeps the batches committed during its
+    /// copy until it has replayed them into the copy; past this many key
+    /// and value bytes waiting it gives up (the data is untouched).
+    public var defragJournalLimitBytes: Int = 512 << 20
 
     public init(
         batchIntervalMilliseconds: Int = 100,
@@ -106,6 +110,8 @@ public final class Backend: @unchecked Sendable {
     private let published: Mutex<Published>
 
     // Writer state: touched only by the writer thread.
+    /// The online defragmentation in progress, if any.
+    var onlineDefrag: OnlineDefrag?
     private var writeTxn: OpaquePointer?
     private var writeTxnThread: pthread_t?
     private var pending: PendingBatch
@@ -203,6 +209,7 @@ public final class Backend: @unchecked Sendable {
     /// Later calls fail with `BackendError.closed`.
     public func close() throws(BackendError) {
         guard env != nil else { return }
+        cancelOnlineDefragment()
         var commitError: BackendError?
         do { try forceCommit() } catch { commitError = error }
         if let txn = writeTxn {
@@ -223,6 +230,7 @@ public final class Backend: @unchecked Sendable {
     /// Writer thread.
     public func abandon() {
         guard env != nil else { return }
+        cancelOnlineDefragment()
         if let txn = writeTxn {
             assertWriterThread("abandon")
             mdb_txn_abort(txn)
@@ -325,6 +333,7 @@ public final class Backend: @unchecked Sendable {
             writeTxnThread = nil
             if rc == 0 {
                 published.withLock { $0.committing = nil }
+                onlineDefrag?.journal(batch, bytes: pendingBytes.load(ordering: .relaxed) + opsInBatch * 16)
                 opsInBatch = 0
                 needsReplay = false
                 committedSize.store(sizeBytes, ordering: .relaxed)
@@ -408,6 +417,12 @@ public final class Backend: @unchecked Sendable {
     }
 
     private func replay(_ batch: PendingBatch, into txn: OpaquePointer) -> Int32 {
+        Backend.replay(batch, into: txn, dbis: dbis)
+    }
+
+    /// Writes `batch` into `txn` (of an environment whose buckets are
+    /// `dbis`, in `Bucket` order); returns the first LMDB error or 0.
+    static func replay(_ batch: PendingBatch, into txn: OpaquePointer, dbis: [MDB_dbi]) -> Int32 {
         batch.forEachEntry { bucket, key, value in
             Backend.withVal(key) { k in
                 var k = k
@@ -447,7 +462,11 @@ public final class Backend: @unchecked Sendable {
         guard mapSizeBytes < config.quotaBytes else {
             throw .quotaExceeded(quotaBytes: config.quotaBytes)
         }
-        let target = min(config.quotaBytes, max(mapSizeBytes * 2, mapSizeBytes + (16 << 20)))
+        try growMap(to: min(config.quotaBytes, max(mapSizeBytes * 2, mapSizeBytes + (16 << 20))))
+    }
+
+    /// Sets the map to `target` bytes. Called with no write transaction.
+    func growMap(to target: Int) throws(BackendError) {
         let rc: Int32 = envLock.withWriteLock {
             drainReaderPool()
             let rc = mdb_env_set_mapsize(env, target)

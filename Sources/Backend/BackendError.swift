@@ -26,6 +26,8 @@ public enum BackendError: Error, Equatable, Sendable, CustomStringConvertible {
     case lmdb(operation: String, code: Int32, message: String)
     /// The backend was closed.
     case closed
+    /// An online defragmentation gave up (the data is untouched).
+    case defragmentationAborted(reason: String)
 
     public var description: String {
         switch self {
@@ -43,6 +45,8 @@ public enum BackendError: Error, Equatable, Sendable, CustomStringConvertible {
             return "backend: \(operation) failed: \(message) (\(code))"
         case .closed:
             return "backend: closed"
+        case .defragmentationAborted(let reason):
+            return "backend: defragmentation aborted: \(reason)"
         }
     }
 }

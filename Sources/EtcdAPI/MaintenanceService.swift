@@ -3,7 +3,7 @@ import EtcdProto
 import EtcdServer
 import GRPCCore
 
-/// etcdserverpb.Maintenance: Status, Alarm, Hash, HashKV and MoveLeader today; the rest answers UNIMPLEMENTED
+/// etcdserverpb.Maintenance: Status, Alarm, Defragment, Hash, HashKV and MoveLeader today; the rest answers UNIMPLEMENTED
 /// until the server issue completes it.
 struct MaintenanceService: Etcdserverpb_Maintenance.SimpleServiceProtocol {
     let member: Member
@@ -31,7 +31,12 @@ struct MaintenanceService: Etcdserverpb_Maintenance.SimpleServiceProtocol {
     }
 
     func defragment(request: Etcdserverpb_DefragmentRequest, context: ServerContext) async throws -> Etcdserverpb_DefragmentResponse {
-        throw RPCError.notImplementedYet
+        try await etcdCall {
+            try await member.defragment()
+            var response = Etcdserverpb_DefragmentResponse()
+            response.header = member.header()
+            return response
+        }
     }
 
     func hash(request: Etcdserverpb_HashRequest, context: ServerContext) async throws -> Etcdserverpb_HashResponse {

@@ -35,6 +35,8 @@ final class Mailbox: Sendable {
         var incoming: [Raft.Message] = []
         var unreachable: Set<UInt64> = []
         var snapshotReports: [(peer: UInt64, delivered: Bool)] = []
+        /// Maintenance.Defragment calls waiting for the loop.
+        var defragWaiters: [DefragWaiter] = []
         var stopped = false
         /// The loop has shut down (tasks waiting in `waitUntilStopped`).
         var finished = false
@@ -71,8 +73,11 @@ final class Mailbox: Sendable {
         var unreachable: Set<UInt64>
         var snapshotReports: [(peer: UInt64, delivered: Bool)]
         var transferTo: UInt64?
+        var defragWaiters: [DefragWaiter]
         var stopped: Bool
     }
+
+    typealias DefragWaiter = @Sendable (Result<Void, any Error>) -> Void
 
     let state: Mutex<State>
     let wakeup = NSCondition()
@@ -137,6 +142,17 @@ final class Mailbox: Sendable {
         if accepted { signal() } else { done(.failure(EtcdError.stopped)) }
     }
 
+    /// Asks the loop to defragment the backend; `done` runs on the loop's
+    /// thread when it has (or at once when the member has stopped).
+    func enqueueDefragment(_ done: @escaping DefragWaiter) {
+        let accepted = state.withLock { state -> Bool in
+            if state.stopped { return false }
+            state.defragWaiters.append(done)
+            return true
+        }
+        if accepted { signal() } else { done(.failure(EtcdError.stopped)) }
+    }
+
     /// Stops waiting for request `id` (its entry may still commit).
     func cancel(_ id: UInt64) {
         let waiter = state.withLock { $0.waiters.removeValue(forKey: id) }
@@ -183,7 +199,8 @@ final class Mailbox: Sendable {
     var hasPendingInput: Bool {
         state.withLock {
             !($0.proposals.isEmpty && $0.readWaiters.isEmpty && $0.incoming.isEmpty && $0.confChanges.isEmpty
-                && $0.unreachable.isEmpty && $0.snapshotReports.isEmpty && $0.transferTo == nil && !$0.stopped)
+                && $0.unreachable.isEmpty && $0.snapshotReports.isEmpty && $0.transferTo == nil
+                && $0.defragWaiters.isEmpty && !$0.stopped)
         }
     }
 
@@ -198,10 +215,12 @@ final class Mailbox: Sendable {
                 state.unreachable.removeAll()
                 state.snapshotReports.removeAll()
                 state.transferTo = nil
+                state.defragWaiters.removeAll()
             }
             return Input(proposals: state.proposals, confChanges: state.confChanges, reads: state.readWaiters,
                          incoming: state.incoming, unreachable: state.unreachable,
-                         snapshotReports: state.snapshotReports, transferTo: state.transferTo, stopped: state.stopped)
+                         snapshotReports: state.snapshotReports, transferTo: state.transferTo,
+                         defragWaiters: state.defragWaiters, stopped: state.stopped)
         }
     }
 
@@ -233,12 +252,13 @@ final class Mailbox: Sendable {
     /// The loop has shut down: every waiter gets `server stopped`, and
     /// whoever waits for the stop is woken.
     func finish() {
-        let (waiters, reads) = state.withLock { state in
-            defer { state.waiters.removeAll(); state.readWaiters.removeAll() }
-            return (Array(state.waiters.values), state.readWaiters)
+        let (waiters, reads, defrags) = state.withLock { state in
+            defer { state.waiters.removeAll(); state.readWaiters.removeAll(); state.defragWaiters.removeAll() }
+            return (Array(state.waiters.values), state.readWaiters, state.defragWaiters)
         }
         for waiter in waiters { waiter.complete(.failure(EtcdError.stopped)) }
         for read in reads { read.resume(throwing: EtcdError.stopped) }
+        for defrag in defrags { defrag(.failure(EtcdError.stopped)) }
         let stopWaiters = state.withLock { state in
             state.finished = true
             state.stopped = true

@@ -160,6 +160,22 @@ extension Member {
         return response
     }
 
+    // MARK: - Defragmentation
+
+    /// Maintenance.Defragment: rewrites this member's backend without its
+    /// free pages while reads and writes go on (unlike etcd, which blocks
+    /// both for the whole defragmentation). Calls during one join it.
+    public func defragment() async throws {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            mailbox.enqueueDefragment { continuation.resume(with: $0) }
+        }
+    }
+
+    /// Manual-loop members: the same; `done` runs on the driving thread.
+    package func submitDefragment(_ done: @escaping @Sendable (Result<Void, any Error>) -> Void) {
+        mailbox.enqueueDefragment(done)
+    }
+
     // MARK: - Alarms
 
     /// Maintenance.Alarm: GET, ACTIVATE or DEACTIVATE, through raft as etcd does.

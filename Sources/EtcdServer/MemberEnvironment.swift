@@ -44,6 +44,11 @@ package struct MemberEnvironment: Sendable {
     /// Sees every write the member applies (member id, revision, events):
     /// the simulation's reference history for the watch checker.
     package var observeApply: (@Sendable (UInt64, Int64, [Mvccpb_Event]) -> Void)?
+    /// Runs long maintenance work off the raft loop (an online defrag's
+    /// copy). The simulation runs it in place, so runs replay exactly.
+    package var runInBackground: @Sendable (@escaping @Sendable () -> Void) -> Void = { work in
+        DispatchQueue.global().async(execute: work)
+    }
     /// The member's logger; nil: the process's "etcd" logger.
     package var logger: Logger?
 

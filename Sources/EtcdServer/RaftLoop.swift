@@ -68,6 +68,9 @@ final class RaftLoop: @unchecked Sendable {
     /// (published with the status after each Ready).
     var appliedFromMemory = 0
     var appliedDecoded = 0
+    /// Maintenance.Defragment calls waiting for the running defragmentation.
+    var defragWaiters: [Mailbox.DefragWaiter] = []
+    var defragStartedAt: ContinuousClock.Instant?
 
     /// Raft snapshot files kept on disk.
     static let retainedSnapshotFiles = 5
@@ -116,6 +119,8 @@ final class RaftLoop: @unchecked Sendable {
         let input = mailbox.takeInput()
         if input.stopped {
             for read in input.reads { read.resume(throwing: EtcdError.stopped) }
+            for defrag in input.defragWaiters + defragWaiters { defrag(.failure(EtcdError.stopped)) }
+            defragWaiters = []
             shutDown()
             return false
         }
@@ -160,10 +165,53 @@ final class RaftLoop: @unchecked Sendable {
                 try failpoints.hit(.midCompaction)
                 _ = try store.compactionStep()
             }
+            defragment(newWaiters: input.defragWaiters)
         } catch {
             fatalStop(error)
         }
         return true
+    }
+
+    /// Starts an online defragmentation for new callers (joining the one
+    /// running), and answers every caller when it is done. Reads and writes
+    /// carry on meanwhile; see `Backend.startOnlineDefragment`.
+    private func defragment(newWaiters: [Mailbox.DefragWaiter]) {
+        if !newWaiters.isEmpty, !backend.isDefragmenting {
+            logger.info("defragmenting", metadata: [
+                "path": "\(backend.path)", "current-db-size-bytes": "\(backend.sizeBytes)",
+            ])
+            do {
+                defragStartedAt = environment.now()
+                try backend.startOnlineDefragment(run: environment.runInBackground)
+            } catch {
+                logger.warning("failed to defragment", metadata: ["path": "\(backend.path)", "error": "\(error)"])
+                for waiter in newWaiters { waiter(.failure(error)) }
+                return
+            }
+        }
+        defragWaiters += newWaiters
+        guard !defragWaiters.isEmpty || backend.isDefragmenting else { return }
+        let outcome: Result<Void, BackendError>
+        if let finished = backend.finishOnlineDefragmentIfReady() {
+            outcome = finished
+        } else if backend.isDefragmenting {
+            return
+        } else {
+            // A snapshot install replaced the file under it.
+            outcome = .failure(.defragmentationAborted(reason: "the backend was replaced by a snapshot"))
+        }
+        let took = defragStartedAt.map { environment.now() - $0 } ?? .zero
+        switch outcome {
+        case .success:
+            logger.info("finished defragmenting directory", metadata: [
+                "path": "\(backend.path)", "current-db-size-bytes": "\(backend.sizeBytes)", "took": "\(took)",
+            ])
+        case .failure(let error):
+            logger.warning("failed to defragment", metadata: ["path": "\(backend.path)", "error": "\(error)"])
+        }
+        let waiters = defragWaiters
+        defragWaiters = []
+        for waiter in waiters { waiter(outcome.mapError { $0 as any Error }) }
     }
 
     private func propose(_ proposals: [QueuedProposal]) {

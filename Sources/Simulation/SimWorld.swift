@@ -133,6 +133,7 @@ final class SimWorld: @unchecked Sendable {
         environment.backendBatchIntervalMilliseconds = 1 << 30
         environment.backendBatchLimitOps = backendBatchLimit
         environment.manualLoop = true
+        environment.runInBackground = { $0() }
         environment.observeApply = { [unowned self] member, revision, events in observed(member, revision, events) }
         environment.logger = Logger(label: "etcd-sim", factory: { _ in SwiftLogNoOpLogHandler() })
         return environment

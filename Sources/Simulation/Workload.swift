@@ -75,8 +75,10 @@ extension SimWorld {
             compareAndSwap(c, key: key, value: "c\(c)-\(n)", on: member, done)
         case 93..<97:
             leasedPut(c, n, on: member, done)
-        default:
+        case 97..<99:
             compact(on: member, done)
+        default:
+            defragment(node, done)
         }
     }
 
@@ -269,6 +271,23 @@ extension SimWorld {
             if case .compaction = result { compactedAt.insert(revision) }
             done()
         }
+    }
+
+    /// Maintenance.Defragment on one member (its copy runs in place in the
+    /// simulation). Only a stopped member may refuse it; that its data did
+    /// not change is what the convergence check's hash comparison and the
+    /// reads after it show.
+    func defragment(_ node: SimNode, _ done: @escaping () -> Void) {
+        guard let member = node.member else { return schedule(after: 0) { done() } }
+        count("defrag")
+        log("\(node.name) defragments")
+        let completion = SimThreadOnly { [self] (result: Result<Void, any Error>) in
+            if case .failure(let error) = result, !(error is EtcdError) {
+                violation("\(node.name): defragmentation failed: \(error)")
+            }
+            done()
+        }
+        member.submitDefragment { completion.value($0) }
     }
 
     static func rangeRequest(_ key: String) -> Etcdserverpb_RangeRequest {

@@ -338,7 +338,7 @@ func maintenanceCommands(_ g: @escaping (Invocation) -> Globals) -> [Command] {
     let defrag = Command("defrag", "Defragments the storage of the etcd members with given endpoints") { inv in
         let globals = g(inv)
         if !inv.flag("data-dir").string.isEmpty {
-            Out.err("Failed to defragment etcd data[\(inv.flag("data-dir").string)] (offline defragmentation is not supported by this etcdctl)")
+            Out.err("Failed to defragment etcd data[\(inv.flag("data-dir").string)] (offline defragmentation moved to etcdutl: etcdutl defrag --data-dir)")
             throw Exit(code: ExitCode.error)
         }
         let client = try globals.makeClient()

@@ -7,7 +7,7 @@ struct EtcdutlCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "etcdutl",
         abstract: "An administrative command line tool for etcd3.",
-        subcommands: [Version.self]
+        subcommands: [Defrag.self, Version.self]
     )
 
     struct Version: ParsableCommand {
