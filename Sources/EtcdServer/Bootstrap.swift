@@ -2,6 +2,7 @@ import Backend
 import EtcdProto
 import Foundation
 import Lease
+import Logging
 import MVCC
 import Raft
 import WAL
@@ -53,7 +54,7 @@ struct Bootstrap {
         quotaBytes + max(quotaBytes, 1 << 30)
     }
 
-    init(config: ServerConfig, joining: JoinInfo?, environment: MemberEnvironment) throws {
+    init(config: ServerConfig, joining: JoinInfo?, environment: MemberEnvironment, logger: Logger) throws {
         let walFS = environment.walFileSystem
         let fm = FileManager.default
         try fm.createDirectory(atPath: config.snapDir, withIntermediateDirectories: true)
@@ -112,8 +113,18 @@ struct Bootstrap {
                 let voters = bootstrapMarker.confState.map { Raft.ConfState($0) } ?? Raft.ConfState(voters: [memberID])
                 try storage.applySnapshot(Raft.Snapshot(metadata: SnapshotMetadata(confState: voters, index: 1, term: 1)))
             }
-            try storage.append(entries.filter { $0.index > marker.index }.map(Raft.Entry.init))
-            if hardState.term > 0 { storage.setHardState(Raft.HardState(hardState)) }
+            var log = entries.filter { $0.index > marker.index }.map(Raft.Entry.init)
+            var state = Raft.HardState(hardState)
+            if config.forceNewCluster {
+                let voters = try storage.snapshot().metadata.confState
+                let forced = try Self.forceNewCluster(log: log, hardState: state, memberID: memberID,
+                                                      snapshotMembers: voters.voters + voters.learners, logger: logger)
+                log = forced.log
+                state = forced.hardState
+                try wal.save(hardState: Raftpb_HardState(state), entries: forced.appended.map(Raftpb_Entry.init), mustSync: true)
+            }
+            try storage.append(log)
+            if state.term > 0 { storage.setHardState(state) }
             try membership.load(from: backend)
         } else if let joining {
             memberID = joining.memberID
@@ -140,7 +151,8 @@ struct Bootstrap {
             try wal.save(hardState: Raftpb_HardState(Raft.HardState(term: 1, vote: 0, commit: 1)), entries: [], mustSync: true)
         }
         confState = try storage.initialState().1
-        campaignAtStart = confState.voters == [memberID] && confState.learners.isEmpty
+        // A forced new cluster is this voter alone once its log is applied.
+        campaignAtStart = config.forceNewCluster || (confState.voters == [memberID] && confState.learners.isEmpty)
 
         var raftConfig = Raft.Config(id: memberID, electionTick: config.electionTicks, heartbeatTick: 1, storage: storage)
         snapshotIndex = try storage.snapshot().metadata.index
@@ -167,6 +179,55 @@ struct Bootstrap {
         self.wal = wal
         self.storage = storage
         self.snapshotter = snapshotter
+    }
+
+    /// --force-new-cluster, as etcd restarts a member standalone: entries
+    /// past the commit index are dropped (they were never acknowledged),
+    /// and conf changes that leave this member the only one are appended
+    /// and committed — adding itself first if the log had removed it, then
+    /// removing every other member of the snapshot and the log. Applying
+    /// them removes the others' records as any removal does.
+    static func forceNewCluster(log: [Raft.Entry], hardState: Raft.HardState, memberID: UInt64,
+                                snapshotMembers: [UInt64], logger: Logger)
+        throws -> (log: [Raft.Entry], hardState: Raft.HardState, appended: [Raft.Entry])
+    {
+        let committed = log.filter { $0.index <= hardState.commit }
+        if committed.count < log.count {
+            logger.info("discarding uncommitted WAL entries", metadata: [
+                "entry-index": "\(hardState.commit + 1)", "commit-index-from-wal": "\(hardState.commit)",
+                "number-of-discarded-entries": "\(log.count - committed.count)",
+            ])
+        }
+        let codec = ProtobufConfChangeCodec()
+        var members = Set(snapshotMembers)
+        for entry in committed where entry.type == .confChange {
+            let change = try codec.decodeConfChange(entry.data)
+            switch change.type {
+            case .addNode, .addLearnerNode: members.insert(change.nodeID)
+            case .removeNode: members.remove(change.nodeID)
+            case .updateNode: break
+            }
+        }
+        var changes: [ConfChange] = []
+        if !members.contains(memberID) {
+            // Raft refuses a configuration without voters: self comes first.
+            let record = MemberRecord(id: memberID, peerURLs: ["http://localhost:2380"], isLearner: false)
+            changes.append(ConfChange(type: .addNode, nodeID: memberID, context: Data(record.json().utf8)))
+        }
+        for id in members.sorted() where id != memberID {
+            changes.append(ConfChange(type: .removeNode, nodeID: id))
+        }
+        var next = hardState.commit
+        let appended = changes.map { change -> Raft.Entry in
+            next += 1
+            return Raft.Entry(term: hardState.term, index: next, type: .confChange, data: codec.encode(change))
+        }
+        var state = hardState
+        state.commit = next
+        logger.info("forcing restart member", metadata: [
+            "local-member-id": "\(String(memberID, radix: 16))", "commit-index": "\(state.commit)",
+        ])
+        return (committed + appended, state, appended)
     }
 
     private static func createWAL(_ config: ServerConfig, _ environment: MemberEnvironment,

@@ -99,7 +99,6 @@ extension EtcdFlag {
         EtcdFlag("discovery-proxy", .string, ""),
         EtcdFlag("discovery-srv", .string, ""),
         EtcdFlag("discovery-srv-name", .string, ""),
-        EtcdFlag("strict-reconfig-check", .bool, "true"),
         EtcdFlag("auto-compaction-retention", .string, "0"),
         EtcdFlag("auto-compaction-mode", .string, "periodic"),
         EtcdFlag("v2-deprecation", .string, "write-only"),
@@ -182,7 +181,6 @@ extension EtcdFlag {
         EtcdFlag("experimental-memory-mlock", .bool, "false"),
         EtcdFlag("experimental-stop-grpc-service-on-defrag", .bool, "false"),
         // unsafe
-        EtcdFlag("force-new-cluster", .bool, "false"),
         EtcdFlag("unsafe-no-fsync", .bool, "false"),
     ]
 
@@ -198,7 +196,7 @@ extension EtcdFlag {
 extension ConfigKey {
     var kind: EtcdFlag.Kind {
         switch self {
-        case .preVote: return .bool
+        case .preVote, .forceNewCluster, .strictReconfigCheck: return .bool
         case .watchProgressNotifyInterval, .grpcKeepaliveMinTime, .grpcKeepaliveInterval, .grpcKeepaliveTimeout: return .duration
         case .snapshotCount, .heartbeatInterval, .electionTimeout, .maxRequestBytes, .maxTxnOps, .quotaBackendBytes,
              .snapshotCatchUpEntries, .maxConcurrentStreams, .maxLearners: return .integer

@@ -77,7 +77,7 @@ public final class Member: Sendable {
 
     init(config: ServerConfig, joining: Bootstrap.JoinInfo?, environment: MemberEnvironment = .production) throws {
         let logger = environment.logger ?? Logger(label: "etcd")
-        let parts = try Bootstrap(config: config, joining: joining, environment: environment)
+        let parts = try Bootstrap(config: config, joining: joining, environment: environment, logger: logger)
         self.config = config
         self.environment = environment
         self.logger = logger

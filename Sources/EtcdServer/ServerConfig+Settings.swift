@@ -29,6 +29,8 @@ public enum ConfigKey: String, CaseIterable, Sendable {
     case grpcKeepaliveMinTime = "grpc-keepalive-min-time"
     case grpcKeepaliveInterval = "grpc-keepalive-interval"
     case grpcKeepaliveTimeout = "grpc-keepalive-timeout"
+    case forceNewCluster = "force-new-cluster"
+    case strictReconfigCheck = "strict-reconfig-check"
 
     /// `ETCD_` + the flag name in upper snake case.
     public var environmentVariable: String {
@@ -113,11 +115,13 @@ extension ServerConfig {
         if let value = try duration(.grpcKeepaliveInterval, minimumMilliseconds: 1) { grpcKeepaliveIntervalMilliseconds = value }
         if let value = try duration(.grpcKeepaliveTimeout, minimumMilliseconds: 1) { grpcKeepaliveTimeoutMilliseconds = value }
         if let value: UInt64 = try integer(.snapshotCatchUpEntries, 1...UInt64(Int32.max)) { snapshotCatchUpEntries = value }
-        if let text = settings[.preVote] {
+        for (key, setting) in [(ConfigKey.preVote, \ServerConfig.preVote), (.forceNewCluster, \.forceNewCluster),
+                               (.strictReconfigCheck, \.strictReconfigCheck)] {
+            guard let text = settings[key] else { continue }
             guard let value = GoBool.parse(text) else {
-                throw .invalid(key: ConfigKey.preVote.rawValue, value: text, reason: "expected true or false")
+                throw .invalid(key: key.rawValue, value: text, reason: "expected true or false")
             }
-            preVote = value
+            self[keyPath: setting] = value
         }
         if let state = settings[.initialClusterState] {
             guard state == "new" || state == "existing" else {

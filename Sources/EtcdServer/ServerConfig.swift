@@ -38,6 +38,13 @@ public struct ServerConfig: Sendable {
     /// --pre-vote: a member first asks whether it could win before it
     /// disrupts the cluster with a new term (etcd 3.5's default: on).
     public var preVote = true
+    /// --force-new-cluster: restart this member as a one-member cluster
+    /// that keeps its data (after losing quorum for good); the other
+    /// members are removed through the log, as etcd does.
+    public var forceNewCluster = false
+    /// --strict-reconfig-check: refuse a member change that would leave
+    /// the cluster without a quorum of started, connected members.
+    public var strictReconfigCheck = true
     /// --log-level: debug, info, warn, error, panic or fatal.
     public var logLevel = "info"
     /// --experimental-watch-progress-notify-interval: how often watchers that

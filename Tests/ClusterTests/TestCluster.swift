@@ -83,6 +83,11 @@ final class TestCluster: @unchecked Sendable {
         return configs.count - 1
     }
 
+    /// Changes member `i`'s config for its next start.
+    func reconfigure(_ i: Int, _ change: (inout ServerConfig) -> Void) {
+        change(&configs[i])
+    }
+
     func shutDown() async {
         for i in members.indices { await stopMember(i) }
         try? FileManager.default.removeItem(atPath: root)

@@ -92,6 +92,15 @@ import Testing
         #expect(!config.preVote)
         #expect(throws: SettingsError.self) { try ServerConfig(settings: [.preVote: "maybe"]) }
     }
+
+    @Test func disasterRecoveryAndReconfigurationSwitches() throws {
+        let defaults = try ServerConfig(settings: [:])
+        #expect(!defaults.forceNewCluster && defaults.strictReconfigCheck)
+        let set = try ServerConfig(settings: [.forceNewCluster: "true", .strictReconfigCheck: "false"])
+        #expect(set.forceNewCluster && !set.strictReconfigCheck)
+        #expect(try CommandLineFlags(parsing: ["--force-new-cluster"]).values == ["force-new-cluster": "true"])
+        #expect(throws: SettingsError.self) { try ServerConfig(settings: [.strictReconfigCheck: "yes"]) }
+    }
 }
 
 @Suite struct FailpointParsingTests {
@@ -249,7 +258,7 @@ import Testing
         #expect(refusal { try resolve([], ["ETCD_CLIENT_CERT_AUTH": "true"]) }
             == "ETCD_CLIENT_CERT_AUTH=true: --client-cert-auth is not supported yet")
         #expect(refusal { try resolve(["--auto-compaction-retention=1h"]) } == "--auto-compaction-retention is not supported yet")
-        #expect(refusal { try resolve(["--force-new-cluster"]) } == "--force-new-cluster is not supported yet")
+        #expect(refusal { try resolve(["--unsafe-no-fsync"]) } == "--unsafe-no-fsync is not supported yet")
         // etcd's defaults are as good as absent: etcd itself cannot tell them apart.
         let defaults = try resolve(["--client-cert-auth=false", "--cert-file=", "--experimental-memory-mlock=false", "--raft-read-timeout=5000ms",
                                     "--log-outputs=stderr", "--enable-grpc-gateway"], ["ETCD_AUTO_TLS": "false"])
