@@ -62,6 +62,8 @@ final class Mailbox: Sendable {
         var readIndexRetries = 0
         /// Ticks the loop has taken (tests await one instead of sleeping).
         var ticks = 0
+        /// Whom the loop has heard from, and since when (published each tick).
+        var peerContact = PeerContact(gap: .seconds(1))
     }
 
     /// One pass's input, taken at once.

@@ -60,6 +60,7 @@ extension Member {
                                         addedAtUnixSeconds: Int64(environment.wallMilliseconds() / 1000)),
             peerURLs: peerURLs, isLearner: isLearner)
         if membership.member(record.id) != nil { throw EtcdError.memberExists }
+        try mayAddMember(isLearner: isLearner)
         let change = ConfChange(type: isLearner ? .addLearnerNode : .addNode, nodeID: record.id, context: Data(record.json().utf8))
         return (record, change)
     }
@@ -70,7 +71,8 @@ extension Member {
 
     package func memberRemoveChange(id: UInt64) throws -> ConfChange {
         if membership.isRemoved(id) { throw EtcdError.memberRemoved }
-        guard membership.member(id) != nil else { throw EtcdError.memberNotFound }
+        guard let record = membership.member(id) else { throw EtcdError.memberNotFound }
+        try mayRemoveMember(record)
         return ConfChange(type: .removeNode, nodeID: id)
     }
 
@@ -95,10 +97,71 @@ extension Member {
         guard var record = membership.member(id) else { throw EtcdError.memberNotFound }
         guard record.isLearner else { throw EtcdError.notLearner }
         if let progress = learnerProgress(id), progress.match < progress.leaderLast * 9 / 10 { throw EtcdError.learnerNotReady }
+        if config.strictReconfigCheck && !ReconfigurationCheck.readyToPromote(voters: voters) {
+            logger.warning("rejecting member promote request; not enough healthy members", metadata: ["requested-member-promote": "\(String(id, radix: 16))"])
+            throw EtcdError.notEnoughStartedMembers
+        }
         record.isLearner = false
         return ConfChange(type: .addNode, nodeID: id, context: Data(record.json().utf8))
     }
 
+
+    // MARK: - --strict-reconfig-check
+
+    private var voters: [MemberRecord] { membership.members.filter { !$0.isLearner } }
+
+    /// etcd's mayAddMember: a new voter needs a quorum of started members
+    /// (counting it), and any new member needs this member in contact with
+    /// every voter for the health interval.
+    func mayAddMember(isLearner: Bool) throws(EtcdError) {
+        guard config.strictReconfigCheck else { return }
+        if !isLearner && !ReconfigurationCheck.readyToAdd(voters: voters) {
+            logger.warning("rejecting member add request; not enough healthy members")
+            throw .notEnoughStartedMembers
+        }
+        guard let connected = connectedVoters() else { return }
+        if connected < voters.count {
+            logger.warning("rejecting member add request; local member has not been connected to all peers, reconfigure breaks active quorum")
+            throw .unhealthy
+        }
+    }
+
+    /// etcd's mayRemoveMember: learners go freely; removing a voter must
+    /// leave a quorum of started members, and — unless the voter is
+    /// already out of contact — a quorum of the rest in contact.
+    func mayRemoveMember(_ record: MemberRecord) throws(EtcdError) {
+        guard config.strictReconfigCheck, !record.isLearner else { return }
+        if !ReconfigurationCheck.readyToRemove(record.id, voters: voters) {
+            logger.warning("rejecting member remove request; not enough healthy members",
+                           metadata: ["requested-member-remove": "\(String(record.id, radix: 16))"])
+            throw .notEnoughStartedMembers
+        }
+        guard let contact = peerContact() else { return }
+        if record.id != memberID && contact.since(record.id) == nil { return }
+        let active = voters.count { $0.id == memberID || contact.since($0.id) != nil }
+        if active - 1 < 1 + (voters.count - 1) / 2 {
+            logger.warning("rejecting member remove request; local member has not been connected to all peers, reconfigure breaks active quorum",
+                           metadata: ["requested-member-remove": "\(String(record.id, radix: 16))", "active-peers": "\(active)"])
+            throw .unhealthy
+        }
+    }
+
+    /// Voters this member has been in contact with for the health
+    /// interval, itself included; nil where this member does not lead.
+    private func connectedVoters() -> Int? {
+        guard let contact = peerContact() else { return nil }
+        return voters.count { $0.id == memberID || contact.since($0.id) != nil }
+    }
+
+    /// Where this member leads: how long it has heard from each peer
+    /// without a gap. Followers hear only from their leader (raft sends
+    /// nothing between followers), so only the leader can judge the
+    /// cluster's contact; elsewhere the started-members checks apply alone.
+    private func peerContact() -> PeerContact.View? {
+        let (leader, contact) = mailbox.state.withLock { ($0.status.leader, $0.status.peerContact) }
+        guard leader == memberID else { return nil }
+        return PeerContact.View(contact: contact, now: environment.now(), healthInterval: ReconfigurationCheck.healthInterval)
+    }
 
     /// MoveLeader (on the leader): hands leadership to `target`, a voting
     /// member, and returns once it leads — or etcd's transfer timeout after
@@ -152,5 +215,7 @@ extension EtcdError {
     public static let memberRemoved = EtcdError(.failedPrecondition, "etcdserver: member was removed")
     public static let notLearner = EtcdError(.failedPrecondition, "etcdserver: can only promote a learner member")
     public static let learnerNotReady = EtcdError(.failedPrecondition, "etcdserver: can only promote a learner member which is in sync with leader")
+    public static let notEnoughStartedMembers = EtcdError(.failedPrecondition, "etcdserver: re-configuration failed due to not enough started members")
+    public static let unhealthy = EtcdError(.unavailable, "etcdserver: unhealthy cluster")
     public static let tooManyLearners = EtcdError(.failedPrecondition, "etcdserver: too many learner members in cluster")
 }

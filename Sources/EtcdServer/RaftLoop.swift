@@ -71,6 +71,8 @@ final class RaftLoop: @unchecked Sendable {
     /// Maintenance.Defragment calls waiting for the running defragmentation.
     var defragWaiters: [Mailbox.DefragWaiter] = []
     var defragStartedAt: ContinuousClock.Instant?
+    /// Whom this member hears from (--strict-reconfig-check).
+    var peerContact: PeerContact
 
     /// Raft snapshot files kept on disk.
     static let retainedSnapshotFiles = 5
@@ -105,6 +107,7 @@ final class RaftLoop: @unchecked Sendable {
         campaignAtStart = bootstrap.campaignAtStart
         reads = ReadIndexBatcher(memberID: bootstrap.memberID)
         nextTick = environment.now() + .milliseconds(config.heartbeatIntervalMilliseconds)
+        peerContact = PeerContact(gap: .milliseconds(config.electionTimeoutMilliseconds))
     }
 
     /// The loop's thread: passes until the member shuts down.
@@ -131,16 +134,24 @@ final class RaftLoop: @unchecked Sendable {
         }
         // Messages from members outside the configuration, or stale ones,
         // are refused by raft; nothing else to do with them.
-        for message in input.incoming { try? node.step(message) }
+        let now = environment.now()
+        var lastSender: UInt64 = 0
+        for message in input.incoming {
+            if message.from != lastSender, confState.voters.contains(message.from) || confState.learners.contains(message.from) {
+                peerContact.heard(message.from, at: now)
+                lastSender = message.from
+            }
+            try? node.step(message)
+        }
         for peer in input.unreachable { node.reportUnreachable(peer) }
         for report in input.snapshotReports { node.reportSnapshot(report.peer, status: report.delivered ? .finish : .failure) }
-        let now = environment.now()
         if now >= nextTick {
             node.tick()
             nextTick = now + .milliseconds(config.heartbeatIntervalMilliseconds)
             proposeLeaseMaintenance()
             expireRequests(now: now)
-            mailbox.publish { $0.ticks += 1 }
+            let contact = peerContact
+            mailbox.publish { $0.ticks += 1; $0.peerContact = contact }
         }
         if let target = input.transferTo, node.role == .leader { node.transferLeadership(to: target) }
         propose(input.proposals)
