@@ -3,7 +3,7 @@ import EtcdProto
 import EtcdServer
 import GRPCCore
 
-/// etcdserverpb.Maintenance: Status, Alarm, Defragment, Hash, HashKV and MoveLeader today; the rest answers UNIMPLEMENTED
+/// etcdserverpb.Maintenance: Status, Alarm, Defragment, Hash, HashKV, MoveLeader and Downgrade today; the rest answers UNIMPLEMENTED
 /// until the server issue completes it.
 struct MaintenanceService: Etcdserverpb_Maintenance.SimpleServiceProtocol {
     let member: Member
@@ -21,6 +21,7 @@ struct MaintenanceService: Etcdserverpb_Maintenance.SimpleServiceProtocol {
         response.raftAppliedIndex = raft.appliedIndex
         response.isLearner = member.isLearner
         response.storageVersion = EtcdVersion.api + ".0"
+        response.downgradeInfo = member.downgradeInfo()
         // As etcd: each active alarm in its text form.
         response.errors = member.activeAlarms().map { "memberID:\($0.memberID) alarm:\($0.alarm.etcdName) " }
         return response
@@ -75,7 +76,7 @@ struct MaintenanceService: Etcdserverpb_Maintenance.SimpleServiceProtocol {
     }
 
     func downgrade(request: Etcdserverpb_DowngradeRequest, context: ServerContext) async throws -> Etcdserverpb_DowngradeResponse {
-        throw RPCError.notImplementedYet
+        try await etcdCall { try await member.downgrade(request) }
     }
 }
 

@@ -108,6 +108,18 @@ extension EtcdClient {
         }
     }
 
+    /// Maintenance.Downgrade: VALIDATE or ENABLE a downgrade to `version`
+    /// (`3.5`), or CANCEL the one in progress.
+    @discardableResult
+    public func downgrade(_ action: Etcdserverpb_DowngradeRequest.DowngradeAction, version: String = "") async throws
+        -> Etcdserverpb_DowngradeResponse
+    {
+        var r = Etcdserverpb_DowngradeRequest()
+        r.action = action
+        r.version = version
+        return try await maintenance(.idempotent) { [r] c, o, m in try await c.downgrade(r, metadata: m, options: o) }
+    }
+
     /// The hash of a member's whole backend.
     public func hash(endpoint: String? = nil) async throws -> Etcdserverpb_HashResponse {
         try await maintenance(.idempotent, endpoint: endpoint) { c, o, m in try await c.hash(Etcdserverpb_HashRequest(), metadata: m, options: o) }

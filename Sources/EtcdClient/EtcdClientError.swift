@@ -29,6 +29,8 @@ public enum EtcdClientError: Error, Sendable, Equatable, CustomStringConvertible
     case noLeader, notLeader, leaderChanged, notCapable, stopped, timeout
     case timeoutDueToLeaderFail, timeoutDueToConnectionLost, timeoutWaitAppliedIndex, unhealthy, corrupt
     case notSupportedForLearner, badLeaderTransferee
+    /// etcd 3.6's downgrade errors.
+    case wrongDowngradeVersionFormat, invalidDowngradeTargetVersion, downgradeInProcess, noInflightDowngrade, clusterVersionUnavailable
     /// The watch was canceled by the server (`reason` is the server's cancel reason).
     case watchCanceled(reason: String)
     /// A watch's start revision has been compacted; `compactRevision` is the oldest revision still available.
@@ -156,6 +158,11 @@ public enum EtcdClientError: Error, Sendable, Equatable, CustomStringConvertible
         (.corrupt, .dataLoss, "etcdserver: corrupt cluster"),
         (.notSupportedForLearner, .unavailable, "etcdserver: rpc not supported for learner"),
         (.badLeaderTransferee, .failedPrecondition, "etcdserver: bad leader transferee"),
+        (.wrongDowngradeVersionFormat, .invalidArgument, "etcdserver: wrong downgrade target version format"),
+        (.invalidDowngradeTargetVersion, .invalidArgument, "etcdserver: invalid downgrade target version"),
+        (.downgradeInProcess, .failedPrecondition, "etcdserver: cluster has a downgrade job in progress"),
+        (.noInflightDowngrade, .failedPrecondition, "etcdserver: no inflight downgrade job"),
+        (.clusterVersionUnavailable, .failedPrecondition, "etcdserver: cluster version not found during downgrade"),
     ]
 
     /// Maps any error thrown by a call to an `EtcdClientError`.

@@ -116,6 +116,9 @@ final class Applier: @unchecked Sendable {
             if request.hasClusterMemberAttrSet {
                 return applyMemberAttributes(request.clusterMemberAttrSet)
             }
+            if request.hasClusterVersionSet || request.hasDowngradeInfoSet {
+                return applyClusterVersion(request)
+            }
             return .failure(.rejected(EtcdError(.unimplemented, "etcdserver: request type not supported yet")))
         }
     }
@@ -176,6 +179,41 @@ final class Applier: @unchecked Sendable {
             // The lease's own outcome, except a storage failure.
             if case .backend = error { return .failure(.fatal(error)) }
             return .failure(.rejected(EtcdError(error)))
+        }
+    }
+
+    // MARK: - Cluster version and downgrade
+
+    /// ClusterVersionSet (the leader's version monitor) and DowngradeInfoSet
+    /// (Maintenance.Downgrade ENABLE / CANCEL), as etcd applies them.
+    private func applyClusterVersion(_ request: Etcdserverpb_InternalRaftRequest) -> Result<ApplyResult, ApplyFailure> {
+        let versions = membership.versions
+        do {
+            if request.hasClusterVersionSet {
+                guard let version = ClusterVersion(parsing: request.clusterVersionSet.ver) else {
+                    return .failure(.rejected(.wrongDowngradeVersionFormat))
+                }
+                let old = try versions.setVersion(version, in: backend)
+                if old != version {
+                    logger.info("updated cluster version", metadata: ["from": "\(old)", "to": "\(version)"])
+                }
+            } else {
+                let set = request.downgradeInfoSet
+                var downgrade = ClusterVersionStore.Downgrade(enabled: set.enabled)
+                if set.enabled {
+                    guard let target = ClusterVersion(parsing: set.ver) else { return .failure(.rejected(.wrongDowngradeVersionFormat)) }
+                    downgrade.target = target
+                }
+                try versions.setDowngrade(downgrade, in: backend)
+                if set.enabled {
+                    logger.info("The server is ready to downgrade", metadata: ["target-version": "\(set.ver)"])
+                } else {
+                    logger.info("The downgrade is cancelled")
+                }
+            }
+            return .success(.none)
+        } catch {
+            return .failure(.fatal(error))
         }
     }
 

@@ -176,7 +176,6 @@ extension EtcdFlag {
         EtcdFlag("experimental-compaction-sleep-interval", .duration, "0"),
         EtcdFlag("compaction-sleep-interval", .duration, "0"),
         EtcdFlag("experimental-downgrade-check-time", .duration, "5s"),
-        EtcdFlag("downgrade-check-time", .duration, "5s"),
         EtcdFlag("experimental-enable-lease-checkpoint-persist", .bool, "false"),
         EtcdFlag("experimental-memory-mlock", .bool, "false"),
         EtcdFlag("experimental-stop-grpc-service-on-defrag", .bool, "false"),
@@ -197,7 +196,8 @@ extension ConfigKey {
     var kind: EtcdFlag.Kind {
         switch self {
         case .preVote, .forceNewCluster, .strictReconfigCheck: return .bool
-        case .watchProgressNotifyInterval, .grpcKeepaliveMinTime, .grpcKeepaliveInterval, .grpcKeepaliveTimeout: return .duration
+        case .watchProgressNotifyInterval, .grpcKeepaliveMinTime, .grpcKeepaliveInterval, .grpcKeepaliveTimeout,
+             .downgradeCheckTime: return .duration
         case .snapshotCount, .heartbeatInterval, .electionTimeout, .maxRequestBytes, .maxTxnOps, .quotaBackendBytes,
              .snapshotCatchUpEntries, .maxConcurrentStreams, .maxLearners: return .integer
         default: return .string

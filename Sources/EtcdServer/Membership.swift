@@ -62,9 +62,14 @@ final class MembershipTable: Sendable {
         var removed: Set<UInt64> = []
     }
     private let state = Mutex(State())
+    /// The cluster version and downgrade job (etcd keeps them with the
+    /// membership, in the `cluster` bucket).
+    let versions = ClusterVersionStore()
 
-    /// Loads both buckets (after start or after installing a snapshot).
+    /// Loads both buckets and the cluster version (after start or after
+    /// installing a snapshot).
     func load(from backend: Backend) throws {
+        try versions.load(from: backend)
         var loaded = State()
         try backend.read { tx in
             try tx.forEach(.members) { _, value in

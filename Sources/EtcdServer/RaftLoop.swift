@@ -71,6 +71,8 @@ final class RaftLoop: @unchecked Sendable {
     /// Maintenance.Defragment calls waiting for the running defragmentation.
     var defragWaiters: [Mailbox.DefragWaiter] = []
     var defragStartedAt: ContinuousClock.Instant?
+    /// When the leader's version monitor looks next.
+    var nextVersionCheck: ContinuousClock.Instant = .now
     /// Whom this member hears from (--strict-reconfig-check).
     var peerContact: PeerContact
 
@@ -149,6 +151,7 @@ final class RaftLoop: @unchecked Sendable {
             node.tick()
             nextTick = now + .milliseconds(config.heartbeatIntervalMilliseconds)
             proposeLeaseMaintenance()
+            monitorClusterVersion(now: now)
             expireRequests(now: now)
             let contact = peerContact
             mailbox.publish { $0.ticks += 1; $0.peerContact = contact }
@@ -429,6 +432,18 @@ final class RaftLoop: @unchecked Sendable {
             }
             proposeOwn(request)
         }
+    }
+
+    /// etcd's version monitor, on the leader every --downgrade-check-time:
+    /// the cluster version follows an enabled downgrade's target, and goes
+    /// back to ours once the downgrade is cancelled.
+    private func monitorClusterVersion(now: ContinuousClock.Instant) {
+        guard isLeader, now >= nextVersionCheck else { return }
+        nextVersionCheck = now + .milliseconds(config.downgradeCheckTimeMilliseconds)
+        guard let wanted = applier.membership.versions.wanted else { return }
+        var request = Etcdserverpb_InternalRaftRequest()
+        request.clusterVersionSet.ver = wanted.description
+        proposeOwn(request)
     }
 
     /// A proposal the member makes itself: queued like a client's (for the

@@ -31,6 +31,7 @@ public enum ConfigKey: String, CaseIterable, Sendable {
     case grpcKeepaliveTimeout = "grpc-keepalive-timeout"
     case forceNewCluster = "force-new-cluster"
     case strictReconfigCheck = "strict-reconfig-check"
+    case downgradeCheckTime = "downgrade-check-time"
 
     /// `ETCD_` + the flag name in upper snake case.
     public var environmentVariable: String {
@@ -114,6 +115,7 @@ extension ServerConfig {
         if let value = try duration(.grpcKeepaliveMinTime, minimumMilliseconds: 0) { grpcKeepaliveMinTimeMilliseconds = value }
         if let value = try duration(.grpcKeepaliveInterval, minimumMilliseconds: 1) { grpcKeepaliveIntervalMilliseconds = value }
         if let value = try duration(.grpcKeepaliveTimeout, minimumMilliseconds: 1) { grpcKeepaliveTimeoutMilliseconds = value }
+        if let value = try duration(.downgradeCheckTime, minimumMilliseconds: 1) { downgradeCheckTimeMilliseconds = value }
         if let value: UInt64 = try integer(.snapshotCatchUpEntries, 1...UInt64(Int32.max)) { snapshotCatchUpEntries = value }
         for (key, setting) in [(ConfigKey.preVote, \ServerConfig.preVote), (.forceNewCluster, \.forceNewCluster),
                                (.strictReconfigCheck, \.strictReconfigCheck)] {

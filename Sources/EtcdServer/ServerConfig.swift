@@ -45,6 +45,9 @@ public struct ServerConfig: Sendable {
     /// --strict-reconfig-check: refuse a member change that would leave
     /// the cluster without a quorum of started, connected members.
     public var strictReconfigCheck = true
+    /// --downgrade-check-time: how often the leader's version monitor
+    /// looks at the cluster version (etcd's default 5 s).
+    public var downgradeCheckTimeMilliseconds = 5_000
     /// --log-level: debug, info, warn, error, panic or fatal.
     public var logLevel = "info"
     /// --experimental-watch-progress-notify-interval: how often watchers that

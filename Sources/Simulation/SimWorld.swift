@@ -74,6 +74,9 @@ final class SimWorld: @unchecked Sendable {
     var appliedEvents: [Int64: [KVEvent]] = [:]
     /// Revisions compactions succeeded at.
     var compactedAt: Set<Int64> = []
+    /// Members whose NOSPACE alarm a fault raised and that is not yet
+    /// known to be disarmed.
+    var raisedNoSpace: Set<UInt64> = []
 
     init(options: SimulationOptions) {
         self.options = options

@@ -427,7 +427,29 @@ func maintenanceCommands(_ g: @escaping (Invocation) -> Globals) -> [Command] {
         default: throw unsupported(p.format)
         }
     }
-    return [alarm, defrag, snapshot, moveLeader]
+    let downgrade = Command("downgrade <TARGET_VERSION>", "Downgrade related commands")
+    func downgradeAction(_ use: String, _ short: String, _ action: Etcdserverpb_DowngradeRequest.DowngradeAction, _ verb: String) -> Command {
+        Command(use, short) { inv in
+            let globals = g(inv)
+            var version = ""
+            if action != .cancel {
+                if inv.args.isEmpty { throw fail(ExitCode.badArgs, "TARGET_VERSION not provided") }
+                if inv.args.count > 1 { throw fail(ExitCode.badArgs, "too many arguments") }
+                version = inv.args[0]
+                if version.isEmpty { throw fail(ExitCode.badArgs, "target version not provided") }
+            }
+            let client = try globals.makeClient()
+            let r: Etcdserverpb_DowngradeResponse
+            do { r = try await client.downgrade(action, version: version) } catch { throw globals.rpcFailure(error) }
+            Out.print("Downgrade \(verb) success, cluster version \(r.version)")
+        }
+    }
+    downgrade.add(
+        downgradeAction("validate <TARGET_VERSION>", "Validate downgrade capability before starting downgrade", .validate, "validate"),
+        downgradeAction("enable <TARGET_VERSION>", "Start a downgrade action to cluster", .enable, "enable"),
+        downgradeAction("cancel", "Cancel the ongoing downgrade action to cluster", .cancel, "cancel"))
+
+    return [alarm, defrag, snapshot, moveLeader, downgrade]
 }
 
 func alarmName(_ a: Etcdserverpb_AlarmType) -> String {

@@ -54,6 +54,31 @@ import Testing
         #expect(goOutputs[12].contains("etcdserver: requested lease not found"))
     }
 
+    /// etcd 3.6's `etcdctl downgrade` (the Go etcdctl here is 3.4, which
+    /// has no such command): its lines and errors as 3.6 prints them.
+    @Test func downgradeCommandsAsEtcdctl36PrintsThem() throws {
+        // The monitor's default 5 s: the second enable comes before it has
+        // lowered the cluster version (after that, 3.5 is no longer the
+        // allowed target and etcd says so first).
+        let server = try EtcdProcess()
+        defer { server.terminate() }
+        // stderr's last line: before it come clientv3-style retry warnings.
+        func ours(_ arguments: [String]) throws -> (status: Int32, out: String, err: String) {
+            let result = try EtcdProcess.run(Self.ourEtcdctl, ["--endpoints=127.0.0.1:\(server.port)", "--command-timeout=5s"] + arguments,
+                                             environment: [:], input: nil)
+            return (result.status, result.out, result.err.split(separator: "\n").last.map { $0 + "\n" } ?? "")
+        }
+        #expect(try ours(["downgrade", "validate", "3.5"]).out == "Downgrade validate success, cluster version 3.6\n")
+        let wrong = try ours(["downgrade", "validate", "3.4"])
+        #expect(wrong.status == 1)
+        #expect(wrong.err == "Error: etcdserver: invalid downgrade target version\n")
+        #expect(try ours(["downgrade", "cancel"]).err == "Error: etcdserver: no inflight downgrade job\n")
+        #expect(try ours(["downgrade", "enable", "3.5"]).out == "Downgrade enable success, cluster version 3.6\n")
+        #expect(try ours(["downgrade", "enable", "3.5"]).err == "Error: etcdserver: cluster has a downgrade job in progress\n")
+        #expect(try ours(["downgrade"]).status == 0)
+        #expect(try ours(["downgrade", "validate"]).err == "Error: TARGET_VERSION not provided\n")
+    }
+
     /// Output with the side's key prefix (also inside base64 json keys),
     /// revisions (they differ: the two sides write one after the other) and
     /// clientv3's log lines taken out.
