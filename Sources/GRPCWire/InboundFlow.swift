@@ -6,6 +6,25 @@ struct WireLimits {
     var maxReceiveMessageBytes: Int
     /// The window granted to each stream and to the connection.
     var windowBytes: Int
+    /// Bytes a connection may hold for incomplete request messages, across
+    /// all its streams (room is reserved for a whole message once its
+    /// length is known). Past it the stream that would grow it fails with
+    /// RESOURCE_EXHAUSTED: with etcd's unlimited streams per connection,
+    /// nothing else bounds a connection's memory, and a 5-byte prefix
+    /// announcing a large message would otherwise reserve its size on every
+    /// stream.
+    var connectionBufferBytes: Int
+
+    init(maxReceiveMessageBytes: Int, windowBytes: Int, connectionBufferBytes: Int? = nil) {
+        self.maxReceiveMessageBytes = maxReceiveMessageBytes
+        self.windowBytes = windowBytes
+        self.connectionBufferBytes = connectionBufferBytes ?? Self.defaultConnectionBufferBytes(maxReceiveMessageBytes: maxReceiveMessageBytes)
+    }
+
+    /// Room for 64 messages of the largest size, and at least 64 MiB.
+    static func defaultConnectionBufferBytes(maxReceiveMessageBytes: Int) -> Int {
+        max(64 << 20, 64 * (maxReceiveMessageBytes + 5))
+    }
 }
 
 /// Inbound flow control of one stream or of a connection (swift-nio-http2

@@ -20,7 +20,9 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
         let method: WireMethod
         var handler: (any WireStreamHandler)?
         /// Bytes of a request message not yet complete.
-        var pending: ByteBuffer?
+        private(set) var pending: ByteBuffer?
+        /// What `pending` holds against the connection's buffer budget.
+        private(set) var pendingBytes = 0
         var headersSent = false
         var unaryStarted = false
         var window: InboundWindow
@@ -30,6 +32,21 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
             self.call = call
             self.method = method
             window = InboundWindow(size: windowBytes)
+        }
+
+        /// Takes the partial message out to append to it without a copy (it
+        /// stays accounted until `setPending`).
+        func takePending() -> ByteBuffer? {
+            defer { pending = nil }
+            return pending
+        }
+
+        /// Replaces the partial message; the change in bytes held.
+        func setPending(_ buffer: ByteBuffer?) -> Int {
+            let held = buffer?.capacity ?? 0
+            defer { pendingBytes = held }
+            pending = buffer
+            return held - pendingBytes
         }
     }
 
@@ -46,6 +63,9 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
     private var remotePeer = ""
     private var localPeer = ""
     private var connectionWindow: InboundWindow
+    /// Bytes held for incomplete messages across streams (see
+    /// `WireLimits.connectionBufferBytes`).
+    private var bufferedBytes = 0
     private var needsFlush = false
     /// Inside channelRead…channelReadComplete, or inside `drainInbox`: both
     /// flush once at their end, so writes in between only mark the need.
@@ -102,6 +122,7 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
         keepaliveTimer = nil
         let open = streams
         streams.removeAll()
+        bufferedBytes = 0
         for stream in open.values {
             stream.handler?.cancelled()
         }
@@ -145,7 +166,7 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
                 sendAway(context, .enhanceYourCalm, debugData: "too_many_pings")
             }
         case .rstStream:
-            if let stream = streams.removeValue(forKey: frame.streamID) {
+            if let stream = removeStream(frame.streamID) {
                 stream.handler?.cancelled()
                 closeIfDrained()
             }
@@ -164,7 +185,7 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let closed = event as? StreamClosedEvent {
             // Nothing after this handler wants these (one per call).
-            if let stream = streams.removeValue(forKey: closed.streamID) {
+            if let stream = removeStream(closed.streamID) {
                 stream.handler?.cancelled()
                 closeIfDrained()
             }
@@ -301,10 +322,10 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
     /// handed over, not as they arrive.
     private func received(_ bytes: ByteBuffer, on stream: Stream, endStream: Bool) {
         var bytes = bytes
-        if stream.pending != nil {
+        if var pending = stream.takePending() {
             // Append to the partial message; parse only once it is whole.
-            stream.pending!.writeBuffer(&bytes)
-            let pending = stream.pending!
+            pending.writeBuffer(&bytes)
+            guard hold(pending, on: stream) else { return }
             if pending.readableBytes >= 5, let length = pending.getInteger(at: pending.readerIndex + 1, as: UInt32.self),
                pending.readableBytes < 5 + Int(length), Int(length) <= limits.maxReceiveMessageBytes {
                 if !endStream, let increment = stream.window.expect(5 + Int(length) - pending.readableBytes) {
@@ -313,7 +334,7 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
                 return
             }
             bytes = pending
-            stream.pending = nil
+            bufferedBytes += stream.setPending(nil)
         }
         while streams[stream.call.streamID] === stream {
             guard bytes.readableBytes >= 5,
@@ -345,12 +366,30 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
             }
             var rest = ByteBufferAllocator().buffer(capacity: capacity)
             rest.writeBuffer(&bytes)
-            stream.pending = rest
+            guard hold(rest, on: stream) else { return }
             // A message larger than the window must still be able to arrive.
             if !endStream, let increment = stream.window.expect(capacity - rest.readableBytes) {
                 sendWindowUpdate(increment, on: stream.call.streamID)
             }
         }
+    }
+
+    /// Keeps `pending` as `stream`'s partial message if the connection's
+    /// buffer budget allows; otherwise fails the stream and returns false.
+    private func hold(_ pending: ByteBuffer, on stream: Stream) -> Bool {
+        bufferedBytes += stream.setPending(pending)
+        guard bufferedBytes > limits.connectionBufferBytes else { return true }
+        bufferedBytes += stream.setPending(nil)
+        fail(stream, WireStatus.resourceExhausted(
+            "grpc: this connection holds more than \(limits.connectionBufferBytes) bytes of incomplete messages"))
+        return false
+    }
+
+    /// Forgets a stream, releasing what it held against the buffer budget.
+    private func removeStream(_ id: HTTP2StreamID) -> Stream? {
+        guard let stream = streams.removeValue(forKey: id) else { return nil }
+        bufferedBytes += stream.setPending(nil)
+        return stream
     }
 
     /// `bytes` of `stream` consumed (handed over, or padding): give them back when due.
@@ -486,7 +525,7 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
 
     func finish(_ id: HTTP2StreamID, status: WireStatus) {
         eventLoop.assertInEventLoop()
-        guard let context, let stream = streams.removeValue(forKey: id) else { return }
+        guard let context, let stream = removeStream(id) else { return }
         defer { closeIfDrained() }
         if !stream.headersSent {
             writeTrailersOnly(id, status)

@@ -18,11 +18,15 @@ public final class WireServer: Sendable {
         /// enforced by swift-nio-http2 once the client has acknowledged it
         /// (before that, 100): a stream beyond it is a connection error,
         /// GOAWAY PROTOCOL_ERROR (grpc-go refuses just the stream; RFC 9113
-        /// allows either). It also bounds what a connection buffers: each
-        /// stream holds at most its window, or one message.
+        /// allows either, and swift-nio-http2 decides it). What a connection
+        /// buffers is bounded separately, by `connectionBufferBytes`.
         public var maxConcurrentStreams = 10_000
         /// The flow-control window for each stream and for the connection.
         public var windowBytes = 1 << 20
+        /// Bytes one connection may hold for incomplete request messages
+        /// across its streams; nil: 64 of the largest messages, at least
+        /// 64 MiB (see `WireLimits.connectionBufferBytes`).
+        public var connectionBufferBytes: Int?
         /// Runs on each accepted connection once its HTTP/2 handler is in the
         /// pipeline (e.g. to add a handler before it that sees the raw bytes).
         public var onAccept: (@Sendable (any Channel) -> EventLoopFuture<Void>)?
@@ -102,7 +106,8 @@ public final class WireServer: Sendable {
         settings.append(HTTP2Setting(parameter: .maxHeaderListSize, value: 16 * 1024))
         var connection = configuration.connection
         connection.initialSettings = settings
-        let limits = WireLimits(maxReceiveMessageBytes: configuration.maxReceiveMessageBytes, windowBytes: configuration.windowBytes)
+        let limits = WireLimits(maxReceiveMessageBytes: configuration.maxReceiveMessageBytes, windowBytes: configuration.windowBytes,
+                                connectionBufferBytes: configuration.connectionBufferBytes)
         let keepalive = ServerKeepalive.Policy(minTime: configuration.keepalive.minTime, interval: configuration.keepalive.interval,
                                                timeout: configuration.keepalive.timeout)
         let bootstrap = ServerBootstrap(group: group)

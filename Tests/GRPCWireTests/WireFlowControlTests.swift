@@ -104,6 +104,34 @@ import Testing
         }
     }
 
+    /// A connection's bytes held for incomplete messages are bounded across
+    /// its streams: a second 700,000-byte message announced while the first
+    /// is incomplete passes a 1 MiB budget and its stream fails with
+    /// RESOURCE_EXHAUSTED; the connection stays up, the first call
+    /// completes, and once it has the room is there again.
+    @Test func incompleteMessagesAreBoundedPerConnection() async throws {
+        try await withRawServer({ $0.connectionBufferBytes = 1 << 20 }) { port in
+            let connection = try RawHTTP2Connection(port: port)
+            try connection.handshake()
+            let message = Self.bigRequest(700_000)
+            for stream: UInt32 in [1, 3] {
+                connection.send(RawFrame(type: RawFrame.headers, flags: RawFrame.endHeaders, stream: stream,
+                                         payload: connection.headerBlock(RawHTTP2Connection.requestHeaders())))
+                connection.send(Self.dataFrames(message[..<16_384], stream: stream))
+            }
+            let refused = try connection.response(on: 3)
+            #expect(refused.last["grpc-status"] == ["8"])
+            #expect(refused.last["grpc-message"].first?.contains("incomplete") == true)
+            connection.send(Self.dataFrames(message[16_384...], stream: 1, endStream: true))
+            #expect(try connection.response(on: 1).last["grpc-status"] == ["0"])
+            connection.send(RawFrame(type: RawFrame.headers, flags: RawFrame.endHeaders, stream: 5,
+                                     payload: connection.headerBlock(RawHTTP2Connection.requestHeaders())))
+            connection.send(Self.dataFrames(message[...], stream: 5, endStream: true))
+            #expect(try connection.response(on: 5).last["grpc-status"] == ["0"])
+            #expect(!connection.closedByPeer)
+        }
+    }
+
     /// SETTINGS_MAX_CONCURRENT_STREAMS is advertised; a client that opens
     /// one stream too many loses the connection (swift-nio-http2: GOAWAY
     /// PROTOCOL_ERROR), while a new connection is served.
