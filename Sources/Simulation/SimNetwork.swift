@@ -53,9 +53,8 @@ final class SimTransport: RaftTransport, @unchecked Sendable {
         world.transmitSnapshot(message, from: localID, to: peer, writeBody: writeBody, completion: completion)
     }
 
-    /// No hash questions in the simulation yet.
     func fetchHashKV(_ request: Data, from peer: UInt64, timeout: Duration,
                      completion: @escaping @Sendable (Result<Data, any Error>) -> Void) {
-        completion(.failure(PeerTransportError.connectionClosed))
+        world.askHash(request, from: localID, to: peer, completion: completion)
     }
 }

@@ -28,6 +28,9 @@ final class SimNode: @unchecked Sendable {
     var removed = false
     /// Added as a learner and not yet promoted.
     var learner = false
+    /// Restarted with `corruptPut` armed: out of the client workload and the
+    /// data checks (see Corruption.swift).
+    var corrupted = false
 
     init(index: Int, config: ServerConfig) {
         self.index = index
@@ -74,6 +77,10 @@ final class SimWorld: @unchecked Sendable {
     var appliedEvents: [Int64: [KVEvent]] = [:]
     /// Revisions compactions succeeded at.
     var compactedAt: Set<Int64> = []
+    // Corruption (see Corruption.swift).
+    var corruptVictim: SimNode?
+    var hashCheckStartedAt: Int64?
+    var corruptCheckIntervalMicroseconds: Int64 = 1_000_000
 
     init(options: SimulationOptions) {
         self.options = options
@@ -146,6 +153,7 @@ final class SimWorld: @unchecked Sendable {
         let catchUp = UInt64(random.int(2...30))
         let preVote = random.chance(0.8)
         backendBatchLimit = Int(random.int(1...100))
+        corruptCheckIntervalMicroseconds = random.int(500_000...3_000_000)
         log("members \(count), snapshot-count \(snapshotCount), catch-up \(catchUp), pre-vote \(preVote), backend batch \(backendBatchLimit)")
         for i in 0..<count {
             var config = ServerConfig(name: names[i], dataDir: root + "/" + names[i],
@@ -236,7 +244,7 @@ final class SimWorld: @unchecked Sendable {
             }
             rounds += 1
         } while member.hasPendingInput && rounds < 10_000
-        guard let (applied, revision) = member.storeState() else { return }
+        guard !node.corrupted, let (applied, revision) = member.storeState() else { return }
         // The state is a function of the log prefix: every member whose
         // store holds the log up to index i is at the same revision.
         if let (other, expected) = revisionAtIndex[applied], expected != revision {
@@ -347,6 +355,8 @@ final class SimWorld: @unchecked Sendable {
                 if let sender = node(id: from) { settle(sender) }
                 return
             }
+            // A corrupted member's backend carries its damage along.
+            if node(id: from)?.corrupted == true && !target.corrupted { spreadCorruption(to: target) }
             target.delegate?.transport(receivedSnapshot: message, bodyPath: path, from: from)
             settle(target)
             schedule(after: 1_000) { [self] in
@@ -365,6 +375,7 @@ final class SimWorld: @unchecked Sendable {
         for node in nodes { start(node) }
         startWorkload()
         startWatchers()
+        scheduleCorruptionChecks()
         if options.faults { scheduleFaults(until: options.workloadMilliseconds * 1000) }
         run(until: options.workloadMilliseconds * 1000)
 
@@ -375,6 +386,7 @@ final class SimWorld: @unchecked Sendable {
         let healEnd = now + 10_000_000
         run(until: healEnd) { inFlight == 0 && now > healEnd - 8_000_000 }
         finalPhase()
+        checkCorruptionDetection()
         checkHistory()
         checkWatches()
         tearDown()
