@@ -12,6 +12,8 @@ final class AlarmStore: Sendable {
     private let alarms = Mutex<[Etcdserverpb_AlarmType: [UInt64: Etcdserverpb_AlarmMember]]>([:])
     /// Whether any NOSPACE alarm is active: checked on every write applied.
     private let noSpace = Atomic<Bool>(false)
+    /// Whether any CORRUPT alarm is active: checked on every write applied.
+    private let corrupt = Atomic<Bool>(false)
 
     /// Loads the `alarm` bucket (at start and after installing a snapshot).
     func load(from backend: Backend) throws {
@@ -25,6 +27,7 @@ final class AlarmStore: Sendable {
         }
         alarms.withLock { $0 = loaded }
         noSpace.store(!(loaded[.nospace] ?? [:]).isEmpty, ordering: .relaxed)
+        corrupt.store(!(loaded[.corrupt] ?? [:]).isEmpty, ordering: .relaxed)
     }
 
     /// The active alarms of `type` (`.none`: all), by member id.
@@ -36,6 +39,7 @@ final class AlarmStore: Sendable {
     }
 
     var isNoSpaceActive: Bool { noSpace.load(ordering: .relaxed) }
+    var isCorruptActive: Bool { corrupt.load(ordering: .relaxed) }
 
     func isActive(_ type: Etcdserverpb_AlarmType, member: UInt64) -> Bool {
         alarms.withLock { $0[type]?[member] != nil }
@@ -50,6 +54,7 @@ final class AlarmStore: Sendable {
         try backend.put(.alarm, key: Array(try alarm.serializedData()), value: [])
         alarms.withLock { $0[type, default: [:]][member] = alarm }
         if type == .nospace { noSpace.store(true, ordering: .relaxed) }
+        if type == .corrupt { corrupt.store(true, ordering: .relaxed) }
         return alarm
     }
 
@@ -57,11 +62,12 @@ final class AlarmStore: Sendable {
     func deactivate(_ type: Etcdserverpb_AlarmType, member: UInt64, in backend: Backend) throws -> Etcdserverpb_AlarmMember? {
         guard let alarm = alarms.withLock({ $0[type]?[member] }) else { return nil }
         try backend.delete(.alarm, key: Array(try alarm.serializedData()))
-        let left = alarms.withLock { alarms -> Int in
+        let left = alarms.withLock { alarms -> (noSpace: Int, corrupt: Int) in
             alarms[type]?[member] = nil
-            return alarms[.nospace]?.count ?? 0
+            return (alarms[.nospace]?.count ?? 0, alarms[.corrupt]?.count ?? 0)
         }
-        noSpace.store(left > 0, ordering: .relaxed)
+        noSpace.store(left.noSpace > 0, ordering: .relaxed)
+        corrupt.store(left.corrupt > 0, ordering: .relaxed)
         return alarm
     }
 }

@@ -72,10 +72,12 @@ final class Applier: @unchecked Sendable {
     let leaseClock: LeaseClock
     let logger: Logger
     let observeApply: (@Sendable (UInt64, Int64, [Mvccpb_Event]) -> Void)?
+    /// For `corruptPut`, which makes this member's data diverge.
+    let failpoints: Failpoints
 
     init(memberID: UInt64, store: KVStore, watchable: WatchableStore, lessor: Lessor, backend: Backend,
          membership: MembershipTable, alarms: AlarmStore, peers: any RaftTransport, leaseClock: LeaseClock, logger: Logger,
-         observeApply: (@Sendable (UInt64, Int64, [Mvccpb_Event]) -> Void)?) {
+         failpoints: Failpoints, observeApply: (@Sendable (UInt64, Int64, [Mvccpb_Event]) -> Void)?) {
         self.memberID = memberID
         self.store = store
         self.watchable = watchable
@@ -86,17 +88,24 @@ final class Applier: @unchecked Sendable {
         self.peers = peers
         self.leaseClock = leaseClock
         self.logger = logger
+        self.failpoints = failpoints
         self.observeApply = observeApply
     }
 
     /// Applies one request to the state machines.
     func apply(_ proposed: ProposedRequest) -> Result<ApplyResult, ApplyFailure> {
+        // While a CORRUPT alarm is raised every member refuses writes,
+        // compactions and lease grants and revokes, as etcd's corrupt
+        // applier does (reads are served outside the log and go on).
+        if alarms.isCorruptActive && Self.refusedWhenCorrupt(proposed) { return .failure(.rejected(.corrupt)) }
         // While a NOSPACE alarm is raised every member refuses what grows
         // the store, as etcd's capped applier does.
         if alarms.isNoSpaceActive && Member.quotaCost(proposed) > 0 { return .failure(.rejected(.noSpace)) }
         let leaseExists: (Int64) -> Bool = { [lessor] in lessor.contains($0) }
         switch proposed {
-        case .put(let put): return storeWrite { .put(published(try store.put(put, leaseExists: leaseExists))) }
+        case .put(var put):
+            if failpoints.fires(.corruptPut) { put.value = Self.flipped(put.value) }
+            return storeWrite { .put(published(try store.put(put, leaseExists: leaseExists))) }
         case .deleteRange(let delete): return storeWrite { .deleteRange(published(try store.deleteRange(delete))) }
         case .txn(let txn): return storeWrite { .txn(published(try store.txn(txn, leaseExists: leaseExists))) }
         case .other(let request):
@@ -121,6 +130,26 @@ final class Applier: @unchecked Sendable {
             }
             return .failure(.rejected(EtcdError(.unimplemented, "etcdserver: request type not supported yet")))
         }
+    }
+
+    /// What etcd's corrupt applier refuses: Put, DeleteRange, Txn (read-only
+    /// ones too, when they come through the log), Compaction, LeaseGrant and
+    /// LeaseRevoke. Alarms, checkpoints and membership go on, so an operator
+    /// can still disarm.
+    static func refusedWhenCorrupt(_ proposed: ProposedRequest) -> Bool {
+        switch proposed {
+        case .put, .deleteRange, .txn: true
+        case .other(let request): request.hasCompaction || request.hasLeaseGrant || request.hasLeaseRevoke
+        }
+    }
+
+    /// The `corruptPut` failpoint's damage: the value with its first byte's
+    /// bits flipped (an empty value becomes one 0xff byte).
+    static func flipped(_ value: Data) -> Data {
+        guard let first = value.first else { return Data([0xFF]) }
+        var damaged = value
+        damaged[damaged.startIndex] = first ^ 0xFF
+        return damaged
     }
 
     /// Runs an MVCC write: a backend failure is fatal, any other MVCC error

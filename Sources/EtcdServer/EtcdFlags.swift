@@ -61,6 +61,7 @@ extension EtcdFlag {
     public static let supported: [EtcdFlag] = ConfigKey.allCases.map { EtcdFlag($0.rawValue, $0.kind, "", key: $0) } + [
         EtcdFlag("watch-progress-notify-interval", .duration, "", key: .watchProgressNotifyInterval),
         EtcdFlag("snapshot-catchup-entries", .integer, "", key: .snapshotCatchUpEntries),
+        EtcdFlag("corrupt-check-time", .duration, "", key: .corruptCheckTime),
     ]
 
     /// etcd 3.6's flags that we do not implement, with etcd's defaults.
@@ -79,7 +80,6 @@ extension EtcdFlag {
         EtcdFlag("enable-grpc-gateway", .bool, "true"),
         EtcdFlag("raft-read-timeout", .duration, "5s"),
         EtcdFlag("raft-write-timeout", .duration, "5s"),
-        EtcdFlag("feature-gates", .string, ""),
         // clustering
         EtcdFlag("discovery", .string, ""),
         EtcdFlag("discovery-token", .string, ""),
@@ -156,9 +156,6 @@ extension EtcdFlag {
         EtcdFlag("experimental-distributed-tracing-sampling-rate", .integer, "0"),
         EtcdFlag("distributed-tracing-sampling-rate", .integer, "0"),
         // experimental / feature gates
-        EtcdFlag("experimental-initial-corrupt-check", .bool, "false"),
-        EtcdFlag("experimental-corrupt-check-time", .duration, "0s"),
-        EtcdFlag("corrupt-check-time", .duration, "0s"),
         EtcdFlag("experimental-compact-hash-check-enabled", .bool, "false"),
         EtcdFlag("experimental-compact-hash-check-time", .duration, "1m"),
         EtcdFlag("compact-hash-check-time", .duration, "1m"),
@@ -195,9 +192,9 @@ extension EtcdFlag {
 extension ConfigKey {
     var kind: EtcdFlag.Kind {
         switch self {
-        case .preVote, .forceNewCluster, .strictReconfigCheck: return .bool
+        case .preVote, .forceNewCluster, .strictReconfigCheck, .initialCorruptCheck: return .bool
         case .watchProgressNotifyInterval, .grpcKeepaliveMinTime, .grpcKeepaliveInterval, .grpcKeepaliveTimeout,
-             .downgradeCheckTime: return .duration
+             .downgradeCheckTime, .corruptCheckTime: return .duration
         case .snapshotCount, .heartbeatInterval, .electionTimeout, .maxRequestBytes, .maxTxnOps, .quotaBackendBytes,
              .snapshotCatchUpEntries, .maxConcurrentStreams, .maxLearners: return .integer
         default: return .string

@@ -36,6 +36,11 @@ public enum Failpoint: String, CaseIterable, Sendable {
     /// A planted bug (`=on`): linearizable reads are served locally,
     /// without a ReadIndex round — the simulation must catch the stale reads.
     case bugLocalLinearizableReads
+    /// Silent data corruption (`=on`, `@N`: only the N-th put this member
+    /// applies): the value of an applied put is stored with its first byte
+    /// flipped, so this member's HashKV diverges from its peers' at the same
+    /// revision — what the corruption checks must detect.
+    case corruptPut
 }
 
 /// Thrown on the raft loop where a `crash` failpoint fires.
@@ -129,15 +134,23 @@ public final class Failpoints: Sendable {
         return rule.action == .on
     }
 
-    private func act(_ point: Failpoint, _ rule: Rule, index: UInt64?) throws(FailpointCrash) {
+    /// Whether `point`, armed with `on`, fires at this hit (its trigger
+    /// counts the hit: `@N` fires on the N-th only).
+    public func fires(_ point: Failpoint, index: UInt64? = nil) -> Bool {
+        guard !rules.isEmpty, let rule = rules[point], rule.action == .on else { return false }
+        return triggered(point, rule, index: index)
+    }
+
+    private func triggered(_ point: Failpoint, _ rule: Rule, index: UInt64?) -> Bool {
         switch rule.at {
-        case .hit(let n)?:
-            if hits[point]!.increment() != n { return }
-        case .index(let n)?:
-            guard let index, index >= n else { return }
-        case nil:
-            break
+        case .hit(let n)?: hits[point]!.increment() == n
+        case .index(let n)?: index.map { $0 >= n } ?? false
+        case nil: true
         }
+    }
+
+    private func act(_ point: Failpoint, _ rule: Rule, index: UInt64?) throws(FailpointCrash) {
+        guard triggered(point, rule, index: index) else { return }
         switch rule.action {
         case .panic:
             FileHandle.standardError.write(Data("etcd: failpoint \(point.rawValue) fired: exiting\n".utf8))

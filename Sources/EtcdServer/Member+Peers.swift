@@ -22,7 +22,25 @@ extension Member {
     /// existing` and a new data dir it first asks the running members (at
     /// the other `--initial-cluster` URLs) for the cluster id and for the
     /// id `member add` gave this member's peer URLs.
+    ///
+    /// With `--experimental-initial-corrupt-check` a member that already has
+    /// data compares its HashKV with its peers' before it is handed out, as
+    /// etcd does before serving; on a mismatch it is stopped and the error
+    /// thrown.
     public static func open(config: ServerConfig) async throws -> Member {
+        let hasData = WAL.exists(in: config.walDir)
+        let member = try await openOrJoin(config: config)
+        guard config.initialCorruptCheck, hasData else { return member }
+        do {
+            try await member.checkInitialHashKV()
+        } catch {
+            await member.stopAndWait()
+            throw error
+        }
+        return member
+    }
+
+    private static func openOrJoin(config: ServerConfig) async throws -> Member {
         guard config.initialClusterState == "existing", !WAL.exists(in: config.walDir) else {
             return try Member(config: config)
         }
@@ -123,4 +141,10 @@ final class PeerInbox: PeerTransportDelegate {
     func transport(isRemoved id: UInt64) -> Bool { member?.membership.isRemoved(id) ?? false }
     func transport(rejectedBy peer: UInt64, reason: String) { member?.rejected(by: peer, reason: reason) }
     func transportClusterInfo() -> Data { member?.clusterInfoJSON() ?? Data() }
+
+    func transport(hashKVRequest request: Data, from: UInt64, reply: @escaping @Sendable (Result<Data, PeerRefusal>) -> Void) {
+        guard let member else { return reply(.failure(PeerRefusal("etcdserver: server stopped"))) }
+        // Hashing reads the whole key space: never on the event loop.
+        DispatchQueue.global().async { reply(member.answerHashKV(request)) }
+    }
 }

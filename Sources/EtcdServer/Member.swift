@@ -51,6 +51,8 @@ public final class Member: Sendable {
     let requestTimeout: Duration
     private let loop: RaftLoop
     private let watchSyncThread: WatchSyncThread
+    /// The leader's periodic corruption check (`Member+Corruption.swift`).
+    let corruptionMonitor = CorruptionMonitor()
     let logger: Logger
 
     /// Opens (or creates) the data dir and starts the raft loop. A new data
@@ -106,7 +108,7 @@ public final class Member: Sendable {
         peers = environment.makeTransport?(transportConfig, inbox) ?? PeerTransport(config: transportConfig, delegate: inbox)
         let applier = Applier(memberID: memberID, store: store, watchable: watchable, lessor: lessor, backend: backend,
                               membership: membership, alarms: alarms, peers: peers, leaseClock: leaseClock, logger: logger,
-                              observeApply: environment.observeApply)
+                              failpoints: config.failpoints, observeApply: environment.observeApply)
         loop = RaftLoop(config: config, environment: environment, logger: logger, bootstrap: parts, mailbox: mailbox,
                         applier: applier, peers: peers, encoder: encoder, requestTimeout: requestTimeout)
         watchSyncThread = WatchSyncThread(store: watchable)
@@ -121,6 +123,7 @@ public final class Member: Sendable {
             thread.start()
             watchSyncThread.start()
         }
+        startCorruptionMonitor()
     }
 
     // MARK: - Lifecycle
@@ -130,6 +133,7 @@ public final class Member: Sendable {
     /// error), so the files are closed when this returns — LMDB must never
     /// have the same file open twice in one process.
     public func stop() {
+        corruptionMonitor.stop()
         if environment.manualLoop {
             mailbox.stop()
             while step() {}

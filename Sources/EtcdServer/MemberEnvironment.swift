@@ -16,10 +16,23 @@ package protocol RaftTransport: AnyObject, Sendable {
         _ message: Data, to peer: UInt64,
         writeBody: @escaping @Sendable (_ write: (UnsafeRawBufferPointer) throws -> Void) throws -> Void,
         completion: @escaping @Sendable (Bool) -> Void)
+    /// Asks `peer` a hash question (a marshaled HashKVRequest) as etcd asks
+    /// a peer's `/members/hashkv`; `completion` gets the marshaled
+    /// HashKVResponse or the failure (`PeerTransportError.rejected` with the
+    /// peer's reason when it refused), once, from any thread.
+    func fetchHashKV(_ request: Data, from peer: UInt64, timeout: Duration,
+                     completion: @escaping @Sendable (Result<Data, any Error>) -> Void)
     func stop() async
 }
 
-extension PeerTransport: RaftTransport {}
+extension PeerTransport: RaftTransport {
+    package func fetchHashKV(_ request: Data, from peer: UInt64, timeout: Duration,
+                             completion: @escaping @Sendable (Result<Data, any Error>) -> Void) {
+        Task {
+            do { completion(.success(try await fetchHashKV(request, from: peer, timeout: timeout))) } catch { completion(.failure(error)) }
+        }
+    }
+}
 
 /// What a member takes from the world: its clocks, its network, the file
 /// system under the WAL, and who drives its raft loop. Production uses

@@ -32,6 +32,9 @@ public enum ConfigKey: String, CaseIterable, Sendable {
     case forceNewCluster = "force-new-cluster"
     case strictReconfigCheck = "strict-reconfig-check"
     case downgradeCheckTime = "downgrade-check-time"
+    case initialCorruptCheck = "experimental-initial-corrupt-check"
+    case corruptCheckTime = "experimental-corrupt-check-time"
+    case featureGates = "feature-gates"
 
     /// `ETCD_` + the flag name in upper snake case.
     public var environmentVariable: String {
@@ -125,6 +128,7 @@ extension ServerConfig {
             }
             self[keyPath: setting] = value
         }
+        try applyCorruptionSettings(settings)
         if let state = settings[.initialClusterState] {
             guard state == "new" || state == "existing" else {
                 throw .invalid(key: ConfigKey.initialClusterState.rawValue, value: state, reason: "expected new or existing")
@@ -164,6 +168,35 @@ extension ServerConfig {
         }
     }
 
+    /// --experimental-initial-corrupt-check, --experimental-corrupt-check-time
+    /// and --feature-gates (of which we implement InitialCorruptCheck; any
+    /// other gate set away from etcd's default refuses the start, naming it).
+    private mutating func applyCorruptionSettings(_ settings: [ConfigKey: String]) throws(SettingsError) {
+        let experimental = settings[.initialCorruptCheck]
+        if let text = experimental {
+            guard let value = GoBool.parse(text) else {
+                throw .invalid(key: ConfigKey.initialCorruptCheck.rawValue, value: text, reason: "expected true or false")
+            }
+            initialCorruptCheck = value
+        }
+        if let text = settings[.corruptCheckTime] {
+            guard let milliseconds = GoDuration.milliseconds(text) else {
+                throw .invalid(key: ConfigKey.corruptCheckTime.rawValue, value: text,
+                               reason: "expected a duration, such as 10m, 30s or 500ms")
+            }
+            corruptCheckTimeMilliseconds = milliseconds
+        }
+        guard let text = settings[.featureGates] else { return }
+        let gates = try FeatureGates.parse(text)
+        if let value = gates["InitialCorruptCheck"] {
+            if let experimental {
+                throw .invalid(key: ConfigKey.featureGates.rawValue, value: text, reason:
+                    "cannot specify both flags: --experimental-initial-corrupt-check=\(experimental) and --feature-gates=InitialCorruptCheck=\(value) at the same time, please just use --feature-gates=InitialCorruptCheck=\(value)")
+            }
+            initialCorruptCheck = value
+        }
+    }
+
     /// A URL setting's value parses; `https://` and `unixs://` are refused
     /// until TLS arrives, rather than served in plain text.
     private static func checkURL(_ url: String, _ key: ConfigKey) throws(SettingsError) {
@@ -182,6 +215,39 @@ extension ServerConfig {
             MemberRecord(id: MemberIdentity.memberID(peerURLs: member.peerURLs, clusterToken: initialClusterToken),
                          peerURLs: member.peerURLs, name: member.name)
         }
+    }
+}
+
+/// etcd 3.6's `--feature-gates=Name=bool,...` (Kubernetes' feature-gate
+/// syntax and errors). We implement InitialCorruptCheck; the other gates
+/// are accepted only at etcd's defaults.
+enum FeatureGates {
+    static let implemented: Set<String> = ["InitialCorruptCheck"]
+    /// etcd 3.6's server gates and their defaults (plus Kubernetes' AllAlpha/AllBeta).
+    static let etcdDefaults: [String: Bool] = [
+        "InitialCorruptCheck": false, "CompactHashCheck": false, "StopGRPCServiceOnDefrag": false,
+        "TxnModeWriteWithSharedBuffer": true, "LeaseCheckpoint": false, "LeaseCheckpointPersist": false,
+        "SetMemberLocalAddr": false, "AllAlpha": false, "AllBeta": false,
+    ]
+
+    static func parse(_ text: String) throws(SettingsError) -> [String: Bool] {
+        let key = ConfigKey.featureGates.rawValue
+        var gates: [String: Bool] = [:]
+        var refused: [String] = []
+        for part in text.split(separator: ",") {
+            let pair = part.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false).map { String($0).trimmingWhitespace() }
+            guard !pair[0].isEmpty || pair.count == 2 else { continue }
+            guard pair.count == 2 else { throw .invalid(key: key, value: text, reason: "missing bool value for \(pair[0])") }
+            guard let value = GoBool.parse(pair[1]) else {
+                throw .invalid(key: key, value: text,
+                               reason: "invalid value of \(pair[0])=\(pair[1]), err: strconv.ParseBool: parsing \"\(pair[1])\": invalid syntax")
+            }
+            guard let etcdDefault = etcdDefaults[pair[0]] else { throw .invalid(key: key, value: text, reason: "unrecognized feature gate: \(pair[0])") }
+            if !implemented.contains(pair[0]) && value != etcdDefault { refused.append("--feature-gates \(pair[0])=\(value) is not supported yet") }
+            gates[pair[0]] = value
+        }
+        guard refused.isEmpty else { throw .unsupported(refused.joined(separator: "; ")) }
+        return gates
     }
 }
 

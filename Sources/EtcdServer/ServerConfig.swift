@@ -65,6 +65,12 @@ public struct ServerConfig: Sendable {
     public var grpcKeepaliveTimeoutMilliseconds: Int = 20_000
     /// --max-learners: learners the cluster may have at once (etcd's default 1).
     public var maxLearners = 1
+    /// --experimental-initial-corrupt-check (3.6: --feature-gates=InitialCorruptCheck=true):
+    /// a member with data compares its HashKV with its peers' before serving.
+    public var initialCorruptCheck = false
+    /// --experimental-corrupt-check-time (3.6: --corrupt-check-time): how often
+    /// the leader compares its HashKV with its followers'; 0: never.
+    public var corruptCheckTimeMilliseconds = 0
     /// Watchers one watch stream may hold (a bound etcd does not have).
     public var maxWatchersPerStream = 100_000
 

@@ -27,6 +27,7 @@ final class AcceptorHandler: ChannelDuplexHandler {
     private enum State {
         case awaitingHello
         case messages(from: UInt64)
+        case hashRequest(from: UInt64)
         case snapshot(SnapshotReceive)
         case closing
     }
@@ -72,6 +73,20 @@ final class AcceptorHandler: ChannelDuplexHandler {
         case .awaitingHello:
             timer?.cancel()
             hello(frame, context: context)
+        case .hashRequest(let from):
+            guard frame.kind == .hashKVRequest else {
+                context.close(promise: nil)
+                return
+            }
+            state = .closing
+            let channel = context.channel
+            core.delegate.transport(hashKVRequest: frame.data, from: from) { result in
+                let answer = switch result {
+                case .success(let data): Wire.frame(.hashKVResponse, data, allocator: channel.allocator)
+                case .failure(let refusal): Wire.errorFrame(refusal.reason, allocator: channel.allocator)
+                }
+                channel.writeAndFlush(answer).whenComplete { _ in channel.close(promise: nil) }
+            }
         case .snapshot(let receive):
             snapshotFrame(frame, receive: receive, context: context)
         case .closing:
@@ -118,6 +133,8 @@ final class AcceptorHandler: ChannelDuplexHandler {
             refuse("member ID mismatch", context: context)
         } else if core.delegate.transport(isRemoved: hello.fromID) {
             refuse("member removed", context: context)
+        } else if hello.stream == .hashKV {
+            state = .hashRequest(from: hello.fromID)  // answered with the hash, no ok
         } else {
             state = hello.stream == .messages
                 ? .messages(from: hello.fromID) : .snapshot(SnapshotReceive(from: hello.fromID))

@@ -12,12 +12,13 @@ struct DialResult: Sendable {
     var ack: EventLoopFuture<Void>?
 }
 
-/// Connects to `address`, sends `hello` and waits for the first answer
-/// frame, all within `timeout`. The channel is left open on success (the
-/// caller closes it after an error answer); `register` may veto it.
+/// Connects to `address`, sends `hello` (and `request` right behind it,
+/// when given) and waits for the first answer frame, all within `timeout`.
+/// The channel is left open on success (the caller closes it after an
+/// error answer); `register` may veto it.
 func dialStream(
     loop: any EventLoop, address: SocketAddress, hello: Hello, maxMessageBytes: Int,
-    timeout: Duration, peer: Peer?, register: (@Sendable (any Channel) -> Bool)?
+    timeout: Duration, peer: Peer?, register: (@Sendable (any Channel) -> Bool)?, request: ByteBuffer? = nil
 ) -> EventLoopFuture<DialResult> {
     let response = loop.makePromise(of: Frame.self)
     let ack: EventLoopPromise<Void>? = hello.stream == .snapshot ? loop.makePromise() : nil
@@ -37,7 +38,8 @@ func dialStream(
             }
         }
     return bootstrap.connect(to: address).flatMap { channel in
-        channel.writeAndFlush(hello.frame(allocator: channel.allocator))
+        if let request { channel.write(hello.frame(allocator: channel.allocator), promise: nil) }
+        return channel.writeAndFlush(request ?? hello.frame(allocator: channel.allocator))
             .flatMap { response.futureResult }
             .map { DialResult(channel: channel, response: $0, ack: ack?.futureResult) }
             .flatMapErrorThrowing { error in

@@ -17,7 +17,7 @@
 ///
 /// | kind | name             | payload                                   | direction  |
 /// |------|------------------|-------------------------------------------|------------|
-/// | 0x01 | hello            | magic "ETPT" (UInt32), version (UInt8), clusterID, fromID, toID (UInt64 each), stream (UInt8: 1 messages, 2 snapshot, 3 cluster info) | dialer → acceptor |
+/// | 0x01 | hello            | magic "ETPT" (UInt32), version (UInt8), clusterID, fromID, toID (UInt64 each), stream (UInt8: 1 messages, 2 snapshot, 3 cluster info, 4 hash) | dialer → acceptor |
 /// | 0x02 | ok               | empty                                     | acceptor → dialer |
 /// | 0x03 | error            | UTF-8 reason; the sender closes afterwards | either     |
 /// | 0x10 | message          | one opaque message                        | dialer → acceptor |
@@ -26,6 +26,8 @@
 /// | 0x22 | snapshot end     | body length (UInt64), CRC32C of body (UInt32) | dialer → acceptor |
 /// | 0x23 | snapshot ack     | empty: body fsynced and handed over       | acceptor → dialer |
 /// | 0x30 | cluster info     | opaque answer to a cluster-info query     | acceptor → dialer |
+/// | 0x31 | hash request     | opaque question (etcd's HashKVRequest)    | dialer → acceptor |
+/// | 0x32 | hash response    | opaque answer (etcd's HashKVResponse)     | acceptor → dialer |
 ///
 /// The dialer's first frame is a hello. The acceptor answers with an error
 /// frame and closes when: the magic/version is wrong ("unsupported
@@ -39,6 +41,11 @@
 ///   until either side closes. Every member dials every peer for its own
 ///   outgoing messages, over one long-lived connection per peer, so messages
 ///   to a peer arrive in order.
+/// - A hash stream carries one question, as etcd's `/members/hashkv` peer
+///   endpoint does: the dialer sends its hello and a hash request at once;
+///   the acceptor, after the same checks as for messages and without an
+///   ok, answers one hash response (or an error frame with the reason,
+///   such as a compacted revision) and closes.
 /// - A snapshot stream carries one snapshot: snapshot message, body chunks,
 ///   end. The acceptor streams the body into
 ///   `<snapshotDirectory>/<random>.db.part`, checks length and CRC32C, fsyncs
@@ -105,6 +112,22 @@ public protocol PeerTransportDelegate: AnyObject, Sendable {
     func transport(rejectedBy peer: UInt64, reason: String)
     /// The answer to a cluster-info query from a member that wants to join (opaque bytes, e.g. JSON).
     func transportClusterInfo() -> Data
+    /// A hash request from peer `from`: call `reply` once, from any thread, with the answer or an
+    /// error text. Called on an event loop: must not block (hash elsewhere).
+    func transport(hashKVRequest request: Data, from: UInt64, reply: @escaping @Sendable (Result<Data, PeerRefusal>) -> Void)
+}
+
+/// Why a peer refused a request (sent as an error frame's text).
+public struct PeerRefusal: Error, Sendable {
+    public var reason: String
+    public init(_ reason: String) { self.reason = reason }
+}
+
+extension PeerTransportDelegate {
+    /// Members that keep no key space answer no hash requests.
+    public func transport(hashKVRequest request: Data, from: UInt64, reply: @escaping @Sendable (Result<Data, PeerRefusal>) -> Void) {
+        reply(.failure(PeerRefusal("hash requests are not supported")))
+    }
 }
 
 /// Errors thrown by the transport.
@@ -210,6 +233,14 @@ public final class PeerTransport: Sendable {
         case .error: throw PeerTransportError.rejected(reason: link.response.text)
         default: throw PeerTransportError.protocolViolation("unexpected answer to cluster-info query")
         }
+    }
+
+    /// Asks peer `peer` (at its URLs in turn, until one answers) one hash
+    /// question, on a connection of its own. Throws `rejected` with the
+    /// peer's reason when it refused the question, or the last connection
+    /// failure.
+    public func fetchHashKV(_ request: Data, from peer: UInt64, timeout: Duration) async throws -> Data {
+        try await core.fetchHashKV(request, from: peer, timeout: timeout)
     }
 
     /// Frames written and flushes issued on message streams (for tests).

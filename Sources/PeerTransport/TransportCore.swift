@@ -224,6 +224,34 @@ final class TransportCore: Sendable {
         }
     }
 
+    func fetchHashKV(_ request: Data, from id: UInt64, timeout: Duration) async throws -> Data {
+        guard request.count <= Wire.maxControlBytes, let peer = peer(id) else {
+            throw PeerTransportError.rejected(reason: "unknown peer \(String(id, radix: 16))")
+        }
+        let urls = peer.state.withLock { $0.urls }
+        var lastError: any Error = PeerTransportError.connectionClosed
+        for url in urls {
+            do {
+                let address = try PeerURL(url).socketAddress(url: url)
+                let hello = Hello(clusterID: config.clusterID, fromID: config.localID, toID: id, stream: .hashKV)
+                let question = Wire.frame(.hashKVRequest, request, allocator: ByteBufferAllocator())
+                let link = try await dialStream(
+                    loop: group.next(), address: address, hello: hello, maxMessageBytes: config.maxMessageBytes,
+                    timeout: timeout, peer: nil, register: nil, request: question
+                ).get()
+                try? await link.channel.close()
+                switch link.response.kind {
+                case .hashKVResponse: return link.response.data
+                case .error: lastError = PeerTransportError.rejected(reason: link.response.text)
+                default: lastError = PeerTransportError.protocolViolation("unexpected answer to a hash request")
+                }
+            } catch {
+                lastError = error
+            }
+        }
+        throw lastError
+    }
+
     /// Tells the delegate that messages to `peer` were dropped, at most once per 100 ms per peer.
     func reportUnreachable(_ peer: UInt64) {
         let now = ContinuousClock.now

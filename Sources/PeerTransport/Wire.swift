@@ -13,13 +13,15 @@ enum FrameKind: UInt8, Sendable {
     case snapshotEnd = 0x22
     case snapshotAck = 0x23
     case clusterInfo = 0x30
+    case hashKVRequest = 0x31
+    case hashKVResponse = 0x32
 
     /// Largest payload accepted for this kind.
     func payloadLimit(maxMessageBytes: Int) -> Int {
         switch self {
         case .message, .snapshotMessage, .clusterInfo: maxMessageBytes
         case .snapshotChunk: Wire.maxChunkBytes
-        case .hello, .ok, .error, .snapshotEnd, .snapshotAck: Wire.maxControlBytes
+        case .hello, .ok, .error, .snapshotEnd, .snapshotAck, .hashKVRequest, .hashKVResponse: Wire.maxControlBytes
         }
     }
 }
@@ -29,6 +31,7 @@ enum StreamKind: UInt8, Sendable {
     case messages = 1
     case snapshot = 2
     case clusterInfo = 3
+    case hashKV = 4
 }
 
 enum Wire {

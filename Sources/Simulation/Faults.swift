@@ -5,9 +5,13 @@ import Foundation
 extension SimWorld {
     /// Faults at random times until `end`: crashes with restarts, pauses,
     /// partitions (both ways and one way), lossy/duplicating/slow networks,
-    /// a slow member (its disk or link), and leader transfers. Several can
-    /// overlap; every one heals by itself (and `heal()` clears the rest).
+    /// a slow member (its disk or link), and leader transfers; in some runs
+    /// one corrupted member (see Corruption.swift). Several can overlap;
+    /// every one heals by itself (and `heal()` clears the rest).
     func scheduleFaults(until end: Int64) {
+        if options.members >= 3 && random.chance(0.3) {
+            queue.schedule(at: random.int(1_000_000...end * 2 / 3)) { [self] in corruptMember() }
+        }
         var time = random.int(300_000...1_500_000)
         while time < end {
             let at = time

@@ -52,4 +52,9 @@ final class SimTransport: RaftTransport, @unchecked Sendable {
     ) {
         world.transmitSnapshot(message, from: localID, to: peer, writeBody: writeBody, completion: completion)
     }
+
+    func fetchHashKV(_ request: Data, from peer: UInt64, timeout: Duration,
+                     completion: @escaping @Sendable (Result<Data, any Error>) -> Void) {
+        world.askHash(request, from: localID, to: peer, completion: completion)
+    }
 }

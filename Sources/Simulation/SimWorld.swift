@@ -28,6 +28,9 @@ final class SimNode: @unchecked Sendable {
     var removed = false
     /// Added as a learner and not yet promoted.
     var learner = false
+    /// Restarted with `corruptPut` armed: out of the client workload and the
+    /// data checks (see Corruption.swift).
+    var corrupted = false
 
     init(index: Int, config: ServerConfig) {
         self.index = index
@@ -77,6 +80,10 @@ final class SimWorld: @unchecked Sendable {
     /// Members whose NOSPACE alarm a fault raised and that is not yet
     /// known to be disarmed.
     var raisedNoSpace: Set<UInt64> = []
+    // Corruption (see Corruption.swift).
+    var corruptVictim: SimNode?
+    var hashCheckStartedAt: Int64?
+    var corruptCheckIntervalMicroseconds: Int64 = 1_000_000
 
     init(options: SimulationOptions) {
         self.options = options
@@ -150,6 +157,7 @@ final class SimWorld: @unchecked Sendable {
         let catchUp = UInt64(random.int(2...30))
         let preVote = random.chance(0.8)
         backendBatchLimit = Int(random.int(1...100))
+        corruptCheckIntervalMicroseconds = random.int(500_000...3_000_000)
         log("members \(count), snapshot-count \(snapshotCount), catch-up \(catchUp), pre-vote \(preVote), backend batch \(backendBatchLimit)")
         for i in 0..<count {
             var config = ServerConfig(name: names[i], dataDir: root + "/" + names[i],
@@ -240,7 +248,7 @@ final class SimWorld: @unchecked Sendable {
             }
             rounds += 1
         } while member.hasPendingInput && rounds < 10_000
-        guard let (applied, revision) = member.storeState() else { return }
+        guard !node.corrupted, let (applied, revision) = member.storeState() else { return }
         // The state is a function of the log prefix: every member whose
         // store holds the log up to index i is at the same revision.
         if let (other, expected) = revisionAtIndex[applied], expected != revision {
@@ -351,6 +359,8 @@ final class SimWorld: @unchecked Sendable {
                 if let sender = node(id: from) { settle(sender) }
                 return
             }
+            // A corrupted member's backend carries its damage along.
+            if node(id: from)?.corrupted == true && !target.corrupted { spreadCorruption(to: target) }
             target.delegate?.transport(receivedSnapshot: message, bodyPath: path, from: from)
             settle(target)
             schedule(after: 1_000) { [self] in
@@ -369,6 +379,7 @@ final class SimWorld: @unchecked Sendable {
         for node in nodes { start(node) }
         startWorkload()
         startWatchers()
+        scheduleCorruptionChecks()
         if options.faults { scheduleFaults(until: options.workloadMilliseconds * 1000) }
         run(until: options.workloadMilliseconds * 1000)
 
@@ -379,6 +390,7 @@ final class SimWorld: @unchecked Sendable {
         let healEnd = now + 10_000_000
         run(until: healEnd) { inFlight == 0 && now > healEnd - 8_000_000 }
         finalPhase()
+        checkCorruptionDetection()
         checkHistory()
         checkWatches()
         tearDown()

@@ -49,6 +49,10 @@ public struct SimulationReport: Sendable, CustomStringConvertible {
     public var watchEvents = 0
     /// Backend snapshots streamed to members too far behind.
     public var snapshotsSent = 0
+    /// Periodic corruption checks the leader ran, and corrupted members
+    /// whose damage was visible in their hash (each must be caught).
+    public var hashChecks = 0
+    public var corruptionsToDetect = 0
     /// "linearizable", "undecided" or the failing sub-history.
     public var linearizability = ""
     public var violations: [String] = []
@@ -65,6 +69,7 @@ public struct SimulationReport: Sendable, CustomStringConvertible {
         let faultText = faults.keys.sorted().map { "\($0)=\(faults[$0]!)" }.joined(separator: " ")
         var text = "seed \(seed) members \(members): \(passed ? "ok" : "FAILED") — \(operations) ops (\(unknownOutcomes) unknown), "
             + "\(otherChecks) other checks, \(watchStreams) watch streams (\(watchEvents) events), \(snapshotsSent) snapshots, "
+            + "\(hashChecks) hash checks (\(corruptionsToDetect) corruptions to catch), "
             + "faults [\(faultText)], \(events) events, \(simulatedMilliseconds) ms simulated, "
             + "linearizability: \(linearizability.prefix(200)), trace \(String(traceHash, radix: 16))"
         for violation in violations { text += "\n  violation: \(violation)" }

@@ -45,6 +45,7 @@ extension SimWorld {
     /// revision is the reference, and every later one (another member, or
     /// a replay after a crash) must be identical.
     func observed(_ member: UInt64, _ revision: Int64, _ events: [Mvccpb_Event]) {
+        if node(id: member)?.corrupted == true { return }
         let converted = events.map { Self.event($0, prevKV: false) }
         if let existing = appliedEvents[revision] {
             if existing != converted {
@@ -182,7 +183,7 @@ extension SimWorld {
     /// After convergence: every live stream must have been given everything
     /// up to the final revision; then every stream is checked.
     func checkWatches() {
-        let finalRevision = liveNodes.compactMap { $0.member?.header().revision }.max() ?? 0
+        let finalRevision = liveNodes.filter { !$0.corrupted }.compactMap { $0.member?.header().revision }.max() ?? 0
         let deadline = now + 5_000_000
         run(until: deadline) {
             watchStreams.indices.allSatisfy { !watchStreams[$0].active || watchStreams[$0].deliveredThrough >= finalRevision }

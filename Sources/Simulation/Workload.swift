@@ -43,7 +43,7 @@ extension SimWorld {
 
     /// A random up member (paused ones included: their requests just wait).
     func pickNode() -> SimNode? {
-        let up = nodes.filter { $0.member != nil && !$0.removed }
+        let up = nodes.filter { $0.member != nil && !$0.removed && !$0.corrupted }
         return up.isEmpty ? nil : up[random.index(up.count)]
     }
 
@@ -98,7 +98,8 @@ extension SimWorld {
             switch result {
             case .success(let value): handle(value)
             case .failure(let error):
-                if accepted.synchronous || (error as? EtcdError) == EtcdError.noLeader {
+                // Refused by every member's apply once CORRUPT is raised: not applied.
+                if accepted.synchronous || (error as? EtcdError) == EtcdError.noLeader || (error as? EtcdError) == EtcdError.corrupt {
                     notApplied()
                 } else {
                     handle(nil)
@@ -310,7 +311,7 @@ extension SimWorld {
         var pending = 0
         var failures: [String] = []
         var unfinished: Set<String> = []
-        for node in liveNodes {
+        for node in liveNodes where !node.corrupted {
             guard node.member != nil else { continue }
             let reads = keys
             pending += 1
@@ -326,8 +327,17 @@ extension SimWorld {
                 request.put.key = Data("final".utf8)
                 request.put.value = Data(value.utf8)
                 submit(request, on: member) { [self] result in
-                    if case let .success(.put(response)) = result {
+                    var answered = false
+                    switch result {
+                    case .success(.put(let response)):
                         record(client, invoke: invoke, input, .put(revision: response.header.revision))
+                        answered = true
+                    case .failure(let error as EtcdError) where error == .corrupt && corruptVictim != nil:
+                        answered = true  // once CORRUPT is raised, a definite refusal
+                    default:
+                        break
+                    }
+                    if answered {
                         readAll(member, client: client, reads) { ok in
                             if !ok { failures.append("\(node.name): final reads failed") }
                             pending -= 1
@@ -368,11 +378,13 @@ extension SimWorld {
 
     /// All members applied the same index: their KV hashes must be equal.
     func waitForConvergence() {
+        // A corrupted member's snapshot may have reached every other one.
+        if liveNodes.allSatisfy(\.corrupted) { return log("every member is corrupted: nothing left to converge") }
         let deadline = now + 30_000_000
         var converged = false
         while now < deadline && !converged {
             run(until: now + 200_000)
-            let live = liveNodes
+            let live = liveNodes.filter { !$0.corrupted }
             let members = live.compactMap(\.member)
             guard members.count == live.count else { continue }
             let applied = Set(members.map { $0.raftStatus().appliedIndex })
@@ -385,7 +397,7 @@ extension SimWorld {
             }
         }
         if !converged {
-            let states = liveNodes.map { node in
+            let states = liveNodes.filter { !$0.corrupted }.map { node in
                 node.member.map { member in
                     let status = member.raftStatus()
                     return "\(node.name): term \(status.term) leader \(String(status.leader, radix: 16)) commit \(status.committedIndex) applied \(status.appliedIndex)"

@@ -185,6 +185,9 @@ enum EtcdCommand {
             ("log-level 'info'", "Configures log level. Only supports debug, info, warn, error, panic, or fatal."),
             ("experimental-snapshot-catchup-entries '5000'", "Number of entries for a slow follower to catch up after compacting the raft storage entries."),
             ("experimental-watch-progress-notify-interval '10m'", "Duration of periodic watch progress notifications."),
+            ("experimental-initial-corrupt-check 'false'", "Enable to check data corruption before serving any client/peer traffic."),
+            ("experimental-corrupt-check-time '0s'", "Duration of time between cluster corruption check passes."),
+            ("feature-gates ''", "A set of key=value pairs that describe server level feature gates for alpha/experimental features. Options are: InitialCorruptCheck=true|false (ALPHA - default=false)"),
         ]
         return "\nFlags:\n" + rows.map { "  --\($0.0)\n    \($0.1)\n" }.joined(separator: "")
             + "\netcd's other flags (TLS, discovery, auth, metrics, ...) are recognised and refused while not supported,\n"

@@ -58,6 +58,15 @@ import Testing
         #expect(result.err.contains("ETCD_CLIENT_CERT_AUTH=true: --client-cert-auth is not supported yet"), "\(result.err)")
     }
 
+    @Test func featureGatesWeDoNotImplementRefuseToStartByName() throws {
+        let result = try refusal(["--feature-gates=InitialCorruptCheck=true,CompactHashCheck=true"])
+        #expect(result.status == 1)
+        #expect(result.err.contains("--feature-gates CompactHashCheck=true is not supported yet"), "\(result.err)")
+        let unknown = try refusal([], environment: ["ETCD_FEATURE_GATES": "NoSuchGate=true"])
+        #expect(unknown.status == 1)
+        #expect(unknown.err.contains("unrecognized feature gate: NoSuchGate"), "\(unknown.err)")
+    }
+
     @Test func httpsURLRefusesToStart() throws {
         let result = try refusal(["--listen-client-urls", "https://127.0.0.1:\(try EtcdProcess.freePort())"])
         #expect(result.status == 1)

@@ -24,7 +24,8 @@ import Testing
         let dir = MemberTests.tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         var config = ServerConfig(name: "m1", dataDir: dir)
-        config.downgradeCheckTimeMilliseconds = 50
+        // The version monitor stays away until the restart below.
+        config.downgradeCheckTimeMilliseconds = 3_600_000
         var member = try Member(config: config)
         #expect(member.clusterVersion == "3.6.0")
 
@@ -37,18 +38,24 @@ import Testing
         await #expect(throws: EtcdError.noInflightDowngrade) { try await member.downgrade(Self.request(.cancel)) }
         #expect(!member.downgradeInfo().enabled)
 
-        // Enabled: the job is recorded, a second one is refused, and the
-        // leader's monitor lowers the cluster version to the target.
+        // Enabled: the job is recorded and a second one is refused.
         #expect(try await member.downgrade(Self.request(.enable, "3.5")).version == "3.6")
         #expect(member.downgradeInfo().enabled && member.downgradeInfo().targetVersion == "3.5.0")
         await #expect(throws: EtcdError.downgradeInProcess) { try await member.downgrade(Self.request(.validate, "3.5")) }
-        try await Self.waitForClusterVersion(member, "3.5.0")
 
-        // Both survive a restart.
+        // The job survives a restart; the leader's monitor then lowers the
+        // cluster version to the target (after which 3.5 is no longer the
+        // allowed target, and etcd checks that first).
         await member.stopAndWait()
+        config.downgradeCheckTimeMilliseconds = 50
         member = try Member(config: config)
         defer { member.stop() }
-        #expect(member.downgradeInfo().enabled && member.clusterVersion == "3.5.0")
+        #expect(member.downgradeInfo().enabled)
+        try await Self.waitForClusterVersion(member, "3.5.0")
+        await #expect(throws: EtcdError.invalidDowngradeTargetVersion) { try await member.downgrade(Self.request(.validate, "3.5")) }
+        await member.stopAndWait()
+        member = try Member(config: config)
+        #expect(member.clusterVersion == "3.5.0")
 
         // Cancelled: the version goes back to ours.
         #expect(try await member.downgrade(Self.request(.cancel)).version == "3.5")

@@ -225,7 +225,7 @@ import Testing
         }
         for key in ConfigKey.allCases { #expect(EtcdFlag.byName[key.rawValue]?.key == key) }
         #expect(EtcdFlag.byName["client-cert-auth"]?.kind == .bool)
-        #expect(EtcdFlag.byName.count == 2 + ConfigKey.allCases.count + 2 + EtcdFlag.unsupported.count)
+        #expect(EtcdFlag.byName.count == 2 + EtcdFlag.supported.count + EtcdFlag.unsupported.count)
     }
 }
 
@@ -270,6 +270,31 @@ import Testing
         #expect(try resolve([], ["ETCD_SNAPSHOT_CATCHUP_ENTRIES": "10"]).settings == [.snapshotCatchUpEntries: "10"])
         #expect(refusal { try resolve(["--watch-progress-notify-interval=5s", "--experimental-watch-progress-notify-interval=6s"]) }
             .contains("set only one"))
+    }
+
+    @Test func corruptionChecksAndFeatureGates() throws {
+        #expect(try ServerConfig(settings: [:]).initialCorruptCheck == false)
+        #expect(try ServerConfig(settings: [:]).corruptCheckTimeMilliseconds == 0)
+        let flags = try resolve(["--experimental-initial-corrupt-check", "--corrupt-check-time=2m"])
+        #expect(flags.settings == [.initialCorruptCheck: "true", .corruptCheckTime: "2m"])
+        let config = try ServerConfig(settings: flags.settings)
+        #expect(config.initialCorruptCheck && config.corruptCheckTimeMilliseconds == 120_000)
+        let environment = try resolve([], ["ETCD_EXPERIMENTAL_CORRUPT_CHECK_TIME": "1s", "ETCD_FEATURE_GATES": "InitialCorruptCheck=true"])
+        let fromEnvironment = try ServerConfig(settings: environment.settings)
+        #expect(fromEnvironment.initialCorruptCheck && fromEnvironment.corruptCheckTimeMilliseconds == 1000)
+        let file = try SettingsSources.resolve(configFile: ["experimental-corrupt-check-time": .scalar("3000000000"),
+                                                            "experimental-initial-corrupt-check": .scalar("true")])
+        #expect(try ServerConfig(settings: file.settings).corruptCheckTimeMilliseconds == 3000)
+        // Gates at etcd's defaults pass; others refuse, named; unknown gates get Kubernetes' error.
+        #expect(try ServerConfig(settings: [.featureGates: "TxnModeWriteWithSharedBuffer=true,CompactHashCheck=false"]).initialCorruptCheck == false)
+        #expect(refusal { try ServerConfig(settings: [.featureGates: "CompactHashCheck=true"]) }
+            == "--feature-gates CompactHashCheck=true is not supported yet")
+        #expect(refusal { try ServerConfig(settings: [.featureGates: "NoSuchGate=true"]) }.hasSuffix("unrecognized feature gate: NoSuchGate"))
+        #expect(refusal { try ServerConfig(settings: [.featureGates: "InitialCorruptCheck"]) }.hasSuffix("missing bool value for InitialCorruptCheck"))
+        #expect(refusal { try ServerConfig(settings: [.featureGates: "InitialCorruptCheck=true", .initialCorruptCheck: "false"]) }
+            .contains("cannot specify both flags"))
+        #expect(refusal { try resolve(["--experimental-compact-hash-check-enabled"]) }
+            == "--experimental-compact-hash-check-enabled is not supported yet")
     }
 
     @Test func configFileKeysAndTLSBlocks() throws {

@@ -366,6 +366,23 @@ struct PeerTransportTests {
         }
     }
 
+    @Test("a hash question is answered by the peer's delegate, or refused with its reason")
+    func hashQuestions() async throws {
+        let a = try await Node.start(id: 1, cluster: 5)
+        let b = try await Node.start(id: 2, cluster: 5)
+        let stranger = try await Node.start(id: 3, cluster: 6)
+        a.connect(to: b)
+        a.transport.setPeer(id: 3, urls: [stranger.url])
+        #expect(try await a.transport.fetchHashKV(Data([1, 2, 3]), from: 2, timeout: .seconds(2)) == Data([3, 2, 1]))
+        func refusal(_ request: Data, from peer: UInt64) async -> String {
+            do { _ = try await a.transport.fetchHashKV(request, from: peer, timeout: .seconds(2)); return "answered" } catch { return "\(error)" }
+        }
+        #expect(await refusal(Data("refuse".utf8), from: 2) == "rejected by peer: refused by 1")
+        #expect(await refusal(Data([1]), from: 3) == "rejected by peer: cluster ID mismatch")
+        #expect(await refusal(Data([1]), from: 9) == "rejected by peer: unknown peer 9")
+        await stopAll(a, b, stranger)
+    }
+
     @Test("stop() is idempotent and the transport is inert afterwards")
     func stopIdempotent() async throws {
         let a = try await Node.start(id: 1)

@@ -1,4 +1,5 @@
 import Checksum
+import Dispatch
 import Foundation
 import NIOCore
 import NIOPosix
@@ -41,6 +42,11 @@ final class Recorder: PeerTransportDelegate {
     }
     func transportClusterInfo() -> Data {
         state.withLock { $0.clusterInfo }
+    }
+    /// Answers a hash question with its bytes reversed, "refuse" with a refusal.
+    func transport(hashKVRequest request: Data, from: UInt64, reply: @escaping @Sendable (Result<Data, PeerRefusal>) -> Void) {
+        if request == Data("refuse".utf8) { return reply(.failure(PeerRefusal("refused by \(from)"))) }
+        DispatchQueue.global().async { reply(.success(Data(request.reversed()))) }
     }
 
     func messages(from peer: UInt64) -> [Data] { state.withLock { $0.messages[peer] ?? [] } }

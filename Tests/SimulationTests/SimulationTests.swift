@@ -76,6 +76,9 @@ import Testing
         for change in ["add-learner=", "promote=", "remove-member=", "leader-transfer="] {
             #expect(outcome.reports.contains { $0.contains(change) }, "no run made a \(change.dropLast()) change")
         }
+        // Some runs corrupt a member, and the leader's hash check catches it.
+        #expect(outcome.reports.contains { $0.contains("corrupt-member=") }, "no run corrupted a member")
+        #expect(outcome.reports.contains { !$0.contains("(0 corruptions to catch)") }, "no corruption was there to catch")
     }
 
     /// Linearizable reads served without ReadIndex (a planted bug) are

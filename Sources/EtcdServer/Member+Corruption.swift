@@ -1,0 +1,240 @@
+import Dispatch
+import EtcdProto
+import Foundation
+import Logging
+import PeerTransport
+import Synchronization
+
+/// etcd's corruption detection (`etcdserver/corrupt.go`):
+///
+/// - the initial check (`--experimental-initial-corrupt-check`, 3.6's
+///   `--feature-gates=InitialCorruptCheck=true`): before a member with data
+///   serves, it asks every peer for its HashKV at our revision and refuses
+///   to start when one differs at the same compaction revision;
+/// - the periodic check (`--experimental-corrupt-check-time`): every
+///   interval the leader compares its HashKV with its followers' (the
+///   rules are `CorruptionCheck`'s) and on a fault raises the CORRUPT
+///   alarm through raft, with member id 0 as etcd does ("it isn't clear
+///   which member's data is corrupted"); from then on every member's apply
+///   refuses writes with `etcdserver: corrupt cluster` (`Applier`).
+///
+/// Peers are asked over the peer transport, one connection per question,
+/// as etcd asks a peer's `/members/hashkv`; a member answers from any
+/// thread but its event loops.
+extension Member {
+    // MARK: - Answering peers
+
+    /// The answer to a peer's hash question: a marshaled HashKVResponse
+    /// (the hash at the asked revision, our compaction revision, and our
+    /// current revision in the header), or the error's text (etcd answers
+    /// 400 with it; the asker looks for the compacted and future-revision
+    /// texts).
+    package func answerHashKV(_ request: Data) -> Result<Data, PeerRefusal> {
+        guard let question = try? Etcdserverpb_HashKVRequest(serializedBytes: request) else {
+            return .failure(PeerRefusal("error unmarshalling request"))
+        }
+        do {
+            let hashed = try hashKV(revision: question.revision)
+            var answer = Etcdserverpb_HashKVResponse()
+            answer.header = header(revision: hashed.currentRevision)
+            answer.hash = hashed.hash
+            answer.compactRevision = hashed.compactRevision
+            return .success(try answer.serializedData())
+        } catch {
+            return .failure(PeerRefusal("\(error)"))
+        }
+    }
+
+    // MARK: - Asking peers
+
+    /// A peer's answer, or why there is none.
+    enum PeerHashOutcome: Sendable {
+        case answered(CorruptionCheck.PeerHash)
+        /// The peer has not reached the revision yet (etcd's ErrFutureRev).
+        case peerBehind
+        /// The revision is compacted on the peer: we are behind (ErrCompacted).
+        case localBehind
+        case failed(String)
+    }
+
+    /// Asks every other member for its HashKV at `revision`; `completion`
+    /// gets the answers by member id (on any thread; at once without peers).
+    func fetchPeerHashes(revision: Int64, completion: @escaping @Sendable ([(UInt64, PeerHashOutcome)]) -> Void) {
+        let others = membership.members.filter { $0.id != memberID && !$0.peerURLs.isEmpty }.map(\.id)
+        guard !others.isEmpty else { return completion([]) }
+        var question = Etcdserverpb_HashKVRequest()
+        question.revision = revision
+        let request = (try? question.serializedData()) ?? Data()
+        let gathered = Mutex<[(UInt64, PeerHashOutcome)]>([])
+        let (logger, localID) = (self.logger, memberID)
+        for id in others {
+            peers.fetchHashKV(request, from: id, timeout: requestTimeout) { result in
+                let outcome = Self.outcome(of: result, from: id)
+                if case .failed(let reason) = outcome {
+                    logger.warning("failed hash kv request", metadata: [
+                        "local-member-id": "\(String(localID, radix: 16))", "requested-revision": "\(revision)",
+                        "remote-peer-id": "\(String(id, radix: 16))", "error": "\(reason)"])
+                }
+                let all = gathered.withLock { answers -> [(UInt64, PeerHashOutcome)]? in
+                    answers.append((id, outcome))
+                    return answers.count == others.count ? answers.sorted { $0.0 < $1.0 } : nil
+                }
+                if let all { completion(all) }
+            }
+        }
+    }
+
+    private static func outcome(of result: Result<Data, any Error>, from id: UInt64) -> PeerHashOutcome {
+        switch result {
+        case .success(let data):
+            guard let answer = try? Etcdserverpb_HashKVResponse(serializedBytes: data) else {
+                return .failed("cannot decode the hash response")
+            }
+            return .answered(CorruptionCheck.PeerHash(memberID: id, hash: answer.hash, compactRevision: answer.compactRevision,
+                                                      currentRevision: answer.header.revision))
+        case .failure(let error):
+            let text = "\(error)"
+            if text.contains("required revision has been compacted") { return .localBehind }
+            if text.contains("required revision is a future revision") { return .peerBehind }
+            return .failed(text)
+        }
+    }
+
+    /// Our HashKV now: the hash at the current revision.
+    func localHash() throws -> CorruptionCheck.LocalHash {
+        let hashed = try hashKV(revision: 0)
+        return CorruptionCheck.LocalHash(hash: hashed.hash, revision: hashed.hashRevision, compactRevision: hashed.compactRevision)
+    }
+
+    // MARK: - The initial check
+
+    /// Compares our HashKV with every peer's at our revision; throws etcd's
+    /// "found data inconsistency with peers" when one differs at the same
+    /// compaction revision. Peers that cannot answer are only warned about.
+    func checkInitialHashKV() async throws {
+        let id = String(memberID, radix: 16)
+        logger.info("starting initial corruption check", metadata: [
+            "local-member-id": "\(id)", "timeout": "\(requestTimeout)"])
+        let local: CorruptionCheck.LocalHash
+        do { local = try localHash() } catch { throw EtcdError(.dataLoss, "\(id) failed to fetch hash (\(error))") }
+        let outcomes = await withCheckedContinuation { continuation in
+            fetchPeerHashes(revision: local.revision) { continuation.resume(returning: $0) }
+        }
+        var answers: [CorruptionCheck.PeerHash] = []
+        for (peer, outcome) in outcomes {
+            var fields: Logger.Metadata = [
+                "local-member-id": "\(id)", "local-member-revision": "\(local.revision)",
+                "local-member-compact-revision": "\(local.compactRevision)", "local-member-hash": "\(local.hash)",
+                "remote-peer-id": "\(String(peer, radix: 16))"]
+            switch outcome {
+            case .answered(let answer):
+                answers.append(answer)
+                fields["remote-peer-revision"] = "\(answer.currentRevision)"
+                fields["remote-peer-compact-revision"] = "\(answer.compactRevision)"
+                fields["remote-peer-hash"] = "\(answer.hash)"
+                if answer.hash != local.hash {
+                    logger.warning(answer.compactRevision == local.compactRevision
+                                   ? "found different hash values from remote peer"
+                                   : "found different compact revision values from remote peer", metadata: fields)
+                }
+            case .peerBehind: logger.warning("cannot fetch hash from slow remote peer", metadata: fields)
+            case .localBehind: logger.warning("cannot fetch hash from remote peer; local member is behind", metadata: fields)
+            case .failed: break
+            }
+        }
+        if !CorruptionCheck.initialMismatches(local: local, peers: answers).isEmpty {
+            throw EtcdError(.dataLoss, "\(id) found data inconsistency with peers")
+        }
+        logger.info("initial corruption checking passed; no corruption", metadata: ["local-member-id": "\(id)"])
+    }
+
+    // MARK: - The periodic check
+
+    /// One pass of the leader's check: our hash, the peers' at our
+    /// revision, a linearizable barrier, our hash again, then etcd's rules;
+    /// on a fault the CORRUPT alarm is proposed. `completion` gets the
+    /// faults found (on any thread; on the driving thread for manual-loop
+    /// members, which is how the simulation runs it).
+    package func checkHashKV(completion: @escaping @Sendable (Result<[CorruptionCheck.Fault], any Error>) -> Void) {
+        let before: CorruptionCheck.LocalHash
+        do { before = try localHash() } catch { return completion(.failure(error)) }
+        fetchPeerHashes(revision: before.revision) { outcomes in
+            self.readBarrier { barrier in
+                // The loop's thread completes the barrier: hash elsewhere.
+                self.offLoop {
+                    completion(Result {
+                        try barrier.get()
+                        let answers = outcomes.compactMap { if case .answered(let answer) = $0.1 { answer } else { nil } }
+                        let faults = CorruptionCheck.periodicFaults(leaderID: self.memberID, before: before,
+                                                                    after: try self.localHash(), peers: answers)
+                        self.report(faults, before: before, answers: answers)
+                        return faults
+                    })
+                }
+            }
+        }
+    }
+
+    /// The async form of `checkHashKV(completion:)`.
+    func checkHashKV() async throws -> [CorruptionCheck.Fault] {
+        try await withCheckedThrowingContinuation { continuation in
+            checkHashKV { continuation.resume(with: $0) }
+        }
+    }
+
+    private func report(_ faults: [CorruptionCheck.Fault], before: CorruptionCheck.LocalHash, answers: [CorruptionCheck.PeerHash]) {
+        for fault in faults {
+            logger.warning("\(fault.reason)", metadata: [
+                "leader-revision": "\(before.revision)", "leader-compact-revision": "\(before.compactRevision)",
+                "leader-hash": "\(before.hash)", "member-id": "\(String(fault.memberID, radix: 16))"])
+        }
+        if !faults.isEmpty && !alarms.isActive(.corrupt, member: 0) {
+            // As etcd 3.4.23+/3.5.7+: member id 0, the whole cluster.
+            var alarm = Etcdserverpb_InternalRaftRequest()
+            alarm.alarm.action = .activate
+            alarm.alarm.memberID = 0
+            alarm.alarm.alarm = .corrupt
+            propose(.other(alarm), checking: {}, as: { $0 }) { _ in }
+        }
+        logger.info("finished peer corruption check", metadata: ["number-of-peers-checked": "\(answers.count)"])
+    }
+
+    /// Runs `body` off the raft loop's thread (on it for manual-loop
+    /// members: their owner drives everything on one thread).
+    private func offLoop(_ body: @escaping @Sendable () -> Void) {
+        if environment.manualLoop { body() } else { DispatchQueue.global().async(execute: body) }
+    }
+
+    /// Starts etcd's `monitorKVHash`: every `--experimental-corrupt-check-time`
+    /// the member, when it leads, runs `checkHashKV`. Not for manual-loop
+    /// members (the simulation schedules the checks itself).
+    func startCorruptionMonitor() {
+        let interval = config.corruptCheckTimeMilliseconds
+        guard interval > 0, !environment.manualLoop else { return }
+        logger.info("enabled corruption checking", metadata: [
+            "local-member-id": "\(String(memberID, radix: 16))", "interval": "\(Duration.milliseconds(interval))"])
+        corruptionMonitor.start { [weak self] in
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .milliseconds(interval))
+                guard let self, !Task.isCancelled, !self.mailbox.isFinished else { return }
+                guard self.raftStatus().leader == self.memberID else { continue }
+                do { _ = try await self.checkHashKV() } catch {
+                    self.logger.warning("failed to check hash KV", metadata: ["error": "\(error)"])
+                }
+            }
+        }
+    }
+}
+
+/// The periodic check's task, cancelled when the member stops.
+final class CorruptionMonitor: Sendable {
+    private let task = Mutex<Task<Void, Never>?>(nil)
+
+    func start(_ body: @escaping @Sendable () async -> Void) {
+        task.withLock { $0 = Task(operation: body) }
+    }
+
+    func stop() {
+        task.withLock { $0?.cancel() }
+    }
+}
