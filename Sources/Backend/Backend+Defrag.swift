@@ -95,15 +95,15 @@ final class OnlineDefrag: Sendable {
         unlink(temporaryPath)
         let rc: Int32
         do {
-            rc = try backend.withSharedEnvironment { env in
-                mdb_env_copy2(env, temporaryPath, UInt32(MDB_CP_COMPACT))
+            rc = try backend.withSharedEnvironment { env throws(BackendError) in
+                try Backend.compactingCopy(env, to: temporaryPath)
             }
         } catch {
             fail(error)
             return
         }
         guard rc == 0 else {
-            fail(backend.lmdbError(rc, "mdb_env_copy2 \(temporaryPath)"))
+            fail(backend.lmdbError(rc, "mdb_env_copyfd2 \(temporaryPath)"))
             return
         }
         let target: TargetEnvironment

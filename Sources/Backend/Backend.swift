@@ -601,11 +601,11 @@ public final class Backend: @unchecked Sendable {
         }
     }
 
-    func withSharedEnvironment<R>(_ body: (OpaquePointer) -> R) throws(BackendError) -> R {
+    func withSharedEnvironment<R>(_ body: (OpaquePointer) throws(BackendError) -> R) throws(BackendError) -> R {
         envLock.readLock()
         defer { envLock.unlock() }
         guard let env else { throw .closed }
-        return body(env)
+        return try body(env)
     }
 
     func currentEnv() throws(BackendError) -> OpaquePointer {

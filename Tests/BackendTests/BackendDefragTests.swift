@@ -26,6 +26,12 @@ import Testing
         return (backend, expected)
     }
 
+    /// The file's permission bits: a defragmented file is as private as the original.
+    static func mode(_ path: String) -> mode_t {
+        var info = stat()
+        return stat(path, &info) == 0 ? info.st_mode & 0o777 : 0
+    }
+
     func keyBucket(_ backend: Backend) throws -> [String: [UInt8]] {
         try backend.read { tx in
             var out: [String: [UInt8]] = [:]
@@ -98,6 +104,7 @@ import Testing
         #expect(try keyBucket(backend) == expected)
         #expect(try backend.consistentIndex() == (UInt64(100 + round - 1), 3))
         #expect(!FileManager.default.fileExists(atPath: dir.db + ".defrag"))
+        #expect(Self.mode(dir.db) == 0o600)
         // Still a working backend, and the result is what is on disk.
         try backend.put(.key, key: bytes("after"), value: bytes("1"))
         expected["after"] = bytes("1")

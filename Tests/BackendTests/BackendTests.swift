@@ -166,6 +166,7 @@ func bytes(_ s: String) -> [UInt8] { Array(s.utf8) }
         #expect(inUse < sizeBefore)
         try backend.defragment()
         #expect(backend.sizeBytes < sizeBefore / 4)
+        #expect(BackendDefragTests.mode(dir.db) == 0o600)
         #expect(try backend.hash() == hashBefore)
         #expect(try backend.consistentIndex() == (42, 3))
         #expect(try backend.read { try $0.get(.key, bytes("00100")) } == value)
