@@ -29,6 +29,8 @@ public enum ConfigKey: String, CaseIterable, Sendable {
     case grpcKeepaliveMinTime = "grpc-keepalive-min-time"
     case grpcKeepaliveInterval = "grpc-keepalive-interval"
     case grpcKeepaliveTimeout = "grpc-keepalive-timeout"
+    case autoCompactionMode = "auto-compaction-mode"
+    case autoCompactionRetention = "auto-compaction-retention"
 
     /// `ETCD_` + the flag name in upper snake case.
     public var environmentVariable: String {
@@ -118,6 +120,14 @@ extension ServerConfig {
                 throw .invalid(key: ConfigKey.preVote.rawValue, value: text, reason: "expected true or false")
             }
             preVote = value
+        }
+        // etcd checks the mode even while auto-compaction is off.
+        let mode = settings[.autoCompactionMode] ?? "periodic"
+        guard mode == "periodic" || mode == "revision" else {
+            throw .invalid(key: ConfigKey.autoCompactionMode.rawValue, value: mode, reason: "expected periodic or revision")
+        }
+        if let text = settings[.autoCompactionRetention] {
+            autoCompaction = try AutoCompactionPolicy.parse(mode: mode, retention: text)
         }
         if let state = settings[.initialClusterState] {
             guard state == "new" || state == "existing" else {

@@ -55,6 +55,12 @@ public struct ServerConfig: Sendable {
     public var grpcKeepaliveTimeoutMilliseconds: Int = 20_000
     /// --max-learners: learners the cluster may have at once (etcd's default 1).
     public var maxLearners = 1
+    /// --auto-compaction-mode and --auto-compaction-retention: nil (etcd's
+    /// retention "0") leaves compaction to clients.
+    public var autoCompaction: AutoCompactionPolicy?
+    /// How often revision-mode auto-compaction looks: etcd's fixed 5
+    /// minutes. Not a flag; tests and the simulation shorten it.
+    public var autoCompactionRevisionCheckIntervalMilliseconds = 300_000
     /// Watchers one watch stream may hold (a bound etcd does not have).
     public var maxWatchersPerStream = 100_000
 
