@@ -60,6 +60,9 @@ final class Mailbox: Sendable {
         var readIndexRetries = 0
         /// Ticks the loop has taken (tests await one instead of sleeping).
         var ticks = 0
+        /// Auto-compactions this member finished as leader (refusals as
+        /// already compacted included).
+        var autoCompactions = 0
     }
 
     /// One pass's input, taken at once.

@@ -231,4 +231,7 @@ public final class Member: Sendable {
 
     /// Ticks the raft loop has taken.
     package var ticks: Int { mailbox.status.ticks }
+
+    /// Auto-compactions this member finished as leader (`--auto-compaction-*`).
+    package var autoCompactions: Int { mailbox.status.autoCompactions }
 }

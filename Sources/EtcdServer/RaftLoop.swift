@@ -68,6 +68,8 @@ final class RaftLoop: @unchecked Sendable {
     /// (published with the status after each Ready).
     var appliedFromMemory = 0
     var appliedDecoded = 0
+    /// `--auto-compaction-*`: nil when off (see `RaftLoop+AutoCompaction.swift`).
+    var autoCompactor: AutoCompactor?
 
     /// Raft snapshot files kept on disk.
     static let retainedSnapshotFiles = 5
@@ -101,7 +103,12 @@ final class RaftLoop: @unchecked Sendable {
         skipThrough = bootstrap.consistentIndex
         campaignAtStart = bootstrap.campaignAtStart
         reads = ReadIndexBatcher(memberID: bootstrap.memberID)
-        nextTick = environment.now() + .milliseconds(config.heartbeatIntervalMilliseconds)
+        let start = environment.now()
+        nextTick = start + .milliseconds(config.heartbeatIntervalMilliseconds)
+        autoCompactor = config.autoCompaction.map { policy in
+            AutoCompactor(policy: policy, revisionCheckInterval: .milliseconds(config.autoCompactionRevisionCheckIntervalMilliseconds),
+                          now: start, revision: bootstrap.store.currentRevision)
+        }
     }
 
     /// The loop's thread: passes until the member shuts down.
@@ -134,6 +141,7 @@ final class RaftLoop: @unchecked Sendable {
             node.tick()
             nextTick = now + .milliseconds(config.heartbeatIntervalMilliseconds)
             proposeLeaseMaintenance()
+            checkAutoCompaction(now: now)
             expireRequests(now: now)
             mailbox.publish { $0.ticks += 1 }
         }
