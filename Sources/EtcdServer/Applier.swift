@@ -72,10 +72,12 @@ final class Applier: @unchecked Sendable {
     let leaseClock: LeaseClock
     let logger: Logger
     let observeApply: (@Sendable (UInt64, Int64, [Mvccpb_Event]) -> Void)?
+    let observeCompaction: (@Sendable (UInt64, Int64) -> Void)?
 
     init(memberID: UInt64, store: KVStore, watchable: WatchableStore, lessor: Lessor, backend: Backend,
          membership: MembershipTable, alarms: AlarmStore, peers: any RaftTransport, leaseClock: LeaseClock, logger: Logger,
-         observeApply: (@Sendable (UInt64, Int64, [Mvccpb_Event]) -> Void)?) {
+         observeApply: (@Sendable (UInt64, Int64, [Mvccpb_Event]) -> Void)?,
+         observeCompaction: (@Sendable (UInt64, Int64) -> Void)?) {
         self.memberID = memberID
         self.store = store
         self.watchable = watchable
@@ -87,6 +89,7 @@ final class Applier: @unchecked Sendable {
         self.leaseClock = leaseClock
         self.logger = logger
         self.observeApply = observeApply
+        self.observeCompaction = observeCompaction
     }
 
     /// Applies one request to the state machines.
@@ -104,6 +107,7 @@ final class Applier: @unchecked Sendable {
                 return storeWrite {
                     let response = try store.compact(request.compaction.revision)
                     if request.compaction.physical { try store.finishCompaction() }
+                    observeCompaction?(memberID, request.compaction.revision)
                     return .compaction(response)
                 }
             }

@@ -106,7 +106,7 @@ public final class Member: Sendable {
         peers = environment.makeTransport?(transportConfig, inbox) ?? PeerTransport(config: transportConfig, delegate: inbox)
         let applier = Applier(memberID: memberID, store: store, watchable: watchable, lessor: lessor, backend: backend,
                               membership: membership, alarms: alarms, peers: peers, leaseClock: leaseClock, logger: logger,
-                              observeApply: environment.observeApply)
+                              observeApply: environment.observeApply, observeCompaction: environment.observeCompaction)
         loop = RaftLoop(config: config, environment: environment, logger: logger, bootstrap: parts, mailbox: mailbox,
                         applier: applier, peers: peers, encoder: encoder, requestTimeout: requestTimeout)
         watchSyncThread = WatchSyncThread(store: watchable)

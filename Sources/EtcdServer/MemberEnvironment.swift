@@ -44,6 +44,10 @@ package struct MemberEnvironment: Sendable {
     /// Sees every write the member applies (member id, revision, events):
     /// the simulation's reference history for the watch checker.
     package var observeApply: (@Sendable (UInt64, Int64, [Mvccpb_Event]) -> Void)?
+    /// Sees every compaction the member applies (member id, revision),
+    /// auto-compactions included: the simulation's record of compaction
+    /// revisions, where etcd drops a write's prev_kv.
+    package var observeCompaction: (@Sendable (UInt64, Int64) -> Void)?
     /// The member's logger; nil: the process's "etcd" logger.
     package var logger: Logger?
 

@@ -49,6 +49,10 @@ public struct SimulationReport: Sendable, CustomStringConvertible {
     public var watchEvents = 0
     /// Backend snapshots streamed to members too far behind.
     public var snapshotsSent = 0
+    /// This seed's auto-compaction ("off", "periodic 1500 ms", ...) and
+    /// the compactions it made.
+    public var autoCompaction = "off"
+    public var autoCompactions = 0
     /// "linearizable", "undecided" or the failing sub-history.
     public var linearizability = ""
     public var violations: [String] = []
@@ -65,6 +69,7 @@ public struct SimulationReport: Sendable, CustomStringConvertible {
         let faultText = faults.keys.sorted().map { "\($0)=\(faults[$0]!)" }.joined(separator: " ")
         var text = "seed \(seed) members \(members): \(passed ? "ok" : "FAILED") — \(operations) ops (\(unknownOutcomes) unknown), "
             + "\(otherChecks) other checks, \(watchStreams) watch streams (\(watchEvents) events), \(snapshotsSent) snapshots, "
+            + "auto-compaction \(autoCompaction) (\(autoCompactions) done), "
             + "faults [\(faultText)], \(events) events, \(simulatedMilliseconds) ms simulated, "
             + "linearizability: \(linearizability.prefix(200)), trace \(String(traceHash, radix: 16))"
         for violation in violations { text += "\n  violation: \(violation)" }

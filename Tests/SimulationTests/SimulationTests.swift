@@ -76,6 +76,10 @@ import Testing
         for change in ["add-learner=", "promote=", "remove-member=", "leader-transfer="] {
             #expect(outcome.reports.contains { $0.contains(change) }, "no run made a \(change.dropLast()) change")
         }
+        // Leaders auto-compacted in both modes (the seeds that switch it on).
+        for mode in ["auto-compaction periodic", "auto-compaction revision"] {
+            #expect(outcome.reports.contains { $0.contains(mode) && !$0.contains("(0 done)") }, "no \(mode) compaction")
+        }
     }
 
     /// Linearizable reads served without ReadIndex (a planted bug) are
