@@ -74,10 +74,12 @@ final class Applier: @unchecked Sendable {
     let observeApply: (@Sendable (UInt64, Int64, [Mvccpb_Event]) -> Void)?
     /// For `corruptPut`, which makes this member's data diverge.
     let failpoints: Failpoints
+    let observeCompaction: (@Sendable (UInt64, Int64) -> Void)?
 
     init(memberID: UInt64, store: KVStore, watchable: WatchableStore, lessor: Lessor, backend: Backend,
          membership: MembershipTable, alarms: AlarmStore, peers: any RaftTransport, leaseClock: LeaseClock, logger: Logger,
-         failpoints: Failpoints, observeApply: (@Sendable (UInt64, Int64, [Mvccpb_Event]) -> Void)?) {
+         failpoints: Failpoints, observeApply: (@Sendable (UInt64, Int64, [Mvccpb_Event]) -> Void)?,
+         observeCompaction: (@Sendable (UInt64, Int64) -> Void)?) {
         self.memberID = memberID
         self.store = store
         self.watchable = watchable
@@ -90,6 +92,7 @@ final class Applier: @unchecked Sendable {
         self.logger = logger
         self.failpoints = failpoints
         self.observeApply = observeApply
+        self.observeCompaction = observeCompaction
     }
 
     /// Applies one request to the state machines.
@@ -113,6 +116,7 @@ final class Applier: @unchecked Sendable {
                 return storeWrite {
                     let response = try store.compact(request.compaction.revision)
                     if request.compaction.physical { try store.finishCompaction() }
+                    observeCompaction?(memberID, request.compaction.revision)
                     return .compaction(response)
                 }
             }

@@ -99,8 +99,6 @@ extension EtcdFlag {
         EtcdFlag("discovery-proxy", .string, ""),
         EtcdFlag("discovery-srv", .string, ""),
         EtcdFlag("discovery-srv-name", .string, ""),
-        EtcdFlag("auto-compaction-retention", .string, "0"),
-        EtcdFlag("auto-compaction-mode", .string, "periodic"),
         EtcdFlag("v2-deprecation", .string, "write-only"),
         // security / TLS
         EtcdFlag("cert-file", .string, ""),

@@ -64,6 +64,9 @@ final class Mailbox: Sendable {
         var ticks = 0
         /// Whom the loop has heard from, and since when (published each tick).
         var peerContact = PeerContact(gap: .seconds(1))
+        /// Auto-compactions this member finished as leader (refusals as
+        /// already compacted included).
+        var autoCompactions = 0
     }
 
     /// One pass's input, taken at once.

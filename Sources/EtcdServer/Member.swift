@@ -108,7 +108,8 @@ public final class Member: Sendable {
         peers = environment.makeTransport?(transportConfig, inbox) ?? PeerTransport(config: transportConfig, delegate: inbox)
         let applier = Applier(memberID: memberID, store: store, watchable: watchable, lessor: lessor, backend: backend,
                               membership: membership, alarms: alarms, peers: peers, leaseClock: leaseClock, logger: logger,
-                              failpoints: config.failpoints, observeApply: environment.observeApply)
+                              failpoints: config.failpoints, observeApply: environment.observeApply,
+                              observeCompaction: environment.observeCompaction)
         loop = RaftLoop(config: config, environment: environment, logger: logger, bootstrap: parts, mailbox: mailbox,
                         applier: applier, peers: peers, encoder: encoder, requestTimeout: requestTimeout)
         watchSyncThread = WatchSyncThread(store: watchable)
@@ -235,4 +236,7 @@ public final class Member: Sendable {
 
     /// Ticks the raft loop has taken.
     package var ticks: Int { mailbox.status.ticks }
+
+    /// Auto-compactions this member finished as leader (`--auto-compaction-*`).
+    package var autoCompactions: Int { mailbox.status.autoCompactions }
 }

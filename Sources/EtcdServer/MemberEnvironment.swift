@@ -62,6 +62,10 @@ package struct MemberEnvironment: Sendable {
     package var runInBackground: @Sendable (@escaping @Sendable () -> Void) -> Void = { work in
         DispatchQueue.global().async(execute: work)
     }
+    /// Sees every compaction the member applies (member id, revision),
+    /// auto-compactions included: the simulation's record of compaction
+    /// revisions, where etcd drops a write's prev_kv.
+    package var observeCompaction: (@Sendable (UInt64, Int64) -> Void)?
     /// The member's logger; nil: the process's "etcd" logger.
     package var logger: Logger?
 

@@ -75,6 +75,8 @@ final class RaftLoop: @unchecked Sendable {
     var nextVersionCheck: ContinuousClock.Instant = .now
     /// Whom this member hears from (--strict-reconfig-check).
     var peerContact: PeerContact
+    /// `--auto-compaction-*`: nil when off (see `RaftLoop+AutoCompaction.swift`).
+    var autoCompactor: AutoCompactor?
 
     /// Raft snapshot files kept on disk.
     static let retainedSnapshotFiles = 5
@@ -108,8 +110,13 @@ final class RaftLoop: @unchecked Sendable {
         skipThrough = bootstrap.consistentIndex
         campaignAtStart = bootstrap.campaignAtStart
         reads = ReadIndexBatcher(memberID: bootstrap.memberID)
-        nextTick = environment.now() + .milliseconds(config.heartbeatIntervalMilliseconds)
+        let start = environment.now()
+        nextTick = start + .milliseconds(config.heartbeatIntervalMilliseconds)
         peerContact = PeerContact(gap: .milliseconds(config.electionTimeoutMilliseconds))
+        autoCompactor = config.autoCompaction.map { policy in
+            AutoCompactor(policy: policy, revisionCheckInterval: .milliseconds(config.autoCompactionRevisionCheckIntervalMilliseconds),
+                          now: start, revision: bootstrap.store.currentRevision)
+        }
     }
 
     /// The loop's thread: passes until the member shuts down.
@@ -152,6 +159,7 @@ final class RaftLoop: @unchecked Sendable {
             nextTick = now + .milliseconds(config.heartbeatIntervalMilliseconds)
             proposeLeaseMaintenance()
             monitorClusterVersion(now: now)
+            checkAutoCompaction(now: now)
             expireRequests(now: now)
             let contact = peerContact
             mailbox.publish { $0.ticks += 1; $0.peerContact = contact }

@@ -35,6 +35,8 @@ public enum ConfigKey: String, CaseIterable, Sendable {
     case initialCorruptCheck = "experimental-initial-corrupt-check"
     case corruptCheckTime = "experimental-corrupt-check-time"
     case featureGates = "feature-gates"
+    case autoCompactionMode = "auto-compaction-mode"
+    case autoCompactionRetention = "auto-compaction-retention"
 
     /// `ETCD_` + the flag name in upper snake case.
     public var environmentVariable: String {
@@ -129,6 +131,14 @@ extension ServerConfig {
             self[keyPath: setting] = value
         }
         try applyCorruptionSettings(settings)
+        // etcd checks the mode even while auto-compaction is off.
+        let mode = settings[.autoCompactionMode] ?? "periodic"
+        guard mode == "periodic" || mode == "revision" else {
+            throw .invalid(key: ConfigKey.autoCompactionMode.rawValue, value: mode, reason: "expected periodic or revision")
+        }
+        if let text = settings[.autoCompactionRetention] {
+            autoCompaction = try AutoCompactionPolicy.parse(mode: mode, retention: text)
+        }
         if let state = settings[.initialClusterState] {
             guard state == "new" || state == "existing" else {
                 throw .invalid(key: ConfigKey.initialClusterState.rawValue, value: state, reason: "expected new or existing")

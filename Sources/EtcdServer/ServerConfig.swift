@@ -71,6 +71,12 @@ public struct ServerConfig: Sendable {
     /// --experimental-corrupt-check-time (3.6: --corrupt-check-time): how often
     /// the leader compares its HashKV with its followers'; 0: never.
     public var corruptCheckTimeMilliseconds = 0
+    /// --auto-compaction-mode and --auto-compaction-retention: nil (etcd's
+    /// retention "0") leaves compaction to clients.
+    public var autoCompaction: AutoCompactionPolicy?
+    /// How often revision-mode auto-compaction looks: etcd's fixed 5
+    /// minutes. Not a flag; tests and the simulation shorten it.
+    public var autoCompactionRevisionCheckIntervalMilliseconds = 300_000
     /// Watchers one watch stream may hold (a bound etcd does not have).
     public var maxWatchersPerStream = 100_000
 

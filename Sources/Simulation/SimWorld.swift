@@ -145,6 +145,7 @@ final class SimWorld: @unchecked Sendable {
         environment.manualLoop = true
         environment.runInBackground = { $0() }
         environment.observeApply = { [unowned self] member, revision, events in observed(member, revision, events) }
+        environment.observeCompaction = { [unowned self] _, revision in compactedAt.insert(revision) }
         environment.logger = Logger(label: "etcd-sim", factory: { _ in SwiftLogNoOpLogHandler() })
         return environment
     }
@@ -158,7 +159,9 @@ final class SimWorld: @unchecked Sendable {
         let preVote = random.chance(0.8)
         backendBatchLimit = Int(random.int(1...100))
         corruptCheckIntervalMicroseconds = random.int(500_000...3_000_000)
-        log("members \(count), snapshot-count \(snapshotCount), catch-up \(catchUp), pre-vote \(preVote), backend batch \(backendBatchLimit)")
+        let autoCompaction = chooseAutoCompaction()
+        log("members \(count), snapshot-count \(snapshotCount), catch-up \(catchUp), pre-vote \(preVote), backend batch \(backendBatchLimit), "
+            + "auto-compaction \(report.autoCompaction)")
         for i in 0..<count {
             var config = ServerConfig(name: names[i], dataDir: root + "/" + names[i],
                                       listenClientURLs: [], advertiseClientURLs: ["http://\(names[i]).sim:2379"])
@@ -169,10 +172,41 @@ final class SimWorld: @unchecked Sendable {
             config.snapshotCount = snapshotCount
             config.snapshotCatchUpEntries = catchUp
             config.preVote = preVote
+            if let (policy, checkInterval) = autoCompaction {
+                config.autoCompaction = policy
+                config.autoCompactionRevisionCheckIntervalMilliseconds = checkInterval
+            }
             // The planted bug, when asked for, is a failpoint like any other.
             config.failpoints = Failpoints(specification: options.bug == .localReads ? "bugLocalLinearizableReads=on" : "")
             nodes.append(SimNode(index: i, config: config))
         }
+    }
+
+    /// Auto-compaction for this seed, from a generator of its own (so runs
+    /// without it stay as they were): off, periodic with a retention of
+    /// 0.5–4 s, or revision mode keeping 1–40 revisions, checked every
+    /// 0.3–3 s. The compactions it makes count in `report.autoCompactions`.
+    func chooseAutoCompaction() -> (AutoCompactionPolicy, checkIntervalMilliseconds: Int)? {
+        var choice = SplitMix64(seed: options.seed &* 0xC2B2_AE3D_27D4_EB4F &+ 0xA070)
+        switch choice.next() % 10 {
+        case 0..<4:
+            report.autoCompaction = "off"
+            return nil
+        case 4..<7:
+            let retention = choice.int(500...4_000)
+            report.autoCompaction = "periodic \(retention) ms"
+            return (.periodic(retention: .milliseconds(retention)), 300_000)
+        default:
+            let revisions = choice.int(1...40)
+            let interval = choice.int(300...3_000)
+            report.autoCompaction = "revision \(revisions) every \(interval) ms"
+            return (.revision(revisions: revisions), Int(interval))
+        }
+    }
+
+    /// A member leaves (crash, removal, the end): its auto-compactions count.
+    func retire(_ member: Member) {
+        report.autoCompactions += member.autoCompactions
     }
 
     /// Starts (or restarts) a node's member; a failure to open is a finding.
@@ -217,6 +251,7 @@ final class SimWorld: @unchecked Sendable {
         let status = member.raftStatus()
         log("\(node.name) crashes: term \(status.term), commit \(status.committedIndex), applied \(status.appliedIndex), store \(member.storeState().map { "\($0)" } ?? "?")")
         node.walFS.crashNow()
+        retire(member)
         node.member = nil
         node.delegate = nil
         node.generation += 1
@@ -240,6 +275,7 @@ final class SimWorld: @unchecked Sendable {
                 } else {
                     violation("\(node.name) stopped on its own")
                 }
+                retire(member)
                 node.member = nil
                 node.delegate = nil
                 node.generation += 1
@@ -410,6 +446,7 @@ final class SimWorld: @unchecked Sendable {
     func tearDown() {
         for node in nodes {
             node.member?.stop()
+            if let member = node.member { retire(member) }
             node.member = nil
             node.delegate = nil
             node.generation += 1

@@ -53,6 +53,10 @@ public struct SimulationReport: Sendable, CustomStringConvertible {
     /// whose damage was visible in their hash (each must be caught).
     public var hashChecks = 0
     public var corruptionsToDetect = 0
+    /// This seed's auto-compaction ("off", "periodic 1500 ms", ...) and
+    /// the compactions it made.
+    public var autoCompaction = "off"
+    public var autoCompactions = 0
     /// "linearizable", "undecided" or the failing sub-history.
     public var linearizability = ""
     public var violations: [String] = []
@@ -70,6 +74,7 @@ public struct SimulationReport: Sendable, CustomStringConvertible {
         var text = "seed \(seed) members \(members): \(passed ? "ok" : "FAILED") — \(operations) ops (\(unknownOutcomes) unknown), "
             + "\(otherChecks) other checks, \(watchStreams) watch streams (\(watchEvents) events), \(snapshotsSent) snapshots, "
             + "\(hashChecks) hash checks (\(corruptionsToDetect) corruptions to catch), "
+            + "auto-compaction \(autoCompaction) (\(autoCompactions) done), "
             + "faults [\(faultText)], \(events) events, \(simulatedMilliseconds) ms simulated, "
             + "linearizability: \(linearizability.prefix(200)), trace \(String(traceHash, radix: 16))"
         for violation in violations { text += "\n  violation: \(violation)" }

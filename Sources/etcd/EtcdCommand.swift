@@ -170,6 +170,8 @@ enum EtcdCommand {
             ("listen-peer-urls 'http://localhost:2380'", "List of URLs to listen on for peer traffic."),
             ("listen-client-urls 'http://localhost:2379'", "List of URLs to listen on for client traffic."),
             ("quota-backend-bytes '0'", "Raise alarms when backend size exceeds the given quota (0 defaults to 2 GiB)."),
+            ("auto-compaction-retention '0'", "Auto compaction retention length. 0 means disable auto compaction."),
+            ("auto-compaction-mode 'periodic'", "Interpret 'auto-compaction-retention' one of: periodic|revision. 'periodic' for duration based retention, defaulting to hours if no time unit is provided (e.g. '5m'). 'revision' for revision number based retention."),
             ("max-txn-ops '128'", "Maximum number of operations permitted in a transaction."),
             ("max-request-bytes '1572864'", "Maximum client request size in bytes the server will accept."),
             ("max-concurrent-streams 'math.MaxUint32'", "Maximum concurrent streams that each client can open at a time."),

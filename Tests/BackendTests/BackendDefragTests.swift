@@ -48,8 +48,12 @@ import Testing
         let (backend, initial) = try fragmented(dir)
         var expected = initial
         let sizeBefore = backend.sizeBytes
-        let stable = bytes("k00050")
-        let stableValue = expected["k00050"]!
+        // A key the writer below never touches.
+        let stable = bytes("stable")
+        let stableValue = bytes("unchanged")
+        try backend.put(.key, key: stable, value: stableValue)
+        try backend.forceCommit()
+        expected["stable"] = stableValue
 
         // A reader on another thread throughout: always sees the stable key.
         let stop = Atomic<Bool>(false)

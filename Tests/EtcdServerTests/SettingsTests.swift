@@ -68,6 +68,9 @@ import Testing
         ([.maxTxnOps: "0"], "max-txn-ops"),
         ([.watchProgressNotifyInterval: "10 minutes"], "experimental-watch-progress-notify-interval"),
         ([.watchProgressNotifyInterval: "0s"], "experimental-watch-progress-notify-interval"),
+        ([.autoCompactionMode: "hourly"], "auto-compaction-mode"),
+        ([.autoCompactionMode: "", .autoCompactionRetention: "1"], "auto-compaction-mode"),
+        ([.autoCompactionRetention: "1 hour"], "auto-compaction-retention"),
     ])
     func badValuesNameTheFlag(settings: [ConfigKey: String], flag: String) {
         do {
@@ -257,7 +260,6 @@ import Testing
             == "--auto-tls is not supported yet; --cert-file is not supported yet")
         #expect(refusal { try resolve([], ["ETCD_CLIENT_CERT_AUTH": "true"]) }
             == "ETCD_CLIENT_CERT_AUTH=true: --client-cert-auth is not supported yet")
-        #expect(refusal { try resolve(["--auto-compaction-retention=1h"]) } == "--auto-compaction-retention is not supported yet")
         #expect(refusal { try resolve(["--unsafe-no-fsync"]) } == "--unsafe-no-fsync is not supported yet")
         // etcd's defaults are as good as absent: etcd itself cannot tell them apart.
         let defaults = try resolve(["--client-cert-auth=false", "--cert-file=", "--experimental-memory-mlock=false", "--raft-read-timeout=5000ms",
@@ -324,5 +326,88 @@ import Testing
         #expect(refused(["client-transport-security": .scalar("on")]).contains("client-transport-security is not supported"))
         #expect(refused(["discovery-srv": .scalar("example.com")]) == "config file key discovery-srv is not supported yet")
         #expect(refused(["name": .mapping([:])]).contains("--name"))
+    }
+}
+
+/// --auto-compaction-mode and --auto-compaction-retention, parsed as etcd's
+/// `parseCompactionRetention` parses them.
+@Suite struct AutoCompactionSettingsTests {
+    func policy(_ settings: [ConfigKey: String]) throws -> AutoCompactionPolicy? {
+        try ServerConfig(settings: settings).autoCompaction
+    }
+
+    func refusal(_ settings: [ConfigKey: String]) -> String {
+        do { _ = try ServerConfig(settings: settings); return "started" } catch { return "\(error)" }
+    }
+
+    @Test func offByDefaultAndAtZero() throws {
+        #expect(try policy([:]) == nil)
+        #expect(try policy([.autoCompactionRetention: "0"]) == nil)
+        #expect(try policy([.autoCompactionRetention: "0s"]) == nil)
+        #expect(try policy([.autoCompactionMode: "revision", .autoCompactionRetention: "0"]) == nil)
+        #expect(try ServerConfig(settings: [:]).autoCompactionRevisionCheckIntervalMilliseconds == 300_000)
+    }
+
+    @Test func periodicTakesGoDurationsOrHours() throws {
+        #expect(try policy([.autoCompactionRetention: "1h"]) == .periodic(retention: .seconds(3600)))
+        #expect(try policy([.autoCompactionMode: "periodic", .autoCompactionRetention: "30m"]) == .periodic(retention: .seconds(1800)))
+        #expect(try policy([.autoCompactionRetention: "10s"]) == .periodic(retention: .seconds(10)))
+        #expect(try policy([.autoCompactionRetention: "1.5h"]) == .periodic(retention: .seconds(5400)))
+        #expect(try policy([.autoCompactionRetention: "500ms"]) == .periodic(retention: .milliseconds(500)))
+        // A plain integer is hours (etcd's default unit for periodic mode).
+        #expect(try policy([.autoCompactionRetention: "5"]) == .periodic(retention: .seconds(5 * 3600)))
+        #expect(try policy([.autoCompactionRetention: "10000"]) == .periodic(retention: .seconds(10_000 * 3600)))
+    }
+
+    @Test func revisionTakesACount() throws {
+        #expect(try policy([.autoCompactionMode: "revision", .autoCompactionRetention: "1000"]) == .revision(revisions: 1000))
+        #expect(try policy([.autoCompactionMode: "revision", .autoCompactionRetention: "1"]) == .revision(revisions: 1))
+    }
+
+    @Test func badValuesRefuseToStartNamingTheFlag() {
+        #expect(refusal([.autoCompactionMode: "hourly"])
+            == #"invalid value "hourly" for --auto-compaction-mode: expected periodic or revision"#)
+        // etcd checks the mode even with auto-compaction off.
+        #expect(refusal([.autoCompactionMode: "Periodic", .autoCompactionRetention: "0"]).contains("--auto-compaction-mode"))
+        for bad in ["1 hour", "-1", "-1h", "h", "1d", "", "10001", "10001h"] {
+            #expect(refusal([.autoCompactionRetention: bad]).contains("for --auto-compaction-retention:"), "\(bad)")
+        }
+        // Revision mode counts revisions; a duration there is refused (etcd
+        // 3.4 would count its nanoseconds).
+        for bad in ["1h", "-5", "1.5", "many"] {
+            #expect(refusal([.autoCompactionMode: "revision", .autoCompactionRetention: bad])
+                == "invalid value \"\(bad)\" for --auto-compaction-retention: expected a number of revisions to keep, such as 1000 (--auto-compaction-mode revision)")
+        }
+    }
+
+    @Test func flagsEnvironmentAndConfigFile() throws {
+        let fromFlags = try SettingsSources.resolve(
+            flags: CommandLineFlags(parsing: ["--auto-compaction-mode", "revision", "--auto-compaction-retention=100"]), environment: [:])
+        #expect(fromFlags.settings == [.autoCompactionMode: "revision", .autoCompactionRetention: "100"])
+        #expect(try ServerConfig(settings: fromFlags.settings).autoCompaction == .revision(revisions: 100))
+
+        let fromEnvironment = try SettingsSources.resolve(
+            flags: CommandLineFlags(parsing: []), environment: ["ETCD_AUTO_COMPACTION_MODE": "periodic", "ETCD_AUTO_COMPACTION_RETENTION": "2h"])
+        #expect(fromEnvironment.warnings.isEmpty)
+        #expect(try ServerConfig(settings: fromEnvironment.settings).autoCompaction == .periodic(retention: .seconds(7200)))
+        #expect(ConfigKey.autoCompactionRetention.environmentVariable == "ETCD_AUTO_COMPACTION_RETENTION")
+
+        let fromFile = try SettingsSources.resolve(configFile: ["auto-compaction-mode": .scalar("periodic"), "auto-compaction-retention": .scalar("1")])
+        #expect(fromFile.warnings.isEmpty)
+        #expect(try ServerConfig(settings: fromFile.settings).autoCompaction == .periodic(retention: .seconds(3600)))
+        let badFile = try SettingsSources.resolve(configFile: ["auto-compaction-retention": .scalar("soon")])
+        #expect(refusal(badFile.settings).contains("--auto-compaction-retention"))
+    }
+
+    @Test func goDurationStrings() {
+        #expect(GoDuration.string(.seconds(3600)) == "1h0m0s")
+        #expect(GoDuration.string(.seconds(90)) == "1m30s")
+        #expect(GoDuration.string(.milliseconds(1500)) == "1.5s")
+        #expect(GoDuration.string(.milliseconds(500)) == "500ms")
+        #expect(GoDuration.string(.microseconds(250)) == "250µs")
+        #expect(GoDuration.string(.nanoseconds(1_234_567)) == "1.234567ms")
+        #expect(GoDuration.string(.zero) == "0s")
+        #expect(GoDuration.string(.seconds(5 * 60)) == "5m0s")
+        #expect(GoDuration.string(.seconds(36_000_000)) == "10000h0m0s")
     }
 }
