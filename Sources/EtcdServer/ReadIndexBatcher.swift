@@ -69,7 +69,8 @@ struct ReadIndexBatcher {
     }
 
     /// On a tick: reads past their deadline get `request timed out`;
-    /// returns the rounds to ask again (only while a leader is known).
+    /// returns the contexts of the rounds to ask again (only while a leader
+    /// is known), each a new one: a context is never asked twice.
     mutating func expire(now: ContinuousClock.Instant, leaderKnown: Bool) -> [Data] {
         var retry: [Data] = []
         for (context, round) in pending {
@@ -77,8 +78,18 @@ struct ReadIndexBatcher {
                 pending[context] = nil
                 for waiter in round.waiters { waiter.resume(throwing: EtcdError.timeout) }
             } else if now - round.askedAt >= Self.retryInterval, leaderKnown {
-                pending[context]?.askedAt = now
-                retry.append(context)
+                // Asked again under a new context: an answer to the old
+                // request may still be on its way (or a late heartbeat
+                // response carrying it), and it only proves leadership at
+                // a time before this retry; counted for the retry it
+                // released reads with stale data (simulation seed 1670).
+                pending[context] = nil
+                rounds += 1
+                let fresh = Self.context(member: memberID, round: rounds)
+                var moved = round
+                moved.askedAt = now
+                pending[fresh] = moved
+                retry.append(fresh)
             }
         }
         waitingForApply.removeAll { waiting in
