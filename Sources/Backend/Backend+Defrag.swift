@@ -108,6 +108,8 @@ final class OnlineDefrag: Sendable {
         }
         let target: TargetEnvironment
         do {
+            // The copy's pages go to disk here, not in the writer's swap.
+            try Backend.fsyncFile(temporaryPath)
             target = try Self.open(temporaryPath, mapSizeBytes: mapSizeBytes, maxReaders: backend.config.maxReaders)
         } catch {
             fail(error)
@@ -137,8 +139,11 @@ final class OnlineDefrag: Sendable {
                 return taken
             }
             guard let batches else { return }
-            do {
+            do throws(BackendError) {
                 try Self.replay(batches, into: target, path: temporaryPath, maxReaders: backend.config.maxReaders)
+                // Each round's pages to disk here too (the swap flushes only the last).
+                let rc = mdb_env_sync(target.env, 1)
+                guard rc == 0 else { throw backendError(rc, operation: "mdb_env_sync", path: temporaryPath, maxReaders: backend.config.maxReaders) }
             } catch {
                 fail(error)
                 return
@@ -235,7 +240,7 @@ extension Backend {
     /// background thread by default; run in place it returns with the copy
     /// ready to swap in. Writer thread.
     public func startOnlineDefragment(
-        run: (@escaping @Sendable () -> Void) -> Void = { DispatchQueue.global().async(execute: $0) }
+        run: @escaping (@escaping @Sendable () -> Void) -> Void = { DispatchQueue.global().async(execute: $0) }
     ) throws(BackendError) {
         guard onlineDefrag == nil else { return }
         try forceCommit()
@@ -243,6 +248,7 @@ extension Backend {
         let job = OnlineDefrag(temporaryPath: path + ".defrag", limitBytes: config.defragJournalLimitBytes)
         onlineDefrag = job
         let mapSizeBytes = config.quotaBytes
+        defragRunner = run
         run { [self] in job.run(copyingFrom: self, mapSizeBytes: mapSizeBytes) }
     }
 
@@ -292,6 +298,12 @@ extension Backend {
         mdb_env_close(target.env)
         try Backend.fsyncFile(job.temporaryPath)
         let temporary = job.temporaryPath
+        // A second name for the old file, so the rename below does not free
+        // its blocks (a tenth of a second for a GiB here) while readers
+        // wait; it is removed afterwards, off the writer thread.
+        let retired = path + ".retired"
+        unlink(retired)
+        let keptOld = link(path, retired) == 0
         try withExclusiveEnvironment { () throws(BackendError) in
             closeEnvironmentForReplacement()
             guard rename(temporary, path) == 0 else {
@@ -302,6 +314,10 @@ extension Backend {
             }
             try Backend.fsyncDirectory(of: path)
             try reopenEnvironment()
+        }
+        if keptOld {
+            let run = defragRunner ?? { $0() }
+            run { unlink(retired) }
         }
     }
 

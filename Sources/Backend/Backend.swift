@@ -110,8 +110,10 @@ public final class Backend: @unchecked Sendable {
     private let published: Mutex<Published>
 
     // Writer state: touched only by the writer thread.
-    /// The online defragmentation in progress, if any.
+    /// The online defragmentation in progress, if any, and where it runs
+    /// its background work.
     var onlineDefrag: OnlineDefrag?
+    var defragRunner: ((@escaping @Sendable () -> Void) -> Void)?
     private var writeTxn: OpaquePointer?
     private var writeTxnThread: pthread_t?
     private var pending: PendingBatch
@@ -131,6 +133,9 @@ public final class Backend: @unchecked Sendable {
         let batch = PendingBatch()
         self.pending = batch
         self.published = Mutex(Published(current: batch, committing: nil))
+        // What a defragmentation cut short by a crash leaves behind.
+        unlink(path + ".defrag")
+        unlink(path + ".retired")
         try openEnvironment()
         committedSize.store(sizeBytes, ordering: .relaxed)
     }

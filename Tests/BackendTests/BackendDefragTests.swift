@@ -115,6 +115,7 @@ import Testing
         try backend.close()
         let reopened = try Backend(path: dir.db)
         #expect(try keyBucket(reopened) == expected)
+        #expect(!FileManager.default.fileExists(atPath: dir.db + ".retired"))
         try reopened.close()
     }
 
