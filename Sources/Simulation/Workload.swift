@@ -82,6 +82,11 @@ extension SimWorld {
         }
     }
 
+    /// Whether `member` runs on a node whose data is damaged (see Corruption.swift).
+    func isCorrupted(_ member: Member) -> Bool {
+        nodes.contains { $0.member === member && $0.corrupted }
+    }
+
     func record(_ c: Int, invoke: Int64, _ input: KVInput, _ output: KVOutput?) {
         history.append(HistoryOperation(clientID: c, invoke: UInt64(invoke), returnTime: output == nil ? nil : UInt64(now),
                                         input: input, output: output))
@@ -94,8 +99,12 @@ extension SimWorld {
     func submitWrite(_ request: Etcdserverpb_InternalRaftRequest, on member: Member,
                      notApplied: @escaping () -> Void, _ handle: @escaping (Member.ApplyResult?) -> Void) {
         let accepted = Accepted()
-        submit(request, on: member) { result in
+        submit(request, on: member) { [self] result in
             switch result {
+            // Answered by a member that became corrupted meanwhile (a
+            // corrupted member's snapshot installed): its answer follows
+            // the damaged data, so the outcome counts as unknown.
+            case .success where isCorrupted(member): handle(nil)
             case .success(let value): handle(value)
             case .failure(let error):
                 // Refused by every member's apply once CORRUPT is raised: not applied.
@@ -201,7 +210,7 @@ extension SimWorld {
     func linearizableGet(_ c: Int, key: String, on member: Member, _ done: @escaping () -> Void) {
         let invoke = now
         barrier(on: member) { [self] result in
-            if case .success = result, let response = try? member.rangeNow(Self.rangeRequest(key)) {
+            if case .success = result, !isCorrupted(member), let response = try? member.rangeNow(Self.rangeRequest(key)) {
                 record(c, invoke: invoke, .get(KVBytes(key)),
                        .range(revision: response.header.revision, kvs: response.kvs.map(Self.record)))
                 if let kv = response.kvs.first { clients[c].lastValue[key] = String(decoding: kv.value, as: UTF8.self) }
@@ -215,7 +224,7 @@ extension SimWorld {
     /// some write wrote (checked in `checkHistory`).
     func serializableGet(key: String, on member: Member, _ done: @escaping () -> Void) {
         let invoke = now
-        if let response = try? member.rangeNow(Self.rangeRequest(key)) {
+        if !isCorrupted(member), let response = try? member.rangeNow(Self.rangeRequest(key)) {
             serializableReads.append((key, response.kvs.first.map(Self.record), invoke))
             log("serializable get(\(key)) on \(String(member.memberID, radix: 16)): \(response.kvs.first.map { "\(String(decoding: $0.value, as: UTF8.self))@\($0.modRevision)" } ?? "none") rev \(response.header.revision)")
         }
