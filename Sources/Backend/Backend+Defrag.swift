@@ -46,6 +46,8 @@ final class OnlineDefrag: Sendable {
         var journal: [PendingBatch] = []
         var journalBytes = 0
         var cancelRequested = false
+        /// The background thread has returned.
+        var threadDone = false
         /// The copy's environment, open once the copy is written.
         var target: TargetEnvironment?
     }
@@ -74,6 +76,7 @@ final class OnlineDefrag: Sendable {
     }
 
     var phase: Phase { state.withLock { $0.phase } }
+    var isThreadDone: Bool { state.withLock { $0.threadDone } }
 
     /// A batch the writer committed. Writer thread.
     func journal(_ batch: PendingBatch, bytes: Int) {
@@ -91,7 +94,10 @@ final class OnlineDefrag: Sendable {
 
     /// Runs on the background thread.
     func run(copyingFrom backend: Backend, mapSizeBytes: Int) {
-        defer { done.signal() }
+        defer {
+            state.withLock { $0.threadDone = true }
+            done.signal()
+        }
         unlink(temporaryPath)
         let rc: Int32
         do {
@@ -262,6 +268,9 @@ extension Backend {
         case .copying, .catchingUp:
             return nil
         case .failed(let error):
+            // Given up (the journal's limit) while the copy may still run:
+            // clean up once it has returned, without waiting for it here.
+            guard job.isThreadDone else { return nil }
             job.waitForThread()
             job.discard()
             onlineDefrag = nil
