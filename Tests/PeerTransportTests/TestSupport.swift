@@ -1,9 +1,9 @@
 import Checksum
 import Dispatch
 import Foundation
+import Locks
 import NIOCore
 import NIOPosix
-import Synchronization
 import Testing
 
 @testable import PeerTransport
