@@ -17,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/ensure-packages.sh
 ensure_packages liblmdb-dev protobuf-compiler libprotobuf-dev golang-etcd-server-dev
-if grep -rln '^[^/]*import Synchronization' Sources Tests | grep -v '^Sources/Locks/'; then
+if grep -rlnE '^[^/]*import +([a-z]+ +)?Synchronization\b' Sources Tests | grep -v '^Sources/Locks/'; then
     echo "tsan.sh: the files above import Synchronization; import Locks (Sources/Locks) instead" >&2
     exit 2
 fi
