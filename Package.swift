@@ -13,6 +13,7 @@
 //   Backend            LMDB buckets, batched transactions    -> CLMDB, Checksum
 //   Checksum           CRC32C shared by WAL, Backend, MVCC
 //   Raft               pure consensus state machine          -> (stdlib only)
+//   Locks              the project's Mutex (pthread under TSan) -> Synchronization
 //   EtcdGRPC           generated gRPC service stubs          -> EtcdProto, GRPCCore
 //   EtcdProto          generated protobuf messages           -> SwiftProtobuf
 //
@@ -72,22 +73,25 @@ let package = Package(
 
         // MARK: pure cores and storage
         .target(name: "Raft"),
+        // `Mutex` for every module: Synchronization's, or one ThreadSanitizer
+        // can follow when built with -DTSAN_LOCKS (scripts/tsan.sh).
+        .target(name: "Locks"),
         .systemLibrary(
             name: "CLMDB",
             pkgConfig: "lmdb",
             providers: [.apt(["liblmdb-dev"])]
         ),
         .target(name: "Checksum"),
-        .target(name: "Backend", dependencies: ["CLMDB", "Checksum"]),
+        .target(name: "Backend", dependencies: ["CLMDB", "Checksum", "Locks"]),
         .target(name: "WAL", dependencies: ["EtcdProto", "Checksum"]),
         .target(name: "MVCC", dependencies: ["Backend", "EtcdProto", "Checksum"]),
-        .target(name: "Lease", dependencies: ["Backend", "EtcdProto"]),
+        .target(name: "Lease", dependencies: ["Backend", "EtcdProto", "Locks"]),
         .target(name: "Auth", dependencies: ["Backend", "EtcdProto"]),
         // Linearizability and watch-guarantee checkers for tests and simulations.
         .target(name: "Checkers"),
         // An in-memory file system that tracks what is fsynced (crash tests
         // and the simulation's disk).
-        .target(name: "SimulatedDisk", dependencies: ["WAL"]),
+        .target(name: "SimulatedDisk", dependencies: ["WAL", "Locks"]),
         // The deterministic cluster simulation: real members under a seeded
         // scheduler with simulated time, network and disk.
         .target(
@@ -100,7 +104,7 @@ let package = Package(
         .target(
             name: "PeerTransport",
             dependencies: [
-                "Checksum",
+                "Checksum", "Locks",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
@@ -110,7 +114,7 @@ let package = Package(
         .target(
             name: "EtcdServer",
             dependencies: [
-                "Raft", "WAL", "Backend", "MVCC", "Lease", "Auth", "EtcdProto", "PeerTransport",
+                "Raft", "WAL", "Backend", "MVCC", "Lease", "Auth", "EtcdProto", "PeerTransport", "Locks",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -130,7 +134,7 @@ let package = Package(
         .target(
             name: "EtcdAPI",
             dependencies: [
-                "EtcdServer", "MVCC", "Lease", "EtcdProto", "EtcdGRPC", "HTTP2PingResponder", "GRPCWire",
+                "EtcdServer", "MVCC", "Lease", "EtcdProto", "EtcdGRPC", "HTTP2PingResponder", "GRPCWire", "Locks",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
@@ -141,7 +145,7 @@ let package = Package(
         .target(
             name: "EtcdClient",
             dependencies: [
-                "EtcdProto", "EtcdGRPC", "HTTP2PingResponder",
+                "EtcdProto", "EtcdGRPC", "HTTP2PingResponder", "Locks",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
             ]
@@ -161,7 +165,7 @@ let package = Package(
         .executableTarget(
             name: "etcdctl",
             dependencies: [
-                "EtcdClient", "EtcdProto",
+                "EtcdClient", "EtcdProto", "Locks",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ]
         ),
@@ -179,7 +183,7 @@ let package = Package(
         .executableTarget(
             name: "etcd-bench",
             dependencies: [
-                "EtcdClient", "Raft", "WAL", "Backend", "MVCC", "EtcdProto", "EtcdGRPC", "HTTP2PingResponder", "GRPCWire",
+                "EtcdClient", "Raft", "WAL", "Backend", "MVCC", "EtcdProto", "EtcdGRPC", "HTTP2PingResponder", "GRPCWire", "Locks",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -195,35 +199,35 @@ let package = Package(
         ),
         .testTarget(name: "RaftTests", dependencies: ["Raft"]),
         .testTarget(name: "ChecksumTests", dependencies: ["Checksum"]),
-        .testTarget(name: "WALTests", dependencies: ["WAL", "EtcdProto", "SimulatedDisk"]),
-        .testTarget(name: "BackendTests", dependencies: ["Backend"]),
+        .testTarget(name: "WALTests", dependencies: ["WAL", "EtcdProto", "SimulatedDisk", "Locks"]),
+        .testTarget(name: "BackendTests", dependencies: ["Backend", "Locks"]),
         .testTarget(
             name: "MVCCTests",
             dependencies: ["MVCC", "Backend", "EtcdProto", .product(name: "SwiftProtobuf", package: "swift-protobuf")]
         ),
         // The client and our etcdctl against the real etcd 3.4 (Debian's
         // etcd-server), and our etcdctl's output against the Go etcdctl's.
-        .testTarget(name: "EtcdClientTests", dependencies: ["EtcdClient", "EtcdProto"]),
+        .testTarget(name: "EtcdClientTests", dependencies: ["EtcdClient", "EtcdProto", "Locks"]),
         .testTarget(name: "EtcdctlTests", dependencies: ["EtcdClient"]),
         .testTarget(
             name: "LeaseTests",
             dependencies: ["Lease", "Backend", "EtcdProto", .product(name: "SwiftProtobuf", package: "swift-protobuf")]
         ),
-        .testTarget(name: "EtcdServerTests", dependencies: ["EtcdServer", "EtcdProto", "MVCC"]),
+        .testTarget(name: "EtcdServerTests", dependencies: ["EtcdServer", "EtcdProto", "MVCC", "Locks"]),
         // Several members in one process over loopback sockets.
         .testTarget(name: "ClusterTests", dependencies: ["EtcdServer", "EtcdProto"]),
         .testTarget(name: "CheckersTests", dependencies: ["Checkers"]),
         .testTarget(name: "SimulationTests", dependencies: ["Simulation", "Checkers"]),
         .testTarget(
             name: "PeerTransportTests",
-            dependencies: ["PeerTransport", "Checksum", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")]
+            dependencies: ["PeerTransport", "Checksum", "Locks", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")]
         ),
         // Spawns the built `etcd`; drives it with Debian's Go etcdctl and
         // compares it with Debian's real etcd.
         .testTarget(
             name: "E2ETests",
             dependencies: [
-                "EtcdGRPC", "EtcdProto", "HTTP2PingResponder", "Checkers", "Raft", "GRPCWire",
+                "EtcdGRPC", "EtcdProto", "HTTP2PingResponder", "Checkers", "Raft", "GRPCWire", "Locks",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
@@ -234,7 +238,7 @@ let package = Package(
         .testTarget(
             name: "GRPCWireTests",
             dependencies: [
-                "GRPCWire", "EtcdGRPC", "EtcdProto",
+                "GRPCWire", "EtcdGRPC", "EtcdProto", "Locks",
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP2", package: "swift-nio-http2"),
                 .product(name: "NIOHPACK", package: "swift-nio-http2"),
@@ -247,7 +251,7 @@ let package = Package(
         .testTarget(
             name: "EtcdAPITests",
             dependencies: [
-                "EtcdAPI", "EtcdServer", "EtcdGRPC", "EtcdProto", "HTTP2PingResponder",
+                "EtcdAPI", "EtcdServer", "EtcdGRPC", "EtcdProto", "HTTP2PingResponder", "Locks",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                 .product(name: "NIOCore", package: "swift-nio"),

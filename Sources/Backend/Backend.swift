@@ -1,5 +1,5 @@
 import CLMDB
-import Synchronization
+import Locks
 
 #if canImport(Glibc)
 import Glibc

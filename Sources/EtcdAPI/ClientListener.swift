@@ -3,8 +3,8 @@ import EtcdProto
 import EtcdServer
 import GRPCCore
 import GRPCWire
+import Locks
 import NIOCore
-import Synchronization
 
 /// The client-facing gRPC listener of a member: health, and with a member KV,
 /// Watch, Lease, Maintenance and Cluster. Services that have not been built yet are not

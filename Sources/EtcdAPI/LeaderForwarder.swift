@@ -4,7 +4,7 @@ import EtcdServer
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import HTTP2PingResponder
-import Synchronization
+import Locks
 
 /// Sends the requests only the leader can answer (lease keep-alives and
 /// remaining TTLs: expiry lives on the leader) from a follower to the

@@ -3,9 +3,9 @@ import EtcdProto
 import EtcdServer
 import Foundation
 import GRPCCore
+import Locks
 import MVCC
 import SwiftProtobuf
-import Synchronization
 
 /// etcdserverpb.Watch: one bidirectional stream carries many watchers,
 /// created, canceled and asked for progress in-band.

@@ -1,9 +1,9 @@
 import EtcdServer
 import GRPCCore
 import GRPCWire
+import Locks
 import NIOCore
 import SwiftProtobuf
-import Synchronization
 
 // The glue between GRPCWire (gRPC over NIO, no tasks) and our services:
 // gRPC statuses from our errors, and bridges that run a service's async method in a task for the calls that

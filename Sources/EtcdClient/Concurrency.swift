@@ -1,6 +1,6 @@
 import EtcdProto
 import Foundation
-import Synchronization
+import Locks
 
 /// A one-shot signal that tasks can wait for.
 final class DoneSignal: Sendable {

@@ -4,7 +4,7 @@ import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import HTTP2PingResponder
-import Synchronization
+import Locks
 
 /// Defaults shared by the library and `etcdctl`.
 public enum EtcdClientDefaults {

@@ -3,7 +3,7 @@ import EtcdProto
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
-import Synchronization
+import Locks
 
 public typealias LeaseGrantResponse = Etcdserverpb_LeaseGrantResponse
 public typealias LeaseRevokeResponse = Etcdserverpb_LeaseRevokeResponse

@@ -2,7 +2,7 @@ import EtcdGRPC
 import EtcdProto
 import Foundation
 import GRPCCore
-import Synchronization
+import Locks
 
 public typealias Event = Mvccpb_Event
 

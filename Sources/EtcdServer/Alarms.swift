@@ -1,7 +1,7 @@
 import Backend
 import EtcdProto
 import Foundation
-import Synchronization
+import Locks
 
 /// The cluster's alarms, as etcd keeps them: per member and type, applied
 /// through raft on every member, persisted in the `alarm` bucket (the key is

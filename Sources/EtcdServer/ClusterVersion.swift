@@ -1,7 +1,7 @@
 import Backend
 import EtcdProto
 import Foundation
-import Synchronization
+import Locks
 
 /// A cluster version: etcd keeps only major.minor (printed `3.6.0`).
 struct ClusterVersion: Hashable, Comparable, Sendable, CustomStringConvertible {

@@ -1,6 +1,6 @@
 import Foundation
+import Locks
 import Logging
-import Synchronization
 
 /// swift-log handler writing etcd's log format: one JSON object per line on
 /// standard error, `{"level":"info","ts":"2026-01-02T03:04:05.678Z","msg":"…",…}`

@@ -1,5 +1,5 @@
 import Foundation
-import Synchronization
+import Locks
 
 /// Named points in the write path where tests make a member crash or
 /// stall, and deliberately planted bugs the simulation must catch. Armed

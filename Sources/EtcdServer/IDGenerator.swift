@@ -1,5 +1,5 @@
 import Foundation
-import Synchronization
+import Locks
 
 /// Unique ids for lease grants (and anything else a member must name
 /// cluster-wide before proposing it), built as etcd builds them: the low 16

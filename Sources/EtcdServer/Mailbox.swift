@@ -1,7 +1,7 @@
 import EtcdProto
 import Foundation
+import Locks
 import Raft
-import Synchronization
 
 /// Where other threads hand work to the raft loop, and where the loop
 /// publishes what they may read: proposals with their waiters, conf

@@ -1,9 +1,9 @@
 import Dispatch
 import EtcdProto
 import Foundation
+import Locks
 import Logging
 import PeerTransport
-import Synchronization
 
 /// etcd's corruption detection (`etcdserver/corrupt.go`):
 ///

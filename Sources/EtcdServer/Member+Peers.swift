@@ -1,9 +1,9 @@
 import Backend
 import EtcdProto
 import Foundation
+import Locks
 import PeerTransport
 import Raft
-import Synchronization
 import WAL
 
 /// The member's side of the peer transport: raft messages out and in,

@@ -1,8 +1,8 @@
 import EtcdProto
 import Foundation
+import Locks
 import MVCC
 import Raft
-import Synchronization
 
 /// Client requests. Writes take one path: `propose(_:checking:as:_:)`
 /// checks the request, encodes it, and queues it in the mailbox with a

@@ -1,6 +1,6 @@
 import Foundation
+import Locks
 import MVCC
-import Synchronization
 
 /// Keeps the watchable store moving outside the raft loop: retries
 /// watchers whose stream was full (every 10 ms) and catches up watchers

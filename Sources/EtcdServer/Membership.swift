@@ -1,6 +1,6 @@
 import Backend
 import Foundation
-import Synchronization
+import Locks
 
 /// One member of the cluster as etcd records it: in the backend's `members`
 /// bucket (key: the id in hex, value: this JSON), and in the context of the

@@ -1,7 +1,7 @@
 import Backend
 import EtcdProto
 import Foundation
-import Synchronization
+import Locks
 
 /// etcd's lessor: the leases of a member, their attached keys, and (on the
 /// primary, i.e. the raft leader) their expiry and checkpoint schedules.

@@ -1,7 +1,7 @@
 import Foundation
+import Locks
 import NIOCore
 import NIOPosix
-import Synchronization
 
 /// The sending side towards one peer: its URLs, the bounded queue of
 /// outgoing messages and the long-lived message connection, which lives on

@@ -67,9 +67,9 @@
 /// dispatch queue, never on an event loop; the receiver stops reading from
 /// the socket while disk writes lag.
 import Foundation
+import Locks
 import NIOCore
 import NIOPosix
-import Synchronization
 
 /// Settings of one transport.
 public struct PeerTransportConfig: Sendable {

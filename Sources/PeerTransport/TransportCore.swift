@@ -1,7 +1,7 @@
 import Foundation
+import Locks
 import NIOCore
 import NIOPosix
-import Synchronization
 
 /// The shared state behind a `PeerTransport`: peers, listeners, and a
 /// registry of every channel and background job so `stop()` can wait for all

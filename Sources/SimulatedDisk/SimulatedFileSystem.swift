@@ -1,5 +1,5 @@
 import Foundation
-import Synchronization
+import Locks
 import WAL
 
 /// An in-memory file system that tracks what is durable, for crash tests.

@@ -1,7 +1,7 @@
 import ArgumentParser
 import EtcdProto
 import Foundation
-import Synchronization
+import Locks
 import WAL
 
 /// `etcd-bench wal`: appends batches of entries to a write-ahead log with one

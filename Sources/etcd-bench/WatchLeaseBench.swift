@@ -4,7 +4,7 @@ import EtcdProto
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
-import Synchronization
+import Locks
 
 /// `watch`: many watchers of one key, spread over watch streams; a writer
 /// puts that key; reports events delivered per second and the put→event

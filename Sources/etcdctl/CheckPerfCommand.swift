@@ -1,7 +1,7 @@
 import EtcdClient
 import EtcdProto
 import Foundation
-import Synchronization
+import Locks
 
 func checkCommand(_ g: @escaping (Invocation) -> Globals) -> Command {
     let check = Command("check <subcommand>", "commands for checking properties of the etcd cluster")

@@ -1,7 +1,7 @@
 import EtcdClient
 import EtcdProto
 import Foundation
-import Synchronization
+import Locks
 
 func makeMirrorCommand(_ g: @escaping (Invocation) -> Globals) -> Command {
     let c = Command("make-mirror [options] <destination>", "Makes a mirror at the destination etcd cluster") { inv in

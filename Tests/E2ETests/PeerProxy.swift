@@ -1,5 +1,5 @@
 import Foundation
-import Synchronization
+import Locks
 
 /// A TCP proxy in front of one member's peer port, for network faults
 /// between processes on loopback. Every other member dials the member

@@ -5,7 +5,7 @@ import EtcdProto
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
-import Synchronization
+import Locks
 import Testing
 
 /// The Watch service over gRPC: created/canceled responses and their ids,

@@ -1,7 +1,7 @@
 import EtcdClient
 import EtcdProto
 import Foundation
-import Synchronization
+import Locks
 import Testing
 
 @Suite struct ConcurrencyRecipeTests {

@@ -1,8 +1,8 @@
 @testable import EtcdServer
 import EtcdProto
 import Foundation
+import Locks
 import Logging
-import Synchronization
 import Testing
 
 /// Auto-compaction on a real member whose clock the test moves (a

@@ -1,7 +1,7 @@
 @testable import EtcdServer
 import EtcdProto
 import Foundation
-import Synchronization
+import Locks
 import Testing
 
 /// Maintenance.Defragment on a member: the file shrinks to its live data

@@ -1,8 +1,8 @@
 import EtcdProto
 @testable import EtcdServer
 import Foundation
+import Locks
 import MVCC
-import Synchronization
 import Testing
 
 /// Leases and watchers on a member: applied through raft, expired by the

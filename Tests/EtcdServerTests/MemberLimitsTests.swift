@@ -1,7 +1,7 @@
 @testable import EtcdServer
 import EtcdProto
 import Foundation
-import Synchronization
+import Locks
 import Testing
 
 /// The member's limits answer with etcd's errors and never stop it: the

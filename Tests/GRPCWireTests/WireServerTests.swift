@@ -4,10 +4,10 @@ import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import GRPCWire
+import Locks
 import NIOCore
 import NIOPosix
 import SwiftProtobuf
-import Synchronization
 import Testing
 
 /// GRPCWire against grpc-swift's client: unary and streaming calls, statuses,

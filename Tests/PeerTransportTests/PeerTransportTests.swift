@@ -1,8 +1,8 @@
 import Checksum
 import Foundation
+import Locks
 import NIOCore
 import NIOPosix
-import Synchronization
 import Testing
 
 @testable import PeerTransport

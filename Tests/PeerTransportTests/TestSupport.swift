@@ -1,9 +1,9 @@
 import Checksum
 import Dispatch
 import Foundation
+import Locks
 import NIOCore
 import NIOPosix
-import Synchronization
 import Testing
 
 @testable import PeerTransport
@@ -15,8 +15,13 @@ final class Recorder: PeerTransportDelegate {
         var bodyPath: String
         var from: UInt64
     }
+    /// What `waitConnected` sends. Probes are counted apart from `messages`:
+    /// one still in flight when a test takes its baseline would otherwise
+    /// land among the messages the test checks.
+    static let probe = Data("probe".utf8)
     struct State {
         var messages: [UInt64: [Data]] = [:]
+        var probes: [UInt64: Int] = [:]
         var snapshots: [Snapshot] = []
         var unreachable: [UInt64: Int] = [:]
         var rejected: [(peer: UInt64, reason: String)] = []
@@ -26,7 +31,13 @@ final class Recorder: PeerTransportDelegate {
     let state = Mutex(State())
 
     func transport(received message: Data, from: UInt64) {
-        state.withLock { $0.messages[from, default: []].append(message) }
+        state.withLock {
+            if message == Recorder.probe {
+                $0.probes[from, default: 0] += 1
+            } else {
+                $0.messages[from, default: []].append(message)
+            }
+        }
     }
     func transport(receivedSnapshot message: Data, bodyPath: String, from: UInt64) {
         state.withLock { $0.snapshots.append(Snapshot(message: message, bodyPath: bodyPath, from: from)) }
@@ -51,6 +62,7 @@ final class Recorder: PeerTransportDelegate {
 
     func messages(from peer: UInt64) -> [Data] { state.withLock { $0.messages[peer] ?? [] } }
     func count(from peer: UInt64) -> Int { state.withLock { $0.messages[peer]?.count ?? 0 } }
+    func probeCount(from peer: UInt64) -> Int { state.withLock { $0.probes[peer] ?? 0 } }
     func unreachableCount(_ peer: UInt64) -> Int { state.withLock { $0.unreachable[peer] ?? 0 } }
     func rejections(_ peer: UInt64) -> [String] {
         state.withLock { $0.rejected.filter { $0.peer == peer }.map(\.reason) }
@@ -127,11 +139,11 @@ func eventually(timeout: Duration = .seconds(10), _ condition: () -> Bool) async
 
 /// Sends small probe messages until one arrives (the connection is up).
 func waitConnected(_ from: Node, _ to: Node, timeout: Duration = .seconds(10)) async -> Bool {
-    let before = to.recorder.count(from: from.id)
+    let before = to.recorder.probeCount(from: from.id)
     let deadline = ContinuousClock.now + timeout
     while ContinuousClock.now < deadline {
-        from.transport.send(Data("probe".utf8), to: to.id)
-        if await eventually(timeout: .milliseconds(100), { to.recorder.count(from: from.id) > before }) {
+        from.transport.send(Recorder.probe, to: to.id)
+        if await eventually(timeout: .milliseconds(100), { to.recorder.probeCount(from: from.id) > before }) {
             return true
         }
     }

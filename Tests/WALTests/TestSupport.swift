@@ -1,6 +1,6 @@
 import EtcdProto
 import Foundation
-import Synchronization
+import Locks
 import Testing
 @testable import WAL
 
