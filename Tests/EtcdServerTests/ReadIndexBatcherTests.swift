@@ -1,7 +1,7 @@
 @testable import EtcdServer
 import Foundation
 import Raft
-import Synchronization
+import Locks
 import Testing
 
 /// The read-index batcher never asks raft twice with the same context: an
