@@ -53,13 +53,19 @@ import Testing
         #expect(member.downgradeInfo().enabled)
         try await Self.waitForClusterVersion(member, "3.5.0")
         await #expect(throws: EtcdError.invalidDowngradeTargetVersion) { try await member.downgrade(Self.request(.validate, "3.5")) }
+        // The lowered version survives a restart too; the monitor stays
+        // away while the cancel answers with it.
         await member.stopAndWait()
+        config.downgradeCheckTimeMilliseconds = 3_600_000
         member = try Member(config: config)
         #expect(member.clusterVersion == "3.5.0")
-
-        // Cancelled: the version goes back to ours.
         #expect(try await member.downgrade(Self.request(.cancel)).version == "3.5")
         #expect(!member.downgradeInfo().enabled)
+
+        // Cancelled: the monitor raises the version back to ours.
+        await member.stopAndWait()
+        config.downgradeCheckTimeMilliseconds = 50
+        member = try Member(config: config)
         try await Self.waitForClusterVersion(member, "3.6.0")
         #expect(try await member.downgrade(Self.request(.validate, "3.5")).version == "3.6")
     }
