@@ -46,6 +46,9 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
+        .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.4"),
     ],
     targets: [
         // MARK: generated code
@@ -101,10 +104,26 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // TLS for every listener and dialer: settings as etcd names them,
+        // certificates re-read when their files change, etcd's post-handshake
+        // checks (allowed CN / hostname, CRL), auto-TLS certificates.
+        .target(
+            name: "TransportSecurity",
+            dependencies: [
+                "Locks",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOTLS", package: "swift-nio"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .target(
             name: "PeerTransport",
             dependencies: [
-                "Checksum", "Locks",
+                "Checksum", "Locks", "TransportSecurity",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
@@ -114,7 +133,7 @@ let package = Package(
         .target(
             name: "EtcdServer",
             dependencies: [
-                "Raft", "WAL", "Backend", "MVCC", "Lease", "Auth", "EtcdProto", "PeerTransport", "Locks",
+                "Raft", "WAL", "Backend", "MVCC", "Lease", "Auth", "EtcdProto", "PeerTransport", "Locks", "TransportSecurity",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -134,7 +153,7 @@ let package = Package(
         .target(
             name: "EtcdAPI",
             dependencies: [
-                "EtcdServer", "MVCC", "Lease", "EtcdProto", "EtcdGRPC", "HTTP2PingResponder", "GRPCWire", "Locks",
+                "EtcdServer", "MVCC", "Lease", "EtcdProto", "EtcdGRPC", "HTTP2PingResponder", "GRPCWire", "Locks", "TransportSecurity",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
@@ -155,7 +174,7 @@ let package = Package(
         .executableTarget(
             name: "etcd",
             dependencies: [
-                "EtcdAPI", "EtcdServer",
+                "EtcdAPI", "EtcdServer", "TransportSecurity",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Logging", package: "swift-log"),
             ]

@@ -4,7 +4,9 @@ import EtcdServer
 import GRPCCore
 import GRPCWire
 import Locks
+import Logging
 import NIOCore
+import TransportSecurity
 
 /// The client-facing gRPC listener of a member: health, and with a member KV,
 /// Watch, Lease, Maintenance and Cluster. Services that have not been built yet are not
@@ -16,6 +18,8 @@ import NIOCore
 /// task through the bridges in `WireBridge.swift`.
 public final class ClientListener: Sendable {
     public let address: ListenAddress
+    /// Plaintext, TLS, or both on this one port.
+    public let security: ListenerSecurity
     private let server: WireServer
     private let forwarder: LeaderForwarder?
     private let bound: Mutex<BoundState> = Mutex(BoundState())
@@ -25,10 +29,18 @@ public final class ClientListener: Sendable {
         var waiters: [CheckedContinuation<Int?, any Error>] = []
     }
 
-    public init(address: ListenAddress, member: Member? = nil) {
+    public init(address: ListenAddress, member: Member? = nil, security: ListenerSecurity = .plaintext) {
         self.address = address
+        self.security = security
         let host = Self.bindHost(address)
         var configuration = WireServer.Configuration(host: host, port: address.port)
+        // Every connection's first byte says whether it is TLS: served when
+        // this port speaks it, else closed with a log line, never hung.
+        let description = "\(address.host):\(address.port)"
+        let logger = Logger(label: "etcd")
+        configuration.connectionSetup = { channel, addGRPC in
+            try SecureChannel.configureAccepted(channel, security: security, listener: description, logger: logger, application: addGRPC)
+        }
         if let member {
             configuration.keepalive = Self.keepalive(member.config)
             // etcd's limit exactly: --max-request-bytes plus 512 KiB for gRPC's

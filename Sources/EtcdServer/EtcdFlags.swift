@@ -62,6 +62,7 @@ extension EtcdFlag {
         EtcdFlag("watch-progress-notify-interval", .duration, "", key: .watchProgressNotifyInterval),
         EtcdFlag("snapshot-catchup-entries", .integer, "", key: .snapshotCatchUpEntries),
         EtcdFlag("corrupt-check-time", .duration, "", key: .corruptCheckTime),
+        EtcdFlag("experimental-peer-skip-client-san-verification", .bool, "", key: .peerSkipClientSANVerification),
     ]
 
     /// etcd 3.6's flags that we do not implement, with etcd's defaults.
@@ -101,31 +102,8 @@ extension EtcdFlag {
         EtcdFlag("discovery-srv-name", .string, ""),
         EtcdFlag("v2-deprecation", .string, "write-only"),
         // security / TLS
-        EtcdFlag("cert-file", .string, ""),
-        EtcdFlag("key-file", .string, ""),
-        EtcdFlag("client-cert-auth", .bool, "false"),
-        EtcdFlag("client-cert-file", .string, ""),
-        EtcdFlag("client-key-file", .string, ""),
-        EtcdFlag("client-crl-file", .string, ""),
-        EtcdFlag("client-cert-allowed-hostname", .string, ""),
-        EtcdFlag("trusted-ca-file", .string, ""),
-        EtcdFlag("auto-tls", .bool, "false"),
-        EtcdFlag("peer-cert-file", .string, ""),
-        EtcdFlag("peer-key-file", .string, ""),
-        EtcdFlag("peer-client-cert-auth", .bool, "false"),
-        EtcdFlag("peer-client-cert-file", .string, ""),
-        EtcdFlag("peer-client-key-file", .string, ""),
-        EtcdFlag("peer-trusted-ca-file", .string, ""),
-        EtcdFlag("peer-cert-allowed-cn", .string, ""),
-        EtcdFlag("peer-cert-allowed-hostname", .string, ""),
-        EtcdFlag("peer-auto-tls", .bool, "false"),
-        EtcdFlag("self-signed-cert-validity", .integer, "1"),
-        EtcdFlag("peer-crl-file", .string, ""),
-        EtcdFlag("cipher-suites", .string, ""),
         EtcdFlag("cors", .string, "*"),
         EtcdFlag("host-whitelist", .string, "*"),
-        EtcdFlag("tls-min-version", .string, "TLS1.2"),
-        EtcdFlag("tls-max-version", .string, ""),
         // auth
         EtcdFlag("auth-token", .string, "simple"),
         EtcdFlag("bcrypt-cost", .integer, "10"),
@@ -160,8 +138,6 @@ extension EtcdFlag {
         EtcdFlag("experimental-enable-lease-checkpoint", .bool, "false"),
         EtcdFlag("experimental-compaction-batch-limit", .integer, "1000"),
         EtcdFlag("compaction-batch-limit", .integer, "1000"),
-        EtcdFlag("experimental-peer-skip-client-san-verification", .bool, "false"),
-        EtcdFlag("peer-skip-client-san-verification", .bool, "false"),
         EtcdFlag("experimental-warning-apply-duration", .duration, "100ms"),
         EtcdFlag("warning-apply-duration", .duration, "100ms"),
         EtcdFlag("experimental-txn-mode-write-with-shared-buffer", .bool, "true"),
@@ -190,11 +166,12 @@ extension EtcdFlag {
 extension ConfigKey {
     var kind: EtcdFlag.Kind {
         switch self {
-        case .preVote, .forceNewCluster, .strictReconfigCheck, .initialCorruptCheck: return .bool
+        case .preVote, .forceNewCluster, .strictReconfigCheck, .initialCorruptCheck, .clientCertAuth, .autoTLS,
+             .peerClientCertAuth, .peerAutoTLS, .peerSkipClientSANVerification: return .bool
         case .watchProgressNotifyInterval, .grpcKeepaliveMinTime, .grpcKeepaliveInterval, .grpcKeepaliveTimeout,
              .downgradeCheckTime, .corruptCheckTime: return .duration
         case .snapshotCount, .heartbeatInterval, .electionTimeout, .maxRequestBytes, .maxTxnOps, .quotaBackendBytes,
-             .snapshotCatchUpEntries, .maxConcurrentStreams, .maxLearners: return .integer
+             .snapshotCatchUpEntries, .maxConcurrentStreams, .maxLearners, .selfSignedCertValidity: return .integer
         default: return .string
         }
     }

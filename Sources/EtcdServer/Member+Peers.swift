@@ -1,3 +1,4 @@
+import TransportSecurity
 import Backend
 import EtcdProto
 import Foundation
@@ -40,10 +41,21 @@ extension Member {
         return member
     }
 
+    /// The peer side's certificates (`--peer-cert-file`, ... or
+    /// `--peer-auto-tls`), loaded and checked; nil when none is configured
+    /// (every peer URL is then `http://`, which the settings checked).
+    static func peerCredentials(_ config: ServerConfig) throws -> TLSCredentials? {
+        guard !config.peerTLS.isEmpty else { return nil }
+        let hosts = config.listenPeerURLs.compactMap { try? ListenAddress(parsing: $0).host }
+        return try TLSCredentials(settings: config.peerTLS, autoTLSDirectory: config.dataDir + "/fixtures/peer",
+                                  hosts: hosts, extendedUsage: .serverAndClient)
+    }
+
     private static func openOrJoin(config: ServerConfig) async throws -> Member {
         guard config.initialClusterState == "existing", !WAL.exists(in: config.walDir) else {
             return try Member(config: config)
         }
+        let security = try peerCredentials(config)
         let mine = config.initialAdvertisePeerURLs.sorted()
         let others = config.initialCluster.flatMap(\.peerURLs).filter { !mine.contains($0) }
         // A peer that has not applied the MemberAdd yet does not know us:
@@ -54,7 +66,7 @@ extension Member {
             if attempt > 0 { try await Task.sleep(for: .milliseconds(200)) }
             for url in others {
                 do {
-                    let data = try await PeerTransport.fetchClusterInfo(url: url)
+                    let data = try await PeerTransport.fetchClusterInfo(url: url, security: security)
                     guard let info = parseClusterInfo(data) else {
                         throw EtcdError(.internal, "etcdserver: cannot parse the cluster information from \(url)")
                     }

@@ -1,3 +1,4 @@
+import TransportSecurity
 import Backend
 import EtcdProto
 import Foundation
@@ -79,6 +80,8 @@ public final class Member: Sendable {
 
     init(config: ServerConfig, joining: Bootstrap.JoinInfo?, environment: MemberEnvironment = .production) throws {
         let logger = environment.logger ?? Logger(label: "etcd")
+        // Peer certificates before the data dir: a bad file stops the start.
+        let peerSecurity = environment.makeTransport == nil ? try Self.peerCredentials(config) : nil
         let parts = try Bootstrap(config: config, joining: joining, environment: environment, logger: logger)
         self.config = config
         self.environment = environment
@@ -104,7 +107,8 @@ public final class Member: Sendable {
 
         let inbox = PeerInbox()
         self.inbox = inbox
-        let transportConfig = PeerTransportConfig(localID: memberID, clusterID: clusterID, snapshotDirectory: config.snapDir)
+        var transportConfig = PeerTransportConfig(localID: memberID, clusterID: clusterID, snapshotDirectory: config.snapDir)
+        transportConfig.security = peerSecurity
         peers = environment.makeTransport?(transportConfig, inbox) ?? PeerTransport(config: transportConfig, delegate: inbox)
         let applier = Applier(memberID: memberID, store: store, watchable: watchable, lessor: lessor, backend: backend,
                               membership: membership, alarms: alarms, peers: peers, leaseClock: leaseClock, logger: logger,

@@ -1,3 +1,4 @@
+import TransportSecurity
 /// The settings `etcd` reads, by their flag names. Each can come from a flag
 /// (`--data-dir`), from its environment variable (`ETCD_DATA_DIR`; the flag
 /// wins) or, with `--config-file`, from the YAML file's key of the same name
@@ -37,6 +38,33 @@ public enum ConfigKey: String, CaseIterable, Sendable {
     case featureGates = "feature-gates"
     case autoCompactionMode = "auto-compaction-mode"
     case autoCompactionRetention = "auto-compaction-retention"
+    // client TLS
+    case certFile = "cert-file"
+    case keyFile = "key-file"
+    case clientCertAuth = "client-cert-auth"
+    case clientCertFile = "client-cert-file"
+    case clientKeyFile = "client-key-file"
+    case clientCRLFile = "client-crl-file"
+    case clientCertAllowedHostname = "client-cert-allowed-hostname"
+    case trustedCAFile = "trusted-ca-file"
+    case autoTLS = "auto-tls"
+    // peer TLS
+    case peerCertFile = "peer-cert-file"
+    case peerKeyFile = "peer-key-file"
+    case peerClientCertAuth = "peer-client-cert-auth"
+    case peerClientCertFile = "peer-client-cert-file"
+    case peerClientKeyFile = "peer-client-key-file"
+    case peerTrustedCAFile = "peer-trusted-ca-file"
+    case peerCertAllowedCN = "peer-cert-allowed-cn"
+    case peerCertAllowedHostname = "peer-cert-allowed-hostname"
+    case peerAutoTLS = "peer-auto-tls"
+    case peerCRLFile = "peer-crl-file"
+    case peerSkipClientSANVerification = "peer-skip-client-san-verification"
+    // both
+    case selfSignedCertValidity = "self-signed-cert-validity"
+    case cipherSuites = "cipher-suites"
+    case tlsMinVersion = "tls-min-version"
+    case tlsMaxVersion = "tls-max-version"
 
     /// `ETCD_` + the flag name in upper snake case.
     public var environmentVariable: String {
@@ -131,6 +159,7 @@ extension ServerConfig {
             self[keyPath: setting] = value
         }
         try applyCorruptionSettings(settings)
+        try applyTLSSettings(settings)
         // etcd checks the mode even while auto-compaction is off.
         let mode = settings[.autoCompactionMode] ?? "periodic"
         guard mode == "periodic" || mode == "revision" else {
@@ -207,15 +236,79 @@ extension ServerConfig {
         }
     }
 
-    /// A URL setting's value parses; `https://` and `unixs://` are refused
-    /// until TLS arrives, rather than served in plain text.
+    /// A URL setting's value parses; unix sockets are refused (we listen on
+    /// TCP only), rather than served on a port.
     private static func checkURL(_ url: String, _ key: ConfigKey) throws(SettingsError) {
         let address: ListenAddress
         do { address = try ListenAddress(parsing: url) } catch {
             throw .invalid(key: key.rawValue, value: url, reason: error.description)
         }
-        if address.scheme == .https || address.scheme == .unixs {
-            throw .unsupported("TLS is not supported yet: --\(key.rawValue) \(url)")
+        if address.scheme == .unix || address.scheme == .unixs {
+            throw .unsupported("unix sockets are not supported yet: --\(key.rawValue) \(url)")
+        }
+    }
+
+    /// The TLS flags of both sides, with etcd's checks: versions and cipher
+    /// names parse, and every `https://` URL has a certificate source.
+    /// Certificate files are read when the listeners start.
+    private mutating func applyTLSSettings(_ settings: [ConfigKey: String]) throws(SettingsError) {
+        func bool(_ key: ConfigKey) throws(SettingsError) -> Bool {
+            guard let text = settings[key] else { return false }
+            guard let value = GoBool.parse(text) else { throw .invalid(key: key.rawValue, value: text, reason: "expected true or false") }
+            return value
+        }
+        var client = TLSSettings()
+        client.certFile = settings[.certFile] ?? ""
+        client.keyFile = settings[.keyFile] ?? ""
+        client.clientCertFile = settings[.clientCertFile] ?? ""
+        client.clientKeyFile = settings[.clientKeyFile] ?? ""
+        client.trustedCAFile = settings[.trustedCAFile] ?? ""
+        client.clientCertAuth = try bool(.clientCertAuth)
+        client.crlFile = settings[.clientCRLFile] ?? ""
+        client.allowedHostname = settings[.clientCertAllowedHostname] ?? ""
+        client.autoTLS = try bool(.autoTLS)
+        var peer = TLSSettings()
+        peer.certFile = settings[.peerCertFile] ?? ""
+        peer.keyFile = settings[.peerKeyFile] ?? ""
+        peer.clientCertFile = settings[.peerClientCertFile] ?? ""
+        peer.clientKeyFile = settings[.peerClientKeyFile] ?? ""
+        peer.trustedCAFile = settings[.peerTrustedCAFile] ?? ""
+        peer.clientCertAuth = try bool(.peerClientCertAuth)
+        peer.crlFile = settings[.peerCRLFile] ?? ""
+        peer.allowedCN = settings[.peerCertAllowedCN] ?? ""
+        peer.allowedHostname = settings[.peerCertAllowedHostname] ?? ""
+        peer.autoTLS = try bool(.peerAutoTLS)
+        peer.checksClientAddress = try !bool(.peerSkipClientSANVerification)
+        var validity = 1
+        if let text = settings[.selfSignedCertValidity] {
+            guard let years = Int(text.trimmingWhitespace()), years >= 0, years <= 1000 else {
+                throw .invalid(key: ConfigKey.selfSignedCertValidity.rawValue, value: text, reason: "expected a number of years")
+            }
+            validity = max(years, 1)
+        }
+        let ciphers = (settings[.cipherSuites] ?? "").split(separator: ",").map { String($0).trimmingWhitespace() }.filter { !$0.isEmpty }
+        do {
+            let minimum = try TLSProtocolVersion.parse(settings[.tlsMinVersion] ?? "") ?? .tls12
+            let maximum = try TLSProtocolVersion.parse(settings[.tlsMaxVersion] ?? "")
+            for index in 0..<2 {
+                var side = index == 0 ? client : peer
+                side.selfSignedValidityYears = validity
+                side.cipherSuites = ciphers
+                side.minVersion = minimum
+                side.maxVersion = maximum
+                try side.validate()
+                if index == 0 { client = side } else { peer = side }
+            }
+        } catch {
+            throw .unsupported(error.description)
+        }
+        clientTLS = client
+        peerTLS = peer
+        for url in listenClientURLs where url.lowercased().hasPrefix("https://") && client.isEmpty {
+            throw .unsupported("TLS key/cert (--cert-file, --key-file) must be provided for client url \(url) with HTTPS scheme")
+        }
+        for url in listenPeerURLs where url.lowercased().hasPrefix("https://") && peer.isEmpty {
+            throw .unsupported("TLS key/cert (--peer-cert-file, --peer-key-file) must be provided for peer url \(url) with HTTPS scheme")
         }
     }
 

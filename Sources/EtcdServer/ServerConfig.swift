@@ -1,3 +1,4 @@
+import TransportSecurity
 /// What a member needs to start, named after etcd's flags
 /// (`--name`, `--data-dir`, `--listen-client-urls`, ...).
 public struct ServerConfig: Sendable {
@@ -65,6 +66,10 @@ public struct ServerConfig: Sendable {
     public var grpcKeepaliveTimeoutMilliseconds: Int = 20_000
     /// --max-learners: learners the cluster may have at once (etcd's default 1).
     public var maxLearners = 1
+    /// TLS of the client listeners (`--cert-file`, ...) and of the peer
+    /// listeners and dialers (`--peer-cert-file`, ...).
+    public var clientTLS = TLSSettings()
+    public var peerTLS = TLSSettings()
     /// --experimental-initial-corrupt-check (3.6: --feature-gates=InitialCorruptCheck=true):
     /// a member with data compares its HashKV with its peers' before serving.
     public var initialCorruptCheck = false

@@ -70,8 +70,8 @@ public enum SettingsSources {
         var resolved = ResolvedSettings()
         var refused: [String] = []
         for (name, value) in configFile.sorted(by: { $0.key < $1.key }) {
-            if name == "client-transport-security" || name == "peer-transport-security" {
-                refused += refusedTLS(block: name, value)
+            if let block = tlsBlocks[name] {
+                refused += try assignTLS(block: name, keys: block, value, to: &resolved.settings)
                 continue
             }
             guard let flag = EtcdFlag.byName[name], flag.name != EtcdFlag.version.name, flag.name != EtcdFlag.configFile.name else {
@@ -89,29 +89,52 @@ public enum SettingsSources {
         return resolved
     }
 
-    /// etcd's `securityConfig` keys; false, empty and absent are its defaults.
-    static let tlsBlockKeys: Set<String> = [
-        "cert-file", "key-file", "client-cert-file", "client-key-file", "client-cert-auth",
-        "trusted-ca-file", "auto-tls", "allowed-cn", "allowed-hostname", "skip-client-san-verification",
+    /// etcd's two `securityConfig` blocks: their keys and the flags they set
+    /// (`crl-file` is ours: etcd sets CRLs by flag only).
+    static let tlsBlocks: [String: [String: ConfigKey]] = [
+        "client-transport-security": [
+            "cert-file": .certFile, "key-file": .keyFile, "client-cert-file": .clientCertFile, "client-key-file": .clientKeyFile,
+            "client-cert-auth": .clientCertAuth, "trusted-ca-file": .trustedCAFile, "auto-tls": .autoTLS,
+            "allowed-hostname": .clientCertAllowedHostname, "crl-file": .clientCRLFile,
+        ],
+        "peer-transport-security": [
+            "cert-file": .peerCertFile, "key-file": .peerKeyFile, "client-cert-file": .peerClientCertFile,
+            "client-key-file": .peerClientKeyFile, "client-cert-auth": .peerClientCertAuth, "trusted-ca-file": .peerTrustedCAFile,
+            "auto-tls": .peerAutoTLS, "allowed-cn": .peerCertAllowedCN, "allowed-hostname": .peerCertAllowedHostname,
+            "skip-client-san-verification": .peerSkipClientSANVerification, "crl-file": .peerCRLFile,
+        ],
     ]
 
-    static func refusedTLS(block: String, _ value: ConfigFileValue) -> [String] {
-        let notSupported = "is not supported yet (TLS is not supported yet)"
+    /// A TLS block's entries as the flags they stand for. A key etcd has
+    /// there and we do not (the client side's `allowed-cn` and
+    /// `skip-client-san-verification`) is refused unless at its default; an
+    /// unknown key is refused too (it may be a newer etcd's TLS setting).
+    static func assignTLS(block: String, keys: [String: ConfigKey], _ value: ConfigFileValue,
+                          to settings: inout [ConfigKey: String]) throws(SettingsError) -> [String] {
         switch value {
         case .null: return []
-        case .scalar, .list: return ["config file key \(block) \(notSupported)"]
+        case .scalar, .list: return ["config file key \(block) must be a mapping of TLS settings"]
         case let .mapping(entries):
-            return entries.keys.sorted().compactMap { key in
+            var refused: [String] = []
+            for key in entries.keys.sorted() {
+                let entry = entries[key]!
+                if let setting = keys[key] {
+                    guard let text = try scalarText(entry, key: "\(block).\(key)", kind: setting.kind) else { continue }
+                    try assign(setting, text, from: "\(block).\(key)", to: &settings)
+                    continue
+                }
                 let isDefault: Bool
-                switch entries[key]! {
+                switch entry {
                 case .null: isDefault = true
                 case let .scalar(text): isDefault = text.isEmpty || GoBool.parse(text) == false
                 case let .list(items): isDefault = items.isEmpty
                 case .mapping: isDefault = false
                 }
-                // An unknown key in a TLS block may be a newer etcd's TLS setting: refused all the same.
-                return isDefault && tlsBlockKeys.contains(key) ? nil : "config file key \(block).\(key) \(notSupported)"
+                if !(isDefault && ["allowed-cn", "skip-client-san-verification"].contains(key)) {
+                    refused.append("config file key \(block).\(key) is not supported yet")
+                }
             }
+            return refused
         }
     }
 

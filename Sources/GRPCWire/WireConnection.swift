@@ -67,6 +67,8 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
     /// `WireLimits.connectionBufferBytes`).
     private var bufferedBytes = 0
     private var needsFlush = false
+    /// Whether the connection-level start (window grant, keepalive) ran.
+    private var activated = false
     /// Inside channelRead…channelReadComplete, or inside `drainInbox`: both
     /// flush once at their end, so writes in between only mark the need.
     private var reading = false
@@ -103,16 +105,25 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
         self.context = context
         remotePeer = Self.describe(context.channel.remoteAddress)
         localPeer = Self.describe(context.channel.localAddress)
+        // Added to a connection that is already up (after a TLS handler or
+        // a protocol sniffer): channelActive has passed, so start here.
+        if context.channel.isActive { activate(context: context) }
     }
 
     func channelActive(context: ChannelHandlerContext) {
+        activate(context: context)
+        context.fireChannelActive()
+    }
+
+    private func activate(context: ChannelHandlerContext) {
+        guard !activated else { return }
+        activated = true
         if let grant = InboundWindow.connectionGrant(limits.windowBytes) {
             context.write(wrapOutboundOut(grant), promise: nil)
             needsFlush = true
         }
         keepalive.read(at: .now())
         scheduleKeepalive(keepalive.firstCheck)
-        context.fireChannelActive()
     }
 
     func channelInactive(context: ChannelHandlerContext) {

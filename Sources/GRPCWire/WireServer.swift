@@ -30,6 +30,12 @@ public final class WireServer: Sendable {
         /// Runs on each accepted connection once its HTTP/2 handler is in the
         /// pipeline (e.g. to add a handler before it that sees the raw bytes).
         public var onAccept: (@Sendable (any Channel) -> EventLoopFuture<Void>)?
+        /// Sets up each accepted connection in place of adding the gRPC
+        /// handlers at once: it is given the channel and a function that
+        /// adds them, to call when the connection is ready for HTTP/2 (for
+        /// example after a TLS handler, once the first bytes showed a TLS
+        /// client). The handlers may be added to an active channel.
+        public var connectionSetup: (@Sendable (_ channel: any Channel, _ addGRPC: @escaping @Sendable (any Channel) throws -> Void) throws -> Void)?
         /// HTTP/2 connection settings beyond the ones above (rate limits).
         /// swift-nio-http2's header-block and content-length validation is
         /// off by default: it cost about 6 % of a busy server's CPU, and
@@ -104,8 +110,9 @@ public final class WireServer: Sendable {
         settings.append(HTTP2Setting(parameter: .maxConcurrentStreams, value: configuration.maxConcurrentStreams))
         settings.append(HTTP2Setting(parameter: .initialWindowSize, value: configuration.windowBytes))
         settings.append(HTTP2Setting(parameter: .maxHeaderListSize, value: 16 * 1024))
-        var connection = configuration.connection
-        connection.initialSettings = settings
+        var connectionSettings = configuration.connection
+        connectionSettings.initialSettings = settings
+        let connection = connectionSettings
         let limits = WireLimits(maxReceiveMessageBytes: configuration.maxReceiveMessageBytes, windowBytes: configuration.windowBytes,
                                 connectionBufferBytes: configuration.connectionBufferBytes)
         let keepalive = ServerKeepalive.Policy(minTime: configuration.keepalive.minTime, interval: configuration.keepalive.interval,
@@ -116,10 +123,17 @@ public final class WireServer: Sendable {
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { [weak self] channel in
                 self?.track(channel)
-                do {
+                let addGRPC: @Sendable (any Channel) throws -> Void = { channel in
                     let sync = channel.pipeline.syncOperations
                     try sync.addHandler(NIOHTTP2Handler(mode: .server, connectionConfiguration: connection))
                     try sync.addHandler(WireConnection(router: router, limits: limits, keepalive: keepalive, eventLoop: channel.eventLoop))
+                }
+                do {
+                    if let setup = configuration.connectionSetup {
+                        try setup(channel, addGRPC)
+                    } else {
+                        try addGRPC(channel)
+                    }
                 } catch {
                     return channel.eventLoop.makeFailedFuture(error)
                 }

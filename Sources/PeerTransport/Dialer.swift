@@ -1,7 +1,12 @@
 import Checksum
 import Foundation
+import Logging
 import NIOCore
 import NIOPosix
+import TransportSecurity
+
+/// Where TLS refusals on peer connections are logged.
+let peerLogger = Logger(label: "etcd")
 
 /// A connection whose hello was answered.
 struct DialResult: Sendable {
@@ -17,9 +22,12 @@ struct DialResult: Sendable {
 /// The channel is left open on success (the caller closes it after an
 /// error answer); `register` may veto it.
 func dialStream(
-    loop: any EventLoop, address: SocketAddress, hello: Hello, maxMessageBytes: Int,
+    loop: any EventLoop, target: DialTarget, url: String, security: TLSCredentials?, hello: Hello, maxMessageBytes: Int,
     timeout: Duration, peer: Peer?, register: (@Sendable (any Channel) -> Bool)?, request: ByteBuffer? = nil
 ) -> EventLoopFuture<DialResult> {
+    if target.tlsHost != nil && security == nil {
+        return loop.makeFailedFuture(PeerTransportError.tlsNotConfigured(url: url))
+    }
     let response = loop.makePromise(of: Frame.self)
     let ack: EventLoopPromise<Void>? = hello.stream == .snapshot ? loop.makePromise() : nil
     let deadline = NIODeadline.now() + timeout.timeAmount
@@ -32,12 +40,15 @@ func dialStream(
                 return channel.eventLoop.makeFailedFuture(PeerTransportError.stopped)
             }
             return channel.eventLoop.makeCompletedFuture {
+                if let host = target.tlsHost, let security {
+                    try SecureChannel.configureDialed(channel, credentials: security, host: host, logger: peerLogger)
+                }
                 try channel.pipeline.syncOperations.addHandlers(
                     ByteToMessageHandler(FrameDecoder(maxMessageBytes: maxMessageBytes)),
                     DialerHandler(response: response, ack: ack, deadline: deadline, peer: peer))
             }
         }
-    return bootstrap.connect(to: address).flatMap { channel in
+    return bootstrap.connect(to: target.address).flatMap { channel in
         if let request { channel.write(hello.frame(allocator: channel.allocator), promise: nil) }
         return channel.writeAndFlush(request ?? hello.frame(allocator: channel.allocator))
             .flatMap { response.futureResult }
@@ -170,9 +181,9 @@ final class SnapshotSender: Sendable {
 
     private func connect() -> DialResult? {
         for url in urls {
-            guard let address = try? PeerURL(url).socketAddress(url: url) else { continue }
+            guard let target = try? PeerURL.target(url) else { continue }
             guard let dialing = core.dial(
-                address: address, stream: .snapshot, to: peer.id, loop: core.group.next(), owner: nil)
+                target: target, url: url, stream: .snapshot, to: peer.id, loop: core.group.next(), owner: nil)
             else { return nil }
             guard let link = try? dialing.wait() else { continue }
             switch link.response.kind {

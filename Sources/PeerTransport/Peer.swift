@@ -175,11 +175,11 @@ final class Peer: Sendable {
         let next: @Sendable () -> Void = {
             self.attempt(generation: generation, urls: urls, start: start, tried: tried + 1)
         }
-        guard let address = try? PeerURL(urls[index]).socketAddress(url: urls[index]) else {
+        guard let target = try? PeerURL.target(urls[index]) else {
             next()
             return
         }
-        guard let dialing = core.dial(address: address, stream: .messages, to: id, loop: loop, owner: self) else {
+        guard let dialing = core.dial(target: target, url: urls[index], stream: .messages, to: id, loop: loop, owner: self) else {
             return  // stopping
         }
         dialing.whenComplete { result in

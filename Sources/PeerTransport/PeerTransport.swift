@@ -70,6 +70,7 @@ import Foundation
 import Locks
 import NIOCore
 import NIOPosix
+import TransportSecurity
 
 /// Settings of one transport.
 public struct PeerTransportConfig: Sendable {
@@ -83,6 +84,9 @@ public struct PeerTransportConfig: Sendable {
     public var maxQueuedMessagesPerPeer: Int = 4096
     /// Largest single message frame accepted or sent (bigger sends are dropped + reported unreachable).
     public var maxMessageBytes: Int = 64 << 20
+    /// Certificates for `https://` listen URLs and for dialing peers'
+    /// `https://` URLs (`--peer-cert-file`, ...); nil: plaintext only.
+    public var security: TLSCredentials?
     /// Time allowed for connecting to a peer and its answer to our hello.
     public var dialTimeout: Duration = .seconds(1)
     /// Reconnect backoff starts at 50 ms and doubles up to this.
@@ -134,6 +138,8 @@ extension PeerTransportDelegate {
 public enum PeerTransportError: Error, Sendable, CustomStringConvertible {
     /// A URL that is not "http://HOST:PORT" with a literal address or localhost.
     case invalidURL(String)
+    /// An `https://` URL with no peer certificate configured.
+    case tlsNotConfigured(url: String)
     /// Listening on `url` failed.
     case bindFailed(url: String, reason: String)
     /// The peer answered our hello with an error frame.
@@ -149,7 +155,8 @@ public enum PeerTransportError: Error, Sendable, CustomStringConvertible {
 
     public var description: String {
         switch self {
-        case .invalidURL(let url): "invalid peer URL \"\(url)\" (want http://HOST:PORT)"
+        case .invalidURL(let url): "invalid peer URL \"\(url)\" (want http://HOST:PORT or https://HOST:PORT)"
+        case .tlsNotConfigured(let url): "TLS key/cert (--peer-cert-file, --peer-key-file) must be provided for peer url \(url) with HTTPS scheme"
         case .bindFailed(let url, let reason): "cannot listen on \(url): \(reason)"
         case .rejected(let reason): "rejected by peer: \(reason)"
         case .connectionClosed: "connection closed"
@@ -217,13 +224,13 @@ public final class PeerTransport: Sendable {
 
     /// Asks the member at `url` for its cluster info (for joining). Throws on connection failure or timeout.
     public static func fetchClusterInfo(
-        url: String, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        url: String, security: TLSCredentials? = nil, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
         timeout: Duration = .seconds(2)
     ) async throws -> Data {
-        let address = try PeerURL(url).socketAddress(url: url)
+        let target = try PeerURL.target(url)
         let hello = Hello(clusterID: 0, fromID: 0, toID: 0, stream: .clusterInfo)
         let link = try await dialStream(
-            loop: group.next(), address: address, hello: hello,
+            loop: group.next(), target: target, url: url, security: security, hello: hello,
             maxMessageBytes: Wire.defaultMaxMessageBytes,
             timeout: timeout, peer: nil, register: nil
         ).get()

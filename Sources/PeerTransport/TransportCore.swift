@@ -2,6 +2,7 @@ import Foundation
 import Locks
 import NIOCore
 import NIOPosix
+import TransportSecurity
 
 /// The shared state behind a `PeerTransport`: peers, listeners, and a
 /// registry of every channel and background job so `stop()` can wait for all
@@ -74,7 +75,7 @@ final class TransportCore: Sendable {
     }
 
     /// Dials `address` and exchanges the hello, as a tracked job. Nil when stopping.
-    func dial(address: SocketAddress, stream: StreamKind, to peer: UInt64, loop: any EventLoop, owner: Peer?)
+    func dial(target: DialTarget, url: String, stream: StreamKind, to peer: UInt64, loop: any EventLoop, owner: Peer?)
         -> EventLoopFuture<DialResult>?
     {
         let done = loop.makePromise(of: Void.self)
@@ -84,7 +85,7 @@ final class TransportCore: Sendable {
         }
         let hello = Hello(clusterID: config.clusterID, fromID: config.localID, toID: peer, stream: stream)
         let result = dialStream(
-            loop: loop, address: address, hello: hello, maxMessageBytes: config.maxMessageBytes,
+            loop: loop, target: target, url: url, security: config.security, hello: hello, maxMessageBytes: config.maxMessageBytes,
             timeout: config.dialTimeout, peer: owner, register: { [self] in register($0) })
         result.whenComplete { _ in done.succeed() }
         return result
@@ -103,8 +104,16 @@ final class TransportCore: Sendable {
         var ports: [Int] = []
         for url in listenURLs {
             do {
-                let address = try PeerURL(url).socketAddress(url: url)
-                let channel = try await makeServerBootstrap().bind(to: address).get()
+                let parsed = try PeerURL(url)
+                let address = try parsed.socketAddress(url: url)
+                let security: ListenerSecurity
+                if parsed.secure {
+                    guard let credentials = config.security else { throw PeerTransportError.tlsNotConfigured(url: url) }
+                    security = .tls(credentials)
+                } else {
+                    security = .plaintext
+                }
+                let channel = try await makeServerBootstrap(security: security, url: url).bind(to: address).get()
                 listeners.append(channel)
                 guard register(channel) else { throw PeerTransportError.stopped }
                 ports.append(channel.localAddress?.port ?? 0)
@@ -112,7 +121,7 @@ final class TransportCore: Sendable {
                 for listener in listeners { try? await listener.close() }
                 state.withLock { $0.started = false }
                 switch error {
-                case PeerTransportError.invalidURL, PeerTransportError.stopped: throw error
+                case PeerTransportError.invalidURL, PeerTransportError.stopped, PeerTransportError.tlsNotConfigured: throw error
                 default: throw PeerTransportError.bindFailed(url: url, reason: "\(error)")
                 }
             }
@@ -120,7 +129,7 @@ final class TransportCore: Sendable {
         state.withLock { $0.boundPorts = ports }
     }
 
-    private func makeServerBootstrap() -> ServerBootstrap {
+    private func makeServerBootstrap(security: ListenerSecurity, url: String) -> ServerBootstrap {
         let maxMessageBytes = config.maxMessageBytes
         return ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -131,9 +140,13 @@ final class TransportCore: Sendable {
                     return channel.eventLoop.makeFailedFuture(PeerTransportError.stopped)
                 }
                 return channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandlers(
-                        ByteToMessageHandler(FrameDecoder(maxMessageBytes: maxMessageBytes)),
-                        AcceptorHandler(core: self))
+                    // The first byte tells a TLS member from a plaintext one:
+                    // what this URL does not speak is closed and logged.
+                    try SecureChannel.configureAccepted(channel, security: security, listener: url, logger: peerLogger) { channel in
+                        try channel.pipeline.syncOperations.addHandlers(
+                            ByteToMessageHandler(FrameDecoder(maxMessageBytes: maxMessageBytes)),
+                            AcceptorHandler(core: self))
+                    }
                 }
             }
     }
@@ -232,11 +245,11 @@ final class TransportCore: Sendable {
         var lastError: any Error = PeerTransportError.connectionClosed
         for url in urls {
             do {
-                let address = try PeerURL(url).socketAddress(url: url)
+                let target = try PeerURL.target(url)
                 let hello = Hello(clusterID: config.clusterID, fromID: config.localID, toID: id, stream: .hashKV)
                 let question = Wire.frame(.hashKVRequest, request, allocator: ByteBufferAllocator())
                 let link = try await dialStream(
-                    loop: group.next(), address: address, hello: hello, maxMessageBytes: config.maxMessageBytes,
+                    loop: group.next(), target: target, url: url, security: config.security, hello: hello, maxMessageBytes: config.maxMessageBytes,
                     timeout: timeout, peer: nil, register: nil, request: question
                 ).get()
                 try? await link.channel.close()

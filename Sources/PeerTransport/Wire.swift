@@ -177,18 +177,33 @@ struct FrameDecoder: ByteToMessageDecoder {
     }
 }
 
-/// A parsed "http://HOST:PORT" URL.
+/// Where to dial a peer, and whether over TLS.
+struct DialTarget: Sendable {
+    var address: SocketAddress
+    /// The host the peer's certificate must name (the URL's, `localhost`
+    /// kept); nil for a plaintext `http://` URL.
+    var tlsHost: String?
+}
+
+/// A parsed "http://HOST:PORT" or "https://HOST:PORT" URL.
 struct PeerURL: Sendable, Equatable {
     var host: String
     var port: Int
+    /// `https://`: TLS.
+    var secure = false
+    /// The host as the URL spells it (before `localhost` → 127.0.0.1).
+    var urlHost = ""
 
-    /// Accepts `http://` URLs whose host is an
+    /// Accepts `http://` and `https://` URLs whose host is an
     /// IPv4 literal, a bracketed IPv6 literal or `localhost`; an optional
     /// trailing `/` is ignored.
     init(_ url: String) throws(PeerTransportError) {
         var rest = Substring(url)
         if rest.hasPrefix("http://") {
             rest = rest.dropFirst(7)
+        } else if rest.hasPrefix("https://") {
+            rest = rest.dropFirst(8)
+            secure = true
         } else {
             throw .invalidURL(url)
         }
@@ -210,8 +225,15 @@ struct PeerURL: Sendable, Equatable {
             throw .invalidURL(url)
         }
         host = hostPart == "localhost" ? "127.0.0.1" : String(hostPart)
+        urlHost = String(hostPart)
         self.port = port
         _ = try socketAddress(url: url)
+    }
+
+    /// Parses `url` into what a dialer needs.
+    static func target(_ url: String) throws(PeerTransportError) -> DialTarget {
+        let parsed = try PeerURL(url)
+        return DialTarget(address: try parsed.socketAddress(url: url), tlsHost: parsed.secure ? parsed.urlHost : nil)
     }
 
     func socketAddress(url: String) throws(PeerTransportError) -> SocketAddress {

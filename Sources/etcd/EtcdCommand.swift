@@ -1,5 +1,6 @@
 import EtcdAPI
 import EtcdServer
+import TransportSecurity
 import Foundation
 import Logging
 import Yams
@@ -66,6 +67,12 @@ enum EtcdCommand {
         for warning in warnings { logger.warning("\(warning)") }
         func log(_ message: String) { logger.info("\(message)") }
 
+        // Certificates first: a bad file stops the start before the data dir is touched.
+        var clientCredentials: TLSCredentials?
+        if addresses.contains(where: { $0.scheme == .https }) {
+            clientCredentials = try TLSCredentials(settings: config.clientTLS, autoTLSDirectory: config.dataDir + "/fixtures/client",
+                                                   hosts: addresses.map(\.host), extendedUsage: .server)
+        }
         let member = try await Member.open(config: config)
         defer { member.stop() }
         do { try await member.startPeers() } catch {
@@ -74,7 +81,7 @@ enum EtcdCommand {
         for url in config.listenPeerURLs { log("serving peer traffic on \(url)") }
         log("member \(String(member.memberID, radix: 16)) started in cluster \(String(member.clusterID, radix: 16)), data dir \(config.dataDir)")
 
-        let listeners = addresses.map { ClientListener(address: $0, member: member) }
+        let listeners = clientListeners(addresses: addresses, credentials: clientCredentials, member: member)
         // SIGTERM / SIGINT: stop accepting, finish in-flight calls, then the
         // deferred member.stop() commits the backend and closes the WAL.
         let signalSources = [SIGTERM, SIGINT].map { number -> any DispatchSourceSignal in
@@ -100,7 +107,15 @@ enum EtcdCommand {
             }
             for listener in listeners {
                 let port = try await listener.boundPort() ?? listener.address.port
-                log("serving insecure client requests on \(listener.address.host):\(port), this is strongly discouraged!")
+                switch listener.security {
+                case .plaintext:
+                    log("serving insecure client requests on \(listener.address.host):\(port), this is strongly discouraged!")
+                case .tls:
+                    log("serving client requests on \(listener.address.host):\(port)")
+                case .both:
+                    log("serving client requests on \(listener.address.host):\(port)")
+                    log("serving insecure client requests on \(listener.address.host):\(port), this is strongly discouraged!")
+                }
             }
             // As etcd, a member serves once its attributes are published.
             do { try await member.publish() } catch {
@@ -110,6 +125,27 @@ enum EtcdCommand {
             log("enabled capabilities for version \(EtcdVersion.api)")
             log("ready to serve client requests")
             SystemdNotifier.notifyReady()
+        }
+    }
+
+    /// One listener per address; an address listed as both `http://` and
+    /// `https://` serves both on its one port, as etcd does.
+    static func clientListeners(addresses: [ListenAddress], credentials: TLSCredentials?, member: Member) -> [ClientListener] {
+        var order: [String] = []
+        var schemes: [String: (address: ListenAddress, plain: Bool, secure: Bool)] = [:]
+        for address in addresses {
+            let key = "\(address.host):\(address.port)"
+            if schemes[key] == nil { order.append(key); schemes[key] = (address, false, false) }
+            if address.scheme == .https { schemes[key]!.secure = true } else { schemes[key]!.plain = true }
+        }
+        return order.map { key in
+            let entry = schemes[key]!
+            let security: ListenerSecurity = switch (entry.plain, entry.secure, credentials) {
+            case (true, true, let credentials?): .both(credentials)
+            case (false, true, let credentials?): .tls(credentials)
+            default: .plaintext
+            }
+            return ClientListener(address: entry.address, member: member, security: security)
         }
     }
 

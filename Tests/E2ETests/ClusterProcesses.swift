@@ -23,7 +23,15 @@ final class ClusterProcesses {
     /// With `proxied`: one `PeerProxy` in front of each member's peer port.
     private(set) var proxies: [PeerProxy] = []
 
-    init(size: Int, extraArguments: [String] = [], proxied: Bool = false, environment: [Int: [String: String]] = [:]) throws {
+    /// "http" or "https" for the peer URLs (TLS flags come in `extraArguments`).
+    let peerScheme: String
+    /// Arguments for one member only (its own peer certificate, say).
+    let memberArguments: [Int: [String]]
+
+    init(size: Int, extraArguments: [String] = [], proxied: Bool = false, environment: [Int: [String: String]] = [:],
+         peerScheme: String = "http", memberArguments: [Int: [String]] = [:]) throws {
+        self.peerScheme = peerScheme
+        self.memberArguments = memberArguments
         root = FileManager.default.temporaryDirectory.appendingPathComponent("cluster-e2e-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
         var ports: [Int] = []
@@ -44,7 +52,7 @@ final class ClusterProcesses {
         for i in nodes.indices { try waitServing(i) }
     }
 
-    var initialCluster: String { nodes.map { "\($0.name)=http://127.0.0.1:\($0.advertisedPeerPort)" }.joined(separator: ",") }
+    var initialCluster: String { nodes.map { "\($0.name)=\(peerScheme)://127.0.0.1:\($0.advertisedPeerPort)" }.joined(separator: ",") }
     var endpoints: String { nodes.map { "127.0.0.1:\($0.clientPort)" }.joined(separator: ",") }
     func endpoint(_ i: Int) -> String { "127.0.0.1:\(nodes[i].clientPort)" }
 
@@ -56,11 +64,11 @@ final class ClusterProcesses {
             "--name", node.name, "--data-dir", root + "/" + node.name,
             "--listen-client-urls", "http://127.0.0.1:\(node.clientPort)",
             "--advertise-client-urls", "http://127.0.0.1:\(node.clientPort)",
-            "--listen-peer-urls", "http://127.0.0.1:\(node.peerPort)",
-            "--initial-advertise-peer-urls", "http://127.0.0.1:\(node.advertisedPeerPort)",
+            "--listen-peer-urls", "\(peerScheme)://127.0.0.1:\(node.peerPort)",
+            "--initial-advertise-peer-urls", "\(peerScheme)://127.0.0.1:\(node.advertisedPeerPort)",
             "--initial-cluster", initialCluster, "--initial-cluster-token", token,
             "--heartbeat-interval", "50", "--election-timeout", "500",
-        ] + extraArguments
+        ] + extraArguments + (memberArguments[i] ?? [])
         let log = root + "/" + node.name + ".log"
         if !FileManager.default.fileExists(atPath: log) { _ = FileManager.default.createFile(atPath: log, contents: nil) }
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))

@@ -290,7 +290,9 @@ final class RealEtcdProcess {
     let dataDir = FileManager.default.temporaryDirectory.appendingPathComponent("real-\(UUID().uuidString)").path
 
     /// Fails (the test that asked) when Debian's etcd-server is not installed.
-    init(extraArguments: [String] = []) throws {
+    /// `clientScheme` and `clientFlags`: how it is probed for readiness
+    /// (its TLS flags come in `extraArguments`).
+    init(extraArguments: [String] = [], clientScheme: String = "http", clientFlags: [String] = []) throws {
         guard FileManager.default.isExecutableFile(atPath: DifferentialTests.realEtcd) else {
             throw EtcdProcess.ProcessError.missing("\(DifferentialTests.realEtcd) (Debian package etcd-server; scripts/test.sh installs it)")
         }
@@ -298,7 +300,8 @@ final class RealEtcdProcess {
         let peerPort = try EtcdProcess.freePort()
         process.executableURL = URL(fileURLWithPath: DifferentialTests.realEtcd)
         process.arguments = ["--data-dir", dataDir,
-                             "--listen-client-urls", "http://127.0.0.1:\(port)", "--advertise-client-urls", "http://127.0.0.1:\(port)",
+                             "--listen-client-urls", "\(clientScheme)://127.0.0.1:\(port)",
+                             "--advertise-client-urls", "\(clientScheme)://127.0.0.1:\(port)",
                              "--listen-peer-urls", "http://127.0.0.1:\(peerPort)", "--initial-advertise-peer-urls", "http://127.0.0.1:\(peerPort)",
                              "--initial-cluster", "default=http://127.0.0.1:\(peerPort)"] + extraArguments
         process.standardOutput = FileHandle.nullDevice
@@ -306,7 +309,8 @@ final class RealEtcdProcess {
         try process.run()
         let deadline = Date().addingTimeInterval(20)
         while Date() < deadline {
-            let probe = try EtcdProcess.run("/usr/bin/etcdctl", ["--endpoints=127.0.0.1:\(port)", "--dial-timeout=1s", "endpoint", "health"],
+            let probe = try EtcdProcess.run("/usr/bin/etcdctl",
+                                            ["--endpoints=\(clientScheme)://127.0.0.1:\(port)", "--dial-timeout=1s"] + clientFlags + ["endpoint", "health"],
                                             environment: ["ETCDCTL_API": "3"], input: nil)
             if probe.status == 0 { return }
             Thread.sleep(forTimeInterval: 0.2)

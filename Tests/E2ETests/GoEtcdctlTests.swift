@@ -113,6 +113,9 @@ final class EtcdProcess {
     let port: Int
     let dataDir: String
     private let ownsDataDir: Bool
+    /// How the Go etcdctl reaches it: "http" or "https", and its TLS flags.
+    let scheme: String
+    let clientFlags: [String]
 
     static let repositoryRoot = URL(fileURLWithPath: #filePath)
         .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
@@ -134,15 +137,24 @@ final class EtcdProcess {
     }
 
     /// Starts `etcd` with exactly `arguments`; `port` is where it will serve.
-    init(arguments: [String], port: Int, dataDir: String = "", ownsDataDir: Bool = false, environment: [String: String] = [:]) throws {
+    /// With `logFile`, its standard error goes there.
+    init(arguments: [String], port: Int, dataDir: String = "", ownsDataDir: Bool = false, environment: [String: String] = [:],
+         scheme: String = "http", clientFlags: [String] = [], logFile: String? = nil) throws {
         self.port = port
         self.ownsDataDir = ownsDataDir
         self.dataDir = dataDir
+        self.scheme = scheme
+        self.clientFlags = clientFlags
         process.executableURL = URL(fileURLWithPath: Self.binary)
         process.arguments = arguments
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
+        if let logFile {
+            _ = FileManager.default.createFile(atPath: logFile, contents: nil)
+            process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: logFile))
+        } else {
+            process.standardError = FileHandle.nullDevice
+        }
         try process.run()
         // Ready when a serializable read answers (bounded: 15 s).
         let deadline = Date().addingTimeInterval(15)
@@ -155,7 +167,8 @@ final class EtcdProcess {
     }
 
     func etcdctl(_ arguments: [String], input: String? = nil) throws -> (status: Int32, out: String, err: String) {
-        try Self.run("/usr/bin/etcdctl", ["--endpoints=127.0.0.1:\(port)", "--dial-timeout=1s", "--command-timeout=5s"] + arguments,
+        try Self.run("/usr/bin/etcdctl", ["--endpoints=\(scheme)://127.0.0.1:\(port)", "--dial-timeout=1s", "--command-timeout=5s"]
+                         + clientFlags + arguments,
                      environment: ["ETCDCTL_API": "3"], input: input)
     }
 

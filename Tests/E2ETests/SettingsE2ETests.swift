@@ -33,29 +33,30 @@ import Testing
         return (result.status, result.err)
     }
 
-    @Test func configFileWithClientTLSRefusesToStart() throws {
+    /// The config file's TLS block is read: a certificate file that is not
+    /// there stops the start, naming it.
+    @Test func configFileWithMissingCertificateRefusesToStart() throws {
         let file = Self.temporaryPath("etcd") + ".yaml"
         defer { try? FileManager.default.removeItem(atPath: file) }
         try """
         name: tls
         data-dir: \(Self.temporaryPath("e2e-refused"))
-        listen-client-urls: http://127.0.0.1:\(try EtcdProcess.freePort())
+        listen-client-urls: https://127.0.0.1:\(try EtcdProcess.freePort())
         listen-peer-urls: http://127.0.0.1:\(try EtcdProcess.freePort())
         client-transport-security:
-          cert-file: /etc/etcd/server.crt
-          key-file: /etc/etcd/server.key
+          cert-file: /etc/etcd/no-such-server.crt
+          key-file: /etc/etcd/no-such-server.key
           client-cert-auth: false
         """.write(toFile: file, atomically: true, encoding: .utf8)
         let result = try refusal(["--config-file", file])
         #expect(result.status == 1)
-        #expect(result.err.contains("client-transport-security.cert-file is not supported yet"), "\(result.err)")
-        #expect(result.err.contains("client-transport-security.key-file is not supported yet"), "\(result.err)")
+        #expect(result.err.contains("open /etc/etcd/no-such-server.crt: no such file or directory"), "\(result.err)")
     }
 
-    @Test func clientCertAuthInEnvironmentRefusesToStart() throws {
-        let result = try refusal([], environment: ["ETCD_CLIENT_CERT_AUTH": "true"])
+    @Test func unsupportedSettingInEnvironmentRefusesToStart() throws {
+        let result = try refusal([], environment: ["ETCD_ENABLE_PPROF": "true"])
         #expect(result.status == 1)
-        #expect(result.err.contains("ETCD_CLIENT_CERT_AUTH=true: --client-cert-auth is not supported yet"), "\(result.err)")
+        #expect(result.err.contains("ETCD_ENABLE_PPROF=true: --enable-pprof is not supported yet"), "\(result.err)")
     }
 
     @Test func featureGatesWeDoNotImplementRefuseToStartByName() throws {
@@ -67,10 +68,15 @@ import Testing
         #expect(unknown.err.contains("unrecognized feature gate: NoSuchGate"), "\(unknown.err)")
     }
 
-    @Test func httpsURLRefusesToStart() throws {
-        let result = try refusal(["--listen-client-urls", "https://127.0.0.1:\(try EtcdProcess.freePort())"])
+    /// etcd's message for an `https://` URL without a certificate.
+    @Test func httpsURLWithoutCertificateRefusesToStart() throws {
+        let url = "https://127.0.0.1:\(try EtcdProcess.freePort())"
+        let result = try refusal(["--listen-client-urls", url])
         #expect(result.status == 1)
-        #expect(result.err.contains("TLS is not supported yet: --listen-client-urls https://"), "\(result.err)")
+        #expect(result.err.contains("TLS key/cert (--cert-file, --key-file) must be provided for client url \(url) with HTTPS scheme"), "\(result.err)")
+        let peer = try refusal(["--listen-peer-urls", "https://127.0.0.1:1", "--initial-advertise-peer-urls", "https://127.0.0.1:1",
+                                "--initial-cluster", "default=https://127.0.0.1:1"])
+        #expect(peer.err.contains("TLS key/cert (--peer-cert-file, --peer-key-file) must be provided for peer url https://127.0.0.1:1"), "\(peer.err)")
     }
 
     /// Same command-line mistakes, same first line and exit code as etcd 3.4.

@@ -147,15 +147,32 @@ import Testing
         do { _ = try body(); return "started" } catch { return "\(error)" }
     }
 
-    @Test func tlsURLsRefuseToStart() {
-        for (key, url) in [(ConfigKey.listenClientURLs, "https://127.0.0.1:2379"), (.advertiseClientURLs, "https://a:2379"),
-                           (.listenPeerURLs, "https://127.0.0.1:2380"), (.initialAdvertisePeerURLs, "https://localhost:2380"),
-                           (.listenClientURLs, "unixs://sock:0")] {
-            #expect(refusal { try ServerConfig(settings: [key: "http://127.0.0.1:1,\(url)"]) }
-                == "TLS is not supported yet: --\(key.rawValue) \(url)")
-        }
-        #expect(refusal { try ServerConfig(settings: [.initialCluster: "default=https://localhost:2380"]) }
-            == "TLS is not supported yet: --initial-cluster https://localhost:2380")
+    @Test func tlsURLsNeedACertificateSource() throws {
+        #expect(refusal { try ServerConfig(settings: [.listenClientURLs: "http://127.0.0.1:1,https://127.0.0.1:2379"]) }
+            == "TLS key/cert (--cert-file, --key-file) must be provided for client url https://127.0.0.1:2379 with HTTPS scheme")
+        #expect(refusal { try ServerConfig(settings: [.listenPeerURLs: "https://127.0.0.1:2380"]) }
+            == "TLS key/cert (--peer-cert-file, --peer-key-file) must be provided for peer url https://127.0.0.1:2380 with HTTPS scheme")
+        #expect(refusal { try ServerConfig(settings: [.listenClientURLs: "unixs://sock:0"]) }
+            == "unix sockets are not supported yet: --listen-client-urls unixs://sock:0")
+        let secure = try ServerConfig(settings: [.listenClientURLs: "https://127.0.0.1:2379", .certFile: "/c.pem", .keyFile: "/k.pem",
+                                                 .clientCertAuth: "true", .trustedCAFile: "/ca.pem", .clientCRLFile: "/crl.pem"])
+        #expect(secure.clientTLS.certFile == "/c.pem" && secure.clientTLS.requiresClientCertificate && secure.clientTLS.crlFile == "/crl.pem")
+        let auto = try ServerConfig(settings: [.listenPeerURLs: "https://127.0.0.1:2380", .initialAdvertisePeerURLs: "https://127.0.0.1:2380",
+                                               .initialCluster: "default=https://127.0.0.1:2380", .peerAutoTLS: "true",
+                                               .peerCertAllowedCN: "etcd", .selfSignedCertValidity: "3"])
+        #expect(auto.peerTLS.autoTLS && auto.peerTLS.allowedCN == "etcd" && auto.peerTLS.selfSignedValidityYears == 3)
+        #expect(auto.peerTLS.checksClientAddress && !auto.clientTLS.checksClientAddress)
+        // Versions and suites, checked as etcd checks them.
+        #expect(refusal { try ServerConfig(settings: [.tlsMinVersion: "TLS1.0"]) }
+            == "unexpected TLS version \"TLS1.0\" (must be one of: TLS1.2, TLS1.3)")
+        #expect(refusal { try ServerConfig(settings: [.tlsMinVersion: "TLS1.3", .tlsMaxVersion: "TLS1.2"]) }
+            == "min version (TLS1.3) is greater than max version (TLS1.2)")
+        #expect(refusal { try ServerConfig(settings: [.tlsMinVersion: "TLS1.3", .cipherSuites: "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"]) }
+            == "cipher suites cannot be configured when only TLS1.3 is enabled")
+        #expect(refusal { try ServerConfig(settings: [.cipherSuites: "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,TLS_RC4"]) }
+            == "unexpected TLS cipher suite \"TLS_RC4\"")
+        #expect(refusal { try ServerConfig(settings: [.peerCertAllowedCN: "a", .peerCertAllowedHostname: "b"]) }
+            .hasPrefix("AllowedCN and AllowedHostname are mutually exclusive"))
     }
 
     @Test func grpcSettings() throws {
@@ -255,15 +272,18 @@ import Testing
     }
 
     @Test func unsupportedFlagsAndVariablesRefuseToStart() throws {
-        #expect(refusal { try resolve(["--client-cert-auth"]) } == "--client-cert-auth is not supported yet")
-        #expect(refusal { try resolve(["--cert-file=/c.pem", "--auto-tls"]) }
-            == "--auto-tls is not supported yet; --cert-file is not supported yet")
-        #expect(refusal { try resolve([], ["ETCD_CLIENT_CERT_AUTH": "true"]) }
-            == "ETCD_CLIENT_CERT_AUTH=true: --client-cert-auth is not supported yet")
+        #expect(refusal { try resolve(["--enable-pprof"]) } == "--enable-pprof is not supported yet")
+        #expect(refusal { try resolve(["--listen-metrics-urls=http://127.0.0.1:1", "--enable-pprof"]) }
+            == "--enable-pprof is not supported yet; --listen-metrics-urls is not supported yet")
+        #expect(refusal { try resolve([], ["ETCD_ENABLE_PPROF": "true"]) }
+            == "ETCD_ENABLE_PPROF=true: --enable-pprof is not supported yet")
+        // The TLS flags are settings now, on the command line and in the environment.
+        #expect(try resolve(["--client-cert-auth", "--cert-file=/c.pem"], ["ETCD_PEER_AUTO_TLS": "true"]).settings
+            == [.clientCertAuth: "true", .certFile: "/c.pem", .peerAutoTLS: "true"])
         #expect(refusal { try resolve(["--unsafe-no-fsync"]) } == "--unsafe-no-fsync is not supported yet")
         // etcd's defaults are as good as absent: etcd itself cannot tell them apart.
-        let defaults = try resolve(["--client-cert-auth=false", "--cert-file=", "--experimental-memory-mlock=false", "--raft-read-timeout=5000ms",
-                                    "--log-outputs=stderr", "--enable-grpc-gateway"], ["ETCD_AUTO_TLS": "false"])
+        let defaults = try resolve(["--enable-pprof=false", "--experimental-memory-mlock=false", "--raft-read-timeout=5000ms",
+                                    "--log-outputs=stderr", "--enable-grpc-gateway"], ["ETCD_DISCOVERY_SRV": ""])
         #expect(defaults.settings.isEmpty)
     }
 
@@ -310,20 +330,28 @@ import Testing
             "peer-transport-security": .null,
         ]
         let resolved = try SettingsSources.resolve(configFile: file)
+        // The sample's empty TLS values are set as given (etcd's defaults).
         #expect(resolved.settings == [.name: "fromfile", .listenClientURLs: "http://127.0.0.1:1,http://127.0.0.1:2",
-                                      .grpcKeepaliveInterval: "60000000000ns", .grpcKeepaliveTimeout: "3s"])
+                                      .grpcKeepaliveInterval: "60000000000ns", .grpcKeepaliveTimeout: "3s",
+                                      .keyFile: "", .clientCertAuth: "false", .autoTLS: "false"])
         #expect(resolved.warnings == ["unrecognized config file key enable-v2 (ignored, as etcd does)"])
         let config = try ServerConfig(settings: resolved.settings)
         #expect(config.grpcKeepaliveIntervalMilliseconds == 60_000 && config.grpcKeepaliveTimeoutMilliseconds == 3_000)
 
         func refused(_ file: [String: ConfigFileValue]) -> String { refusal { try SettingsSources.resolve(configFile: file) } }
-        #expect(refused(["client-transport-security": .mapping(["cert-file": .scalar("/c.pem"), "key-file": .scalar("/k.pem")])])
-            == "config file key client-transport-security.cert-file is not supported yet (TLS is not supported yet); "
-            + "config file key client-transport-security.key-file is not supported yet (TLS is not supported yet)")
-        #expect(refused(["peer-transport-security": .mapping(["client-cert-auth": .scalar("true")])])
-            .contains("peer-transport-security.client-cert-auth"))
+        // The two blocks set the TLS flags of their side.
+        let tls = try SettingsSources.resolve(configFile: [
+            "client-transport-security": .mapping(["cert-file": .scalar("/c.pem"), "key-file": .scalar("/k.pem"), "client-cert-auth": .scalar("true"),
+                                                   "trusted-ca-file": .scalar("/ca.pem"), "crl-file": .scalar("/crl.pem")]),
+            "peer-transport-security": .mapping(["auto-tls": .scalar("true"), "allowed-cn": .scalar("etcd"), "skip-client-san-verification": .scalar("true")]),
+        ])
+        #expect(tls.settings == [.certFile: "/c.pem", .keyFile: "/k.pem", .clientCertAuth: "true", .trustedCAFile: "/ca.pem",
+                                 .clientCRLFile: "/crl.pem", .peerAutoTLS: "true", .peerCertAllowedCN: "etcd", .peerSkipClientSANVerification: "true"])
+        // What the client block cannot do, and unknown keys, refuse the start.
+        #expect(refused(["client-transport-security": .mapping(["allowed-cn": .scalar("x")])])
+            == "config file key client-transport-security.allowed-cn is not supported yet")
         #expect(refused(["peer-transport-security": .mapping(["future-tls-knob": .scalar("x")])]).contains("peer-transport-security.future-tls-knob"))
-        #expect(refused(["client-transport-security": .scalar("on")]).contains("client-transport-security is not supported"))
+        #expect(refused(["client-transport-security": .scalar("on")]) == "config file key client-transport-security must be a mapping of TLS settings")
         #expect(refused(["discovery-srv": .scalar("example.com")]) == "config file key discovery-srv is not supported yet")
         #expect(refused(["name": .mapping([:])]).contains("--name"))
     }
