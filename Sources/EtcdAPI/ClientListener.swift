@@ -29,7 +29,9 @@ public final class ClientListener: Sendable {
         var waiters: [CheckedContinuation<Int?, any Error>] = []
     }
 
-    public init(address: ListenAddress, member: Member? = nil, security: ListenerSecurity = .plaintext) {
+    /// `clientCredentials`: this member's client TLS (for forwarding to an
+    /// `https://` leader), whatever this listener speaks.
+    public init(address: ListenAddress, member: Member? = nil, security: ListenerSecurity = .plaintext, clientCredentials: TLSCredentials? = nil) {
         self.address = address
         self.security = security
         let host = Self.bindHost(address)
@@ -52,7 +54,7 @@ public final class ClientListener: Sendable {
         }
         var router = WireRouter()
         router.addHealth(HealthService())
-        forwarder = member.map(LeaderForwarder.init)
+        forwarder = member.map { LeaderForwarder(member: $0, credentials: clientCredentials ?? security.credentials) }
         if let member, let forwarder {
             router.addKV(member: member)
             router.addWatch(WatchService(member: member))

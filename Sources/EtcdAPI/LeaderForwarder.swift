@@ -5,6 +5,7 @@ import GRPCCore
 import GRPCNIOTransportHTTP2
 import HTTP2PingResponder
 import Locks
+import TransportSecurity
 
 /// Sends the requests only the leader can answer (lease keep-alives and
 /// remaining TTLs: expiry lives on the leader) from a follower to the
@@ -18,11 +19,19 @@ final class LeaderForwarder: Sendable {
     }
 
     private let member: Member
+    /// This member's client-side certificates: presented to an `https://`
+    /// leader (`--client-cert-file`, else `--cert-file`), and the CA it is
+    /// checked against. Nil: no client TLS configured (an `https://` leader
+    /// is then checked against the system's roots).
+    private let credentials: TLSCredentials?
     private let connections = Mutex<[String: Connection]>([:])
     /// Connections kept at most (leaders come and go).
     private static let maxConnections = 8
 
-    init(member: Member) { self.member = member }
+    init(member: Member, credentials: TLSCredentials?) {
+        self.member = member
+        self.credentials = credentials
+    }
 
     /// Renews lease `id` on the leader; its TTL (0: no such lease).
     func renew(id: Int64) async throws -> Int64 {
@@ -71,7 +80,22 @@ final class LeaderForwarder: Sendable {
             ? .ipv6(address: host, port: address.port)
             : host.allSatisfy({ $0.isNumber || $0 == "." })
                 ? .ipv4(address: host, port: address.port) : .dns(host: host, port: address.port)
-        let client = Client(transport: try HTTP2ClientTransport.Posix(target: target, transportSecurity: .plaintext, config: config))
+        var security = HTTP2ClientTransport.Posix.TransportSecurity.plaintext
+        if address.scheme == .https {
+            let settings = credentials?.settings
+            let selfSigned = credentials?.isSelfSigned ?? false
+            security = .tls { tls in
+                guard let settings else { return }
+                let certFile = settings.clientCertFile.isEmpty ? settings.certFile : settings.clientCertFile
+                let keyFile = settings.clientKeyFile.isEmpty ? settings.keyFile : settings.clientKeyFile
+                tls.certificateChain = [.file(path: certFile, format: .pem)]
+                tls.privateKey = .file(path: keyFile, format: .pem)
+                if !settings.trustedCAFile.isEmpty { tls.trustRoots = .certificates([.file(path: settings.trustedCAFile, format: .pem)]) }
+                // etcd does not verify its own self-signed (--auto-tls) certificates.
+                if selfSigned { tls.serverCertificateVerification = .noVerification }
+            }
+        }
+        let client = Client(transport: try HTTP2ClientTransport.Posix(target: target, transportSecurity: security, config: config))
         let runner = Task { _ = try? await client.runConnections() }
         let (chosen, evicted) = connections.withLock { state -> (Client, [Connection]) in
             if let raced = state[url] { return (raced.client, []) }

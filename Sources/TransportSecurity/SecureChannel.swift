@@ -11,7 +11,7 @@ public enum ListenerSecurity: Sendable {
     case tls(TLSCredentials)
     case both(TLSCredentials)
 
-    var credentials: TLSCredentials? {
+    public var credentials: TLSCredentials? {
         switch self {
         case .plaintext: nil
         case .tls(let credentials), .both(let credentials): credentials

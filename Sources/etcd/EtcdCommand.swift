@@ -145,7 +145,7 @@ enum EtcdCommand {
             case (false, true, let credentials?): .tls(credentials)
             default: .plaintext
             }
-            return ClientListener(address: entry.address, member: member, security: security)
+            return ClientListener(address: entry.address, member: member, security: security, clientCredentials: credentials)
         }
     }
 

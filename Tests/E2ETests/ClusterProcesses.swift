@@ -27,10 +27,15 @@ final class ClusterProcesses {
     let peerScheme: String
     /// Arguments for one member only (its own peer certificate, say).
     let memberArguments: [Int: [String]]
+    /// "http" or "https" for the client URLs, and the Go etcdctl's TLS flags.
+    let clientScheme: String
+    let clientFlags: [String]
 
     init(size: Int, extraArguments: [String] = [], proxied: Bool = false, environment: [Int: [String: String]] = [:],
-         peerScheme: String = "http", memberArguments: [Int: [String]] = [:]) throws {
+         peerScheme: String = "http", memberArguments: [Int: [String]] = [:], clientScheme: String = "http", clientFlags: [String] = []) throws {
         self.peerScheme = peerScheme
+        self.clientScheme = clientScheme
+        self.clientFlags = clientFlags
         self.memberArguments = memberArguments
         root = FileManager.default.temporaryDirectory.appendingPathComponent("cluster-e2e-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
@@ -53,8 +58,9 @@ final class ClusterProcesses {
     }
 
     var initialCluster: String { nodes.map { "\($0.name)=\(peerScheme)://127.0.0.1:\($0.advertisedPeerPort)" }.joined(separator: ",") }
-    var endpoints: String { nodes.map { "127.0.0.1:\($0.clientPort)" }.joined(separator: ",") }
-    func endpoint(_ i: Int) -> String { "127.0.0.1:\(nodes[i].clientPort)" }
+    private var endpointPrefix: String { clientScheme == "https" ? "https://" : "" }
+    var endpoints: String { nodes.indices.map(endpoint).joined(separator: ",") }
+    func endpoint(_ i: Int) -> String { "\(endpointPrefix)127.0.0.1:\(nodes[i].clientPort)" }
 
     func start(_ i: Int) throws {
         let node = nodes[i]
@@ -62,8 +68,8 @@ final class ClusterProcesses {
         process.executableURL = URL(fileURLWithPath: EtcdProcess.binary)
         process.arguments = [
             "--name", node.name, "--data-dir", root + "/" + node.name,
-            "--listen-client-urls", "http://127.0.0.1:\(node.clientPort)",
-            "--advertise-client-urls", "http://127.0.0.1:\(node.clientPort)",
+            "--listen-client-urls", "\(clientScheme)://127.0.0.1:\(node.clientPort)",
+            "--advertise-client-urls", "\(clientScheme)://127.0.0.1:\(node.clientPort)",
             "--listen-peer-urls", "\(peerScheme)://127.0.0.1:\(node.peerPort)",
             "--initial-advertise-peer-urls", "\(peerScheme)://127.0.0.1:\(node.advertisedPeerPort)",
             "--initial-cluster", initialCluster, "--initial-cluster-token", token,
@@ -164,7 +170,7 @@ final class ClusterProcesses {
     }
 
     func etcdctl(_ arguments: [String], endpoint: String? = nil) throws -> (status: Int32, out: String, err: String) {
-        try EtcdProcess.run("/usr/bin/etcdctl", ["--endpoints=\(endpoint ?? endpoints)", "--dial-timeout=1s", "--command-timeout=5s"] + arguments,
+        try EtcdProcess.run("/usr/bin/etcdctl", ["--endpoints=\(endpoint ?? endpoints)", "--dial-timeout=1s", "--command-timeout=5s"] + clientFlags + arguments,
                             environment: ["ETCDCTL_API": "3"], input: nil)
     }
 

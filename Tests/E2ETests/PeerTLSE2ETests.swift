@@ -37,6 +37,30 @@ import Testing
         }
     }
 
+    /// Every listener over TLS: clients with mutual TLS as well as peers. A
+    /// lease renewed through a follower is forwarded to the leader's
+    /// `https://` client URL with this member's client certificate.
+    @Test func clientsAndPeersAllOverTLSForwardToTheLeader() throws {
+        let certs = try TestCertificates()
+        try certs.make("member", commonName: "member")
+        try certs.make("client", commonName: "root", kind: "client")
+        let tls = ["--cert-file", certs.cert("member"), "--key-file", certs.key("member"), "--trusted-ca-file", certs.cert("ca"), "--client-cert-auth",
+                   "--peer-cert-file", certs.cert("member"), "--peer-key-file", certs.key("member"), "--peer-trusted-ca-file", certs.cert("ca"),
+                   "--peer-client-cert-auth"]
+        let cluster = try ClusterProcesses(size: 3, extraArguments: tls, peerScheme: "https", clientScheme: "https",
+                                           clientFlags: ["--cacert", certs.cert("ca"), "--cert", certs.cert("client"), "--key", certs.key("client")])
+        defer { cluster.shutDown() }
+        let leader = try cluster.waitForLeader()
+        let leaderIndex = try #require(try cluster.index(ofMemberID: leader))
+        let follower = (leaderIndex + 1) % 3
+        let grant = try cluster.etcdctl(["lease", "grant", "60"], endpoint: cluster.endpoint(leaderIndex))
+        let lease = try #require(grant.out.firstMatch(of: /lease ([0-9a-f]+) granted/)).1
+        let renewed = try cluster.etcdctl(["lease", "keep-alive", "--once", String(lease)], endpoint: cluster.endpoint(follower))
+        #expect(renewed.status == 0 && renewed.out.contains("keepalived with TTL(60)"), "\(renewed)")
+        let ttl = try cluster.etcdctl(["lease", "timetolive", String(lease)], endpoint: cluster.endpoint(follower))
+        #expect(ttl.out.contains("granted with TTL(60s)"), "\(ttl)")
+    }
+
     @Test func peerAutoTLSClusterWorks() throws {
         let cluster = try ClusterProcesses(size: 3, extraArguments: ["--peer-auto-tls"], peerScheme: "https")
         defer { cluster.shutDown() }
