@@ -204,6 +204,7 @@ let package = Package(
             dependencies: [
                 "EtcdClient", "Raft", "WAL", "Backend", "MVCC", "EtcdProto", "EtcdGRPC", "HTTP2PingResponder", "GRPCWire", "Locks",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),

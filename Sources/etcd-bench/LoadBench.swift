@@ -8,6 +8,7 @@ import NIOPosix
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import HTTP2PingResponder
+import NIOSSL
 
 /// Options shared by the load generators that talk to a running server.
 struct LoadOptions: ParsableArguments {
@@ -32,6 +33,26 @@ struct LoadOptions: ParsableArguments {
 
     @Flag(help: "Each client writes keys in order (from its own offset) instead of spreading them over the key space.")
     var sequentialKeys = false
+
+    @Option(help: "TLS: the CA bundle that verifies the server (turns TLS on).")
+    var cacert: String?
+
+    @Option(help: "TLS: client certificate (mutual TLS).")
+    var cert: String?
+
+    @Option(help: "TLS: client key (mutual TLS).")
+    var key: String?
+
+    /// A client TLS context from --cacert/--cert/--key; nil: plaintext.
+    func tlsContext() throws -> NIOSSLContext? {
+        guard cacert != nil || cert != nil || key != nil else { return nil }
+        var tls = TLSConfiguration.makeClientConfiguration()
+        if let cacert { tls.trustRoots = .file(cacert) }
+        if let cert { tls.certificateChain = try NIOSSLCertificate.fromPEMFile(cert).map { .certificate($0) } }
+        if let key { tls.privateKey = .privateKey(try NIOSSLPrivateKey(file: key, format: .pem)) }
+        tls.applicationProtocols = ["h2"]
+        return try NIOSSLContext(configuration: tls)
+    }
 
     func validate() throws {
         guard conns > 0, clients > 0, total > 0, keySize >= 4, keySpaceSize > 0 else {
@@ -88,11 +109,17 @@ enum LoadRunner {
         group: MultiThreadedEventLoopGroup, request: @escaping @Sendable (Int) throws -> ByteBuffer
     ) async throws {
         var connections: [WireClient] = []
+        let tls = try options.tlsContext()
         for connection in 0..<max(options.conns, addresses.count) {
             let (host, port) = addresses[connection % addresses.count]
             var configuration = WireClient.Configuration(host: host, port: port)
             // A Go server (real etcd) sends a BDP PING with most responses; answer them before NIOHTTP2 counts them.
             configuration.onConnect = { channel in
+                if let tls {
+                    // An IP literal is checked against the certificate's IP addresses (no SNI).
+                    let name = host.allSatisfy({ $0.isNumber || $0 == "." || $0 == ":" }) ? nil : host
+                    try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tls, serverHostname: name))
+                }
                 try channel.pipeline.syncOperations.addHandler(HTTP2PingResponder(expectsClientPreface: false))
             }
             connections.append(try await WireClient.connect(configuration, group: group).get())
