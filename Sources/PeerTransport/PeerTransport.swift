@@ -1,6 +1,8 @@
 /// Peer transport: carries Raft messages and snapshots between cluster
-/// members over plain TCP. Messages are opaque bytes; this module knows
-/// nothing about Raft or protobuf.
+/// members over TCP, or over TLS for `https://` URLs (`TransportSecurity`:
+/// a listener tells TLS from plaintext by a connection's first byte; a
+/// dialer uses TLS for its peer's `https://` URL). Messages are opaque
+/// bytes; this module knows nothing about Raft or protobuf.
 ///
 /// # Wire protocol (version 1)
 ///
