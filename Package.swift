@@ -237,6 +237,10 @@ let package = Package(
         // Several members in one process over loopback sockets.
         .testTarget(name: "ClusterTests", dependencies: ["EtcdServer", "EtcdProto"]),
         .testTarget(name: "CheckersTests", dependencies: ["Checkers"]),
+        .testTarget(
+            name: "TransportSecurityTests",
+            dependencies: ["TransportSecurity", .product(name: "NIOSSL", package: "swift-nio-ssl")]
+        ),
         .testTarget(name: "SimulationTests", dependencies: ["Simulation", "Checkers"]),
         .testTarget(
             name: "PeerTransportTests",
