@@ -98,7 +98,8 @@ import Testing
             arguments: ["--data-dir", dir, "--listen-client-urls", urls.joined(separator: ","), "--advertise-client-urls", urls[1],
                         "--listen-peer-urls", "http://127.0.0.1:\(try EtcdProcess.freePort())",
                         "--cert-file", certs.cert("server"), "--key-file", certs.key("server")],
-            port: secure, dataDir: dir, ownsDataDir: true, scheme: "https", clientFlags: ["--cacert", certs.cert("ca")])
+            port: secure, dataDir: dir, ownsDataDir: true, scheme: "https", clientFlags: ["--cacert", certs.cert("ca")],
+            logFile: certs.path("mixed.log"))
         defer { server.terminate() }
         #expect(try server.etcdctl(["put", "mixed", "yes"]).status == 0)
         for url in urls {
@@ -113,6 +114,10 @@ import Testing
                                           environment: ["ETCDCTL_API": "3"], input: nil)
             #expect(got.status != 0, "\(url)")
         }
+        // Each wrong-protocol client was closed with a log line naming the listener.
+        let log = try String(contentsOfFile: certs.path("mixed.log"), encoding: .utf8)
+        #expect(log.contains("rejected a plaintext client on the TLS listener 127.0.0.1:\(secure)"), "\(log)")
+        #expect(log.contains("rejected a TLS client on the plaintext listener 127.0.0.1:\(plain)"), "\(log)")
     }
 
     @Test func minimumVersionAndRevocationListRefuseClients() throws {
