@@ -41,7 +41,12 @@ public final class ClientListener: Sendable {
         let description = "\(address.host):\(address.port)"
         let logger = Logger(label: "etcd")
         configuration.connectionSetup = { channel, addGRPC in
-            try SecureChannel.configureAccepted(channel, security: security, listener: description, logger: logger, application: addGRPC)
+            try SecureChannel.configureAccepted(channel, security: security, listener: description, logger: logger) { channel in
+                // The verified client certificate's CN reaches every call
+                // (auth's identity); plaintext connections get no extra handler.
+                if SecureChannel.isTLS(channel) { try channel.pipeline.syncOperations.addHandler(TLSIdentityBridge()) }
+                try addGRPC(channel)
+            }
         }
         if let member {
             configuration.keepalive = Self.keepalive(member.config)
@@ -123,5 +128,18 @@ public final class ClientListener: Sendable {
     public func stop() {
         server.stop()
         forwarder?.close()
+    }
+}
+
+/// Passes the TLS layer's `PeerIdentity` on as GRPCWire's `WireTLSIdentity`
+/// (the two modules do not know each other).
+/// It leaves the pipeline once it has passed the identity on.
+final class TLSIdentityBridge: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = NIOAny
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard let identity = event as? PeerIdentity else { return context.fireUserInboundEventTriggered(event) }
+        context.fireUserInboundEventTriggered(WireTLSIdentity(commonName: identity.commonName))
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
     }
 }

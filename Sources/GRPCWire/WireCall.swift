@@ -61,12 +61,15 @@ public final class WireCall: @unchecked Sendable {
     public let remotePeer: String
     public let localPeer: String
     public let eventLoop: any EventLoop
+    /// The Common Name of the client's verified TLS certificate, when the
+    /// connection is TLS and the client presented one (see `WireTLSIdentity`).
+    public let peerCommonName: String?
 
     let streamID: HTTP2StreamID
     let connection: WireConnection
 
     init(path: String, headers: HPACKHeaders, streamID: HTTP2StreamID, connection: WireConnection,
-         eventLoop: any EventLoop, remotePeer: String, localPeer: String) {
+         eventLoop: any EventLoop, remotePeer: String, localPeer: String, peerCommonName: String? = nil) {
         self.path = path
         self.headers = headers
         self.streamID = streamID
@@ -74,6 +77,7 @@ public final class WireCall: @unchecked Sendable {
         self.eventLoop = eventLoop
         self.remotePeer = remotePeer
         self.localPeer = localPeer
+        self.peerCommonName = peerCommonName
     }
 
     /// Sends one response message and ends the call with OK (a unary reply).
@@ -156,4 +160,12 @@ extension ByteBuffer {
         buffer.writeBytes(bytes)
         return buffer
     }
+}
+
+/// Sent down a connection's pipeline (a user inbound event) once a TLS
+/// layer in front of the gRPC handlers verified the client's certificate:
+/// every call on the connection then carries its Common Name.
+public struct WireTLSIdentity: Sendable, Equatable {
+    public var commonName: String?
+    public init(commonName: String?) { self.commonName = commonName }
 }

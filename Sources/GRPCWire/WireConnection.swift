@@ -69,6 +69,8 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
     private var needsFlush = false
     /// Whether the connection-level start (window grant, keepalive) ran.
     private var activated = false
+    /// The client certificate's Common Name (TLS connections; `WireTLSIdentity`).
+    private var peerCommonName: String?
     /// Inside channelRead…channelReadComplete, or inside `drainInbox`: both
     /// flush once at their end, so writes in between only mark the need.
     private var reading = false
@@ -201,6 +203,9 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
                 closeIfDrained()
             }
             return
+        } else if let identity = event as? WireTLSIdentity {
+            peerCommonName = identity.commonName
+            return
         } else if event is Drain {
             // Already sent away (a GOAWAY may not raise its last stream id).
             if closing { return }
@@ -313,7 +318,7 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
             timeout = parsed
         }
         let call = WireCall(path: path, headers: headers, streamID: id, connection: self,
-                            eventLoop: context.eventLoop, remotePeer: remotePeer, localPeer: localPeer)
+                            eventLoop: context.eventLoop, remotePeer: remotePeer, localPeer: localPeer, peerCommonName: peerCommonName)
         let stream = Stream(call: call, method: handler, windowBytes: limits.windowBytes)
         streams[id] = stream
         // Past about 146 years it is no deadline (and cannot overflow one).

@@ -48,6 +48,12 @@ public enum SecureChannel {
             FirstByteSniffer(security: security, listener: listener, logger: logger, application: application))
     }
 
+    /// Whether an accepted connection's pipeline is TLS (for the handlers
+    /// that `configureAccepted`'s application adds).
+    public static func isTLS(_ channel: any Channel) -> Bool {
+        (try? channel.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self)) != nil
+    }
+
     /// Adds TLS to a connection we dial, and etcd's checks of the server's
     /// certificate. `hostname` is the name the certificate must carry (nil
     /// for an IP address, which is then checked against the certificate's
