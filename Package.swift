@@ -82,13 +82,17 @@ let package = Package(
             providers: [.apt(["liblmdb-dev"])]
         ),
         .target(name: "Checksum"),
-        .target(name: "Backend", dependencies: ["CLMDB", "Checksum", "Locks"]),
+        // bbolt's on-disk format (etcd's snapshot files): reader and streaming writer, no dependencies.
+        .target(name: "Bbolt", dependencies: ["Checksum"]),
+        .target(name: "Backend", dependencies: ["CLMDB", "Checksum", "Locks", "Bbolt"]),
         .target(name: "WAL", dependencies: ["EtcdProto", "Checksum"]),
         .target(name: "MVCC", dependencies: ["Backend", "EtcdProto", "Checksum"]),
         .target(name: "Lease", dependencies: ["Backend", "EtcdProto", "Locks"]),
         .target(name: "Auth", dependencies: ["Backend", "EtcdProto"]),
         // Linearizability and watch-guarantee checkers for tests and simulations.
         .target(name: "Checkers"),
+        // Tables and byte sizes printed as etcd's Go tools print them (etcdctl, etcdutl).
+        .target(name: "CLIText"),
         // An in-memory file system that tracks what is fsynced (crash tests
         // and the simulation's disk).
         .target(name: "SimulatedDisk", dependencies: ["WAL", "Locks"]),
@@ -114,7 +118,7 @@ let package = Package(
         .target(
             name: "EtcdServer",
             dependencies: [
-                "Raft", "WAL", "Backend", "MVCC", "Lease", "Auth", "EtcdProto", "PeerTransport", "Locks",
+                "Raft", "WAL", "Backend", "Bbolt", "MVCC", "Lease", "Auth", "EtcdProto", "PeerTransport", "Locks",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -165,7 +169,7 @@ let package = Package(
         .executableTarget(
             name: "etcdctl",
             dependencies: [
-                "EtcdClient", "EtcdProto", "Locks",
+                "EtcdClient", "EtcdProto", "Locks", "Bbolt", "CLIText",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ]
         ),
@@ -176,7 +180,7 @@ let package = Package(
         .executableTarget(
             name: "etcdutl",
             dependencies: [
-                "WAL", "Backend", "MVCC",
+                "WAL", "Backend", "MVCC", "Bbolt", "EtcdServer", "CLIText",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -199,6 +203,7 @@ let package = Package(
         ),
         .testTarget(name: "RaftTests", dependencies: ["Raft"]),
         .testTarget(name: "ChecksumTests", dependencies: ["Checksum"]),
+        .testTarget(name: "BboltTests", dependencies: ["Bbolt", "Checksum", .product(name: "Crypto", package: "swift-crypto")]),
         .testTarget(name: "WALTests", dependencies: ["WAL", "EtcdProto", "SimulatedDisk", "Locks"]),
         .testTarget(name: "BackendTests", dependencies: ["Backend", "Locks"]),
         .testTarget(
