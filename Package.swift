@@ -101,7 +101,7 @@ let package = Package(
         .target(
             name: "Simulation",
             dependencies: [
-                "EtcdServer", "SimulatedDisk", "Checkers", "EtcdProto", "PeerTransport", "WAL", "MVCC", "Raft",
+                "EtcdServer", "SimulatedDisk", "Checkers", "EtcdProto", "PeerTransport", "WAL", "MVCC", "Raft", "Backend", "Bbolt",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

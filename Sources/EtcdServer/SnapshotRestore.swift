@@ -153,38 +153,19 @@ public struct SnapshotRestore {
     private static func writeBackend(from reader: BboltReader, to config: ServerConfig, members: [MemberRecord],
                                      bumpRevision: UInt64) throws -> Int {
         try FileManager.default.createDirectory(atPath: config.snapDir, withIntermediateDirectories: true)
-        let known = Dictionary(uniqueKeysWithValues: Bucket.allCases.map { ($0.nameBytes, $0) })
-        let buckets = try reader.buckets()
-        for bucket in buckets where known[bucket.name] == nil {
-            throw Failure("\(reader.path): unknown bucket \"\(bucket.nameString)\" (not one of etcd's)")
-        }
         let limit = Bootstrap.backendLimitBytes(quotaBytes: max(config.quotaBackendBytes, 2 * reader.databaseBytes))
         let backend = try Backend(path: config.backendPath, config: BackendConfig(quotaBytes: limit))
-        var keys = 0
-        var latest: Int64 = 0
         do {
-            for bucket in buckets {
-                let target = known[bucket.name]!
-                if target == .members || target == .membersRemoved { continue }
-                try reader.forEach(in: bucket) { key, value in
-                    if target == .key {
-                        guard let decoded = RevisionKey.decode(key) else {
-                            throw Failure("\(reader.path): bucket \"key\" holds a \(key.count)-byte key, not a revision")
-                        }
-                        latest = decoded.revision.main
-                    }
-                    try backend.put(target, key: Array(key), value: Array(value))
-                    keys += 1
-                    if keys % 10_000 == 0 { try backend.forceCommit() }
-                }
-            }
+            let copied = try copyBuckets(from: reader, into: backend, skipping: [.members, .membersRemoved])
             if bumpRevision > 0 {
                 // Our store continues from the highest of the last key
                 // revision and the compaction marks, so the marks alone
                 // carry the bump (etcd also writes an empty entry at the new
                 // revision for its own store's sake).
-                guard bumpRevision <= UInt64(Int64.max - latest) else { throw Failure("--bump-revision \(bumpRevision) overflows the revision") }
-                let mark = RevisionKey.encode(Revision(main: latest + Int64(bumpRevision)))
+                guard bumpRevision <= UInt64(Int64.max - copied.latestRevision) else {
+                    throw Failure("--bump-revision \(bumpRevision) overflows the revision")
+                }
+                let mark = RevisionKey.encode(Revision(main: copied.latestRevision + Int64(bumpRevision)))
                 try backend.put(.meta, key: MetaKey.scheduledCompactRevision, value: mark)
                 try backend.put(.meta, key: MetaKey.finishedCompactRevision, value: mark)
             }
@@ -193,11 +174,43 @@ public struct SnapshotRestore {
             try backend.setConsistentIndex(1, term: 1)
             try backend.forceCommit()
             try backend.close()
+            return copied.keys
         } catch {
             backend.abandon()
             throw error
         }
-        return keys
+    }
+
+    /// Puts every pair of every bucket of an etcd snapshot (except those in
+    /// `skipping`) into `backend`, committing every 10,000 pairs; an unknown
+    /// bucket or a `key` entry that is not a revision is an error. Returns
+    /// the pairs copied and the last revision in the `key` bucket. Writer
+    /// thread of `backend`.
+    public static func copyBuckets(from reader: BboltReader, into backend: Backend,
+                                   skipping: Set<Bucket> = []) throws -> (keys: Int, latestRevision: Int64) {
+        let known = Dictionary(uniqueKeysWithValues: Bucket.allCases.map { ($0.nameBytes, $0) })
+        let buckets = try reader.buckets()
+        for bucket in buckets where known[bucket.name] == nil {
+            throw Failure("\(reader.path): unknown bucket \"\(bucket.nameString)\" (not one of etcd's)")
+        }
+        var keys = 0
+        var latest: Int64 = 0
+        for bucket in buckets {
+            let target = known[bucket.name]!
+            if skipping.contains(target) { continue }
+            try reader.forEach(in: bucket) { key, value in
+                if target == .key {
+                    guard let decoded = RevisionKey.decode(key) else {
+                        throw Failure("\(reader.path): bucket \"key\" holds a \(key.count)-byte key, not a revision")
+                    }
+                    latest = decoded.revision.main
+                }
+                try backend.put(target, key: Array(key), value: Array(value))
+                keys += 1
+                if keys % 10_000 == 0 { try backend.forceCommit() }
+            }
+        }
+        return (keys, latest)
     }
 
     /// The WAL of a new cluster's member: its ids, and the initial

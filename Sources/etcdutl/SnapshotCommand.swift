@@ -86,7 +86,7 @@ extension EtcdutlCommand {
                 restore.bumpRevision = bumpRevision
                 let dir = restore.dataDir
                 let wal = walDir.isEmpty ? dir + "/member/wal" : walDir
-                let fields = #""path":\#(jsonString(filename)),"wal-dir":\#(jsonString(wal)),"data-dir":\#(jsonString(dir)),"snap-dir":\#(jsonString(dir + "/member/snap"))"#
+                let fields = #""path":\#(EtcdLogHandler.quoted(filename)),"wal-dir":\#(EtcdLogHandler.quoted(wal)),"data-dir":\#(EtcdLogHandler.quoted(dir)),"snap-dir":\#(EtcdLogHandler.quoted(dir + "/member/snap"))"#
                 log("restoring snapshot", fields)
                 do {
                     let result = try restore.run()
@@ -102,21 +102,6 @@ extension EtcdutlCommand {
             }
         }
     }
-}
-
-/// A JSON string literal (Go's escaping for the characters that matter here).
-func jsonString(_ text: String) -> String {
-    var out = "\""
-    for scalar in text.unicodeScalars {
-        switch scalar {
-        case "\"": out += "\\\""
-        case "\\": out += "\\\\"
-        case "\n": out += "\\n"
-        case _ where scalar.value < 0x20: out += String(format: "\\u%04x", scalar.value)
-        default: out.unicodeScalars.append(scalar)
-        }
-    }
-    return out + "\""
 }
 
 /// cobrautl's ExitWithError: `Error: …` on standard error, then exit.

@@ -10,8 +10,11 @@ import Testing
     static var etcdutl: String { EtcdProcess.repositoryRoot.appendingPathComponent(".build/debug/etcdutl").path }
     static var ourEtcdctl: String { EtcdProcess.repositoryRoot.appendingPathComponent(".build/debug/etcdctl").path }
 
-    static func temporary(_ label: String) -> String {
-        FileManager.default.temporaryDirectory.appendingPathComponent("\(label)-\(UUID().uuidString)").path
+    /// A new empty scratch directory (the caller removes it).
+    static func scratch(_ label: String) throws -> String {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("\(label)-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        return dir
     }
 
     static func go(_ endpoint: String, _ arguments: [String]) throws -> (status: Int32, out: String, err: String) {
@@ -93,8 +96,7 @@ import Testing
         let endpoint = "127.0.0.1:\(ours.port)"
         _ = try Self.fill(endpoint)
         let before = try Self.observe(endpoint)
-        let dir = Self.temporary("snap-ours")
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let dir = try Self.scratch("snap-ours")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let file = dir + "/ours.db"
         let saved = try Self.go(endpoint, ["snapshot", "save", file])
@@ -129,8 +131,7 @@ import Testing
         let endpoint = "127.0.0.1:\(real.port)"
         _ = try Self.fill(endpoint)
         let before = try Self.observe(endpoint)
-        let dir = Self.temporary("snap-real")
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let dir = try Self.scratch("snap-real")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let file = dir + "/real.db"
         #expect(try Self.go(endpoint, ["snapshot", "save", file]).status == 0)
@@ -150,12 +151,7 @@ import Testing
                                           environment: [:], input: nil)
         #expect(restore.status == 0, "\(restore.err)")
         #expect(restore.err.contains("\"msg\":\"restored snapshot\""))
-        let ours = try EtcdProcess(arguments: [
-            "--name", "default", "--data-dir", restored,
-            "--listen-client-urls", "http://127.0.0.1:\(client)", "--advertise-client-urls", "http://127.0.0.1:\(client)",
-            "--listen-peer-urls", "http://127.0.0.1:\(peer)", "--initial-advertise-peer-urls", "http://127.0.0.1:\(peer)",
-            "--initial-cluster", "default=http://127.0.0.1:\(peer)",
-        ], port: client, dataDir: restored)
+        let ours = try Self.startOurs(on: restored, peerPort: peer, clientPort: client)
         defer { ours.terminate() }
         let after = try Self.observe("127.0.0.1:\(client)")
         #expect(after == before)
@@ -167,8 +163,7 @@ import Testing
     /// A truncated file, a wrong hash and a file that is not bbolt: our
     /// etcdutl names the problem, exits 1 and leaves no data dir.
     @Test func brokenSnapshotsFailCleanly() throws {
-        let dir = Self.temporary("snap-bad")
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let dir = try Self.scratch("snap-bad")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let ours = try EtcdProcess()
         defer { ours.terminate() }
@@ -224,8 +219,7 @@ import Testing
         let ours = try EtcdProcess()
         defer { ours.terminate() }
         let endpoint = "127.0.0.1:\(ours.port)"
-        let dir = Self.temporary("snap-load")
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let dir = try Self.scratch("snap-load")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let bench = Process()
         bench.executableURL = EtcdProcess.repositoryRoot.appendingPathComponent(".build/debug/etcd-bench")
@@ -274,8 +268,7 @@ import Testing
         let endpoint = "127.0.0.1:\(ours.port)"
         for i in 0..<5 { #expect(try Self.go(endpoint, ["put", "k\(i)", "v\(i)"]).status == 0) }
         let latest = try Self.revision(endpoint)
-        let dir = Self.temporary("snap-bump")
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let dir = try Self.scratch("snap-bump")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let file = dir + "/s.db"
         #expect(try Self.go(endpoint, ["snapshot", "save", file]).status == 0)
