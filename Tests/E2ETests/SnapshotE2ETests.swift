@@ -289,4 +289,29 @@ import Testing
         #expect(old.err.contains("required revision has been compacted"), "\(old)")
         #expect(try Self.go(target, ["put", "next", "x", "-w", "json"]).out.contains("\"revision\":\(latest + 1001)"))
     }
+
+    /// Boot in place: stop a real etcd 3.4 member and start ours on its data
+    /// dir: the bbolt backend is converted once (the original kept beside
+    /// it) and ours serves the same keys, revisions, lease and HashKV, and
+    /// takes writes.
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: goEtcd)))
+    func oursStartsOnARealEtcdDataDir() throws {
+        let dir = try Self.scratch("inplace")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let dataDir = dir + "/member.etcd"
+        let peer = try EtcdProcess.freePort(), client = try EtcdProcess.freePort()
+        let endpoint = "127.0.0.1:\(client)"
+        let real = try Self.startRealEtcd(dataDir: dataDir, peerPort: peer, clientPort: client)
+        _ = try Self.fill(endpoint)
+        let before = try Self.observe(endpoint)
+        real.terminate()
+        real.waitUntilExit()
+
+        let ours = try Self.startOurs(on: dataDir, peerPort: peer, clientPort: client)
+        defer { ours.terminate() }
+        #expect(FileManager.default.fileExists(atPath: dataDir + "/member/snap/db.bbolt"))
+        let after = try Self.observe(endpoint)
+        #expect(after == before)
+        #expect(try Self.go(endpoint, ["put", "after-move", "x", "-w", "json"]).out.contains("\"revision\":\(Int(before.revision)! + 1)"))
+    }
 }
