@@ -256,7 +256,8 @@ let package = Package(
         .testTarget(
             name: "EtcdAPITests",
             dependencies: [
-                "EtcdAPI", "EtcdServer", "EtcdGRPC", "EtcdProto", "HTTP2PingResponder", "Locks",
+                "EtcdAPI", "EtcdServer", "EtcdGRPC", "EtcdProto", "HTTP2PingResponder", "Locks", "Bbolt",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                 .product(name: "NIOCore", package: "swift-nio"),

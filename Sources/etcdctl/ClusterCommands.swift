@@ -400,6 +400,8 @@ func maintenanceCommands(_ g: @escaping (Invocation) -> Globals) -> [Command] {
             throw fail(ExitCode.interrupted, "\(EtcdClientError(error))")
         }
         log("clientv3/maintenance.go:208", "completed snapshot read; closing", iso: true)
+        // As etcd: a snapshot ends with its SHA-256, the rest filling whole 512-byte blocks.
+        if size % 512 != 32 { throw fail(ExitCode.interrupted, "sha256 checksum not found [bytes: \(size)]") }
         let took = clock.now - start
         let seconds = Double(took.components.seconds) + Double(took.components.attoseconds) / 1e18
         log("snapshot/v3_snapshot.go:142", "fetched snapshot", ",\"endpoint\":\(goJSONString(eps[0])),\"size\":\"\(humanizeBytes(size))\",\"took\":\(String(format: "%.9f", seconds))")
