@@ -85,13 +85,17 @@ let package = Package(
             providers: [.apt(["liblmdb-dev"])]
         ),
         .target(name: "Checksum"),
-        .target(name: "Backend", dependencies: ["CLMDB", "Checksum", "Locks"]),
+        // bbolt's on-disk format (etcd's snapshot files): reader and streaming writer, no dependencies.
+        .target(name: "Bbolt", dependencies: ["Checksum"]),
+        .target(name: "Backend", dependencies: ["CLMDB", "Checksum", "Locks", "Bbolt"]),
         .target(name: "WAL", dependencies: ["EtcdProto", "Checksum"]),
         .target(name: "MVCC", dependencies: ["Backend", "EtcdProto", "Checksum"]),
         .target(name: "Lease", dependencies: ["Backend", "EtcdProto", "Locks"]),
         .target(name: "Auth", dependencies: ["Backend", "EtcdProto"]),
         // Linearizability and watch-guarantee checkers for tests and simulations.
         .target(name: "Checkers"),
+        // Tables and byte sizes printed as etcd's Go tools print them (etcdctl, etcdutl).
+        .target(name: "CLIText"),
         // An in-memory file system that tracks what is fsynced (crash tests
         // and the simulation's disk).
         .target(name: "SimulatedDisk", dependencies: ["WAL", "Locks"]),
@@ -100,7 +104,7 @@ let package = Package(
         .target(
             name: "Simulation",
             dependencies: [
-                "EtcdServer", "SimulatedDisk", "Checkers", "EtcdProto", "PeerTransport", "WAL", "MVCC", "Raft",
+                "EtcdServer", "SimulatedDisk", "Checkers", "EtcdProto", "PeerTransport", "WAL", "MVCC", "Raft", "Backend", "Bbolt",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -133,7 +137,7 @@ let package = Package(
         .target(
             name: "EtcdServer",
             dependencies: [
-                "Raft", "WAL", "Backend", "MVCC", "Lease", "Auth", "EtcdProto", "PeerTransport", "Locks", "TransportSecurity",
+                "Raft", "WAL", "Backend", "Bbolt", "MVCC", "Lease", "Auth", "EtcdProto", "PeerTransport", "Locks", "TransportSecurity",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -184,7 +188,7 @@ let package = Package(
         .executableTarget(
             name: "etcdctl",
             dependencies: [
-                "EtcdClient", "EtcdProto", "Locks",
+                "EtcdClient", "EtcdProto", "Locks", "Bbolt", "CLIText",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ]
         ),
@@ -195,7 +199,7 @@ let package = Package(
         .executableTarget(
             name: "etcdutl",
             dependencies: [
-                "WAL", "Backend", "MVCC",
+                "WAL", "Backend", "MVCC", "Bbolt", "EtcdServer", "CLIText",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -219,6 +223,7 @@ let package = Package(
         ),
         .testTarget(name: "RaftTests", dependencies: ["Raft"]),
         .testTarget(name: "ChecksumTests", dependencies: ["Checksum"]),
+        .testTarget(name: "BboltTests", dependencies: ["Bbolt", "Checksum", .product(name: "Crypto", package: "swift-crypto")]),
         .testTarget(name: "WALTests", dependencies: ["WAL", "EtcdProto", "SimulatedDisk", "Locks"]),
         .testTarget(name: "BackendTests", dependencies: ["Backend", "Locks"]),
         .testTarget(
@@ -233,7 +238,7 @@ let package = Package(
             name: "LeaseTests",
             dependencies: ["Lease", "Backend", "EtcdProto", .product(name: "SwiftProtobuf", package: "swift-protobuf")]
         ),
-        .testTarget(name: "EtcdServerTests", dependencies: ["EtcdServer", "EtcdProto", "MVCC", "Locks"]),
+        .testTarget(name: "EtcdServerTests", dependencies: ["EtcdServer", "EtcdProto", "MVCC", "Locks", "Backend", "Bbolt"]),
         // Several members in one process over loopback sockets.
         .testTarget(name: "ClusterTests", dependencies: ["EtcdServer", "EtcdProto"]),
         .testTarget(name: "CheckersTests", dependencies: ["Checkers"]),
@@ -275,7 +280,8 @@ let package = Package(
         .testTarget(
             name: "EtcdAPITests",
             dependencies: [
-                "EtcdAPI", "EtcdServer", "EtcdGRPC", "EtcdProto", "HTTP2PingResponder", "Locks",
+                "EtcdAPI", "EtcdServer", "EtcdGRPC", "EtcdProto", "HTTP2PingResponder", "Locks", "Bbolt",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                 .product(name: "NIOCore", package: "swift-nio"),

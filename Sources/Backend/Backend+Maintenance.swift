@@ -19,10 +19,9 @@ extension Backend {
     /// each contributing its name and then its keys and values in key order.
     /// Includes the open batch. Any thread.
     public func hash(ignoring ignores: [(Bucket, [UInt8])] = Backend.defaultHashIgnores) throws -> UInt32 {
-        let buckets = Bucket.allCases.sorted { compareBytes($0.nameBytes, $1.nameBytes) < 0 }
         return try read { tx in
             var crc = CRC32C()
-            for bucket in buckets {
+            for bucket in Backend.bucketsInNameOrder {
                 crc.update(bucket.nameBytes)
                 let ignored = ignores.filter { $0.0 == bucket }.map(\.1)
                 try tx.forEach(bucket) { key, value in

@@ -72,6 +72,7 @@ struct Bootstrap {
             snapshot = try snapshotter.loadNewestAvailable(among: markers)
         }
         try SnapshotFiles.finishInstall(config: config, snapshotIndex: snapshot?.metadata.index)
+        try BboltConversion.convertIfNeeded(backendPath: config.backendPath, logger: logger)
 
         var backendConfig = BackendConfig(quotaBytes: Self.backendLimitBytes(quotaBytes: config.quotaBackendBytes))
         if let interval = environment.backendBatchIntervalMilliseconds { backendConfig.batchIntervalMilliseconds = interval }

@@ -55,6 +55,8 @@ final class SimWorld: @unchecked Sendable {
     let root: String
     var report: SimulationReport
     var snapshotFiles = 0
+    /// Snapshots streamed and checked so far (names their scratch dirs).
+    var snapshotChecks = 0
     var backendBatchLimit = 1
     /// The revision the first member to apply each index was at.
     var revisionAtIndex: [UInt64: (String, Int64)] = [:]

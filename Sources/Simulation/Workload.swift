@@ -78,7 +78,8 @@ extension SimWorld {
         case 97..<99:
             compact(on: member, done)
         default:
-            defragment(node, done)
+            // The rarest operations: a defragmentation or a snapshot.
+            if random.next() % 2 == 0 { defragment(node, done) } else { snapshot(node, done) }
         }
     }
 

@@ -10,7 +10,7 @@ struct EtcdutlCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "etcdutl",
         abstract: "An administrative command line tool for etcd3.",
-        subcommands: [Defrag.self, HashKV.self, Version.self]
+        subcommands: [Defrag.self, HashKV.self, Snapshot.self, Version.self]
     )
 
     struct Version: ParsableCommand {
