@@ -46,6 +46,7 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird-auth.git", from: "2.5.0"),
     ],
     targets: [
         // MARK: generated code
@@ -86,7 +87,15 @@ let package = Package(
         .target(name: "WAL", dependencies: ["EtcdProto", "Checksum"]),
         .target(name: "MVCC", dependencies: ["Backend", "EtcdProto", "Checksum"]),
         .target(name: "Lease", dependencies: ["Backend", "EtcdProto", "Locks"]),
-        .target(name: "Auth", dependencies: ["Backend", "EtcdProto"]),
+        // bcrypt comes from hummingbird-auth's HummingbirdBcrypt product, which
+        // wraps a C implementation and pulls in no NIO.
+        .target(
+            name: "Auth",
+            dependencies: [
+                "Backend", "EtcdProto", "Locks",
+                .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
+            ]
+        ),
         // Linearizability and watch-guarantee checkers for tests and simulations.
         .target(name: "Checkers"),
         // An in-memory file system that tracks what is fsynced (crash tests
@@ -134,7 +143,7 @@ let package = Package(
         .target(
             name: "EtcdAPI",
             dependencies: [
-                "EtcdServer", "MVCC", "Lease", "EtcdProto", "EtcdGRPC", "HTTP2PingResponder", "GRPCWire", "Locks",
+                "EtcdServer", "MVCC", "Lease", "Auth", "EtcdProto", "EtcdGRPC", "HTTP2PingResponder", "GRPCWire", "Locks",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
@@ -212,6 +221,10 @@ let package = Package(
         .testTarget(
             name: "LeaseTests",
             dependencies: ["Lease", "Backend", "EtcdProto", .product(name: "SwiftProtobuf", package: "swift-protobuf")]
+        ),
+        .testTarget(
+            name: "AuthTests",
+            dependencies: ["Auth", "Backend", "EtcdProto", .product(name: "SwiftProtobuf", package: "swift-protobuf")]
         ),
         .testTarget(name: "EtcdServerTests", dependencies: ["EtcdServer", "EtcdProto", "MVCC", "Locks"]),
         // Several members in one process over loopback sockets.
