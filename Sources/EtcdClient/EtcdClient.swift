@@ -197,6 +197,9 @@ public final class EtcdClient: Sendable {
     private struct State {
         var current = 0
         var token: String?
+        /// The server answered Authenticate with "authentication is not
+        /// enabled": calls go without a token, as Go's clientv3 does.
+        var authNotEnabled = false
         var extra: [String: EtcdEndpoint] = [:]
         var closed = false
     }
@@ -247,11 +250,20 @@ public final class EtcdClient: Sendable {
 
     func metadata() async throws -> Metadata {
         guard options.username != nil else { return [:] }
-        if let token = state.withLock({ $0.token }) { return ["token": .string(token)] }
+        let known = state.withLock { ($0.token, $0.authNotEnabled) }
+        if let token = known.0 { return ["token": .string(token)] }
+        if known.1 { return [:] }
         return try await authLock.withLock {
             if let token = state.withLock({ $0.token }) { return ["token": .string(token)] }
-            let token = try await authenticateNow()
-            return ["token": .string(token)]
+            do {
+                let token = try await authenticateNow()
+                return ["token": .string(token)]
+            } catch let error where EtcdClientError(error) == .authNotEnabled {
+                state.withLock { $0.authNotEnabled = true }
+                return [:]
+            } catch {
+                throw EtcdAuthenticationFailure(error: EtcdClientError(error))
+            }
         }
     }
 
@@ -302,6 +314,8 @@ public final class EtcdClient: Sendable {
                 let metadata = authenticated ? try await metadata() : [:]
                 return try await body(connection.grpc, callOptions, metadata)
             } catch {
+                // Authenticate already failed over and retried on its own.
+                if let failure = error as? EtcdAuthenticationFailure { throw failure }
                 let mapped = EtcdClientError(error)
                 if Self.debug { FileHandle.standardError.write(Data("etcd-client: \(connection.address) after \(clock.now - start): \(error)\n".utf8)) }
                 lastError = mapped

@@ -168,6 +168,7 @@ public enum EtcdClientError: Error, Sendable, Equatable, CustomStringConvertible
     /// Maps any error thrown by a call to an `EtcdClientError`.
     public init(_ error: any Error) {
         if let error = error as? EtcdClientError { self = error; return }
+        if let failure = error as? EtcdAuthenticationFailure { self = failure.error; return }
         if error is CancellationError { self = .canceled; return }
         if let rpc = error as? RPCError {
             if let known = Self.table.first(where: { $0.message == rpc.message }) { self = known.error; return }
@@ -203,4 +204,12 @@ public enum EtcdClientError: Error, Sendable, Equatable, CustomStringConvertible
         default: return "Code(\(code.rawValue))"
         }
     }
+}
+
+/// A call failed because the client could not authenticate with its user
+/// name and password (Go's clientv3 fails while it is created then, which
+/// etcdctl reports as a bad connection).
+public struct EtcdAuthenticationFailure: Error, Sendable, CustomStringConvertible {
+    public let error: EtcdClientError
+    public var description: String { "\(error)" }
 }

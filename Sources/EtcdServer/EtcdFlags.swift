@@ -126,10 +126,6 @@ extension EtcdFlag {
         EtcdFlag("host-whitelist", .string, "*"),
         EtcdFlag("tls-min-version", .string, "TLS1.2"),
         EtcdFlag("tls-max-version", .string, ""),
-        // auth
-        EtcdFlag("auth-token", .string, "simple"),
-        EtcdFlag("bcrypt-cost", .integer, "10"),
-        EtcdFlag("auth-token-ttl", .integer, "300"),
         // profiling / monitoring
         EtcdFlag("enable-pprof", .bool, "false"),
         EtcdFlag("metrics", .string, "basic"),
@@ -194,7 +190,7 @@ extension ConfigKey {
         case .watchProgressNotifyInterval, .grpcKeepaliveMinTime, .grpcKeepaliveInterval, .grpcKeepaliveTimeout,
              .downgradeCheckTime, .corruptCheckTime: return .duration
         case .snapshotCount, .heartbeatInterval, .electionTimeout, .maxRequestBytes, .maxTxnOps, .quotaBackendBytes,
-             .snapshotCatchUpEntries, .maxConcurrentStreams, .maxLearners: return .integer
+             .snapshotCatchUpEntries, .maxConcurrentStreams, .maxLearners, .bcryptCost, .authTokenTTL: return .integer
         default: return .string
         }
     }

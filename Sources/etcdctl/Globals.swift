@@ -111,7 +111,9 @@ struct Globals: Sendable {
         }
         if logged { logRetryWarning(e) }
         // Authentication happens while etcd's client is created: a bad connection.
-        if e == .authFailed && !flag("user").string.isEmpty { return fail(ExitCode.badConnection, "\(e)") }
+        if error is EtcdAuthenticationFailure || (e == .authFailed && !flag("user").string.isEmpty) {
+            return fail(ExitCode.badConnection, "\(e)")
+        }
         return fail(code, wrap("\(e)"))
     }
 
