@@ -226,9 +226,9 @@ let package = Package(
             name: "AuthTests",
             dependencies: ["Auth", "Backend", "EtcdProto", .product(name: "SwiftProtobuf", package: "swift-protobuf")]
         ),
-        .testTarget(name: "EtcdServerTests", dependencies: ["EtcdServer", "EtcdProto", "MVCC", "Locks"]),
+        .testTarget(name: "EtcdServerTests", dependencies: ["EtcdServer", "EtcdProto", "MVCC", "Locks", "Auth"]),
         // Several members in one process over loopback sockets.
-        .testTarget(name: "ClusterTests", dependencies: ["EtcdServer", "EtcdProto"]),
+        .testTarget(name: "ClusterTests", dependencies: ["EtcdServer", "EtcdProto", "Auth"]),
         .testTarget(name: "CheckersTests", dependencies: ["Checkers"]),
         .testTarget(name: "SimulationTests", dependencies: ["Simulation", "Checkers"]),
         .testTarget(
