@@ -106,7 +106,7 @@ let package = Package(
         .target(
             name: "Simulation",
             dependencies: [
-                "EtcdServer", "SimulatedDisk", "Checkers", "EtcdProto", "PeerTransport", "WAL", "MVCC", "Raft",
+                "EtcdServer", "SimulatedDisk", "Checkers", "EtcdProto", "PeerTransport", "WAL", "MVCC", "Raft", "Auth",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

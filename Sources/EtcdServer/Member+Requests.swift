@@ -81,9 +81,9 @@ extension Member {
     /// Manual-loop members: propose `request` (its id is set here);
     /// `completion` runs on the driving thread once it is applied, fails or
     /// times out.
-    package func submit(_ request: Etcdserverpb_InternalRaftRequest,
+    package func submit(_ request: Etcdserverpb_InternalRaftRequest, auth info: AuthInfo? = nil,
                         completion: @escaping @Sendable (Result<ApplyResult, any Error>) -> Void) {
-        propose(ProposedRequest(request), checking: {}, as: { $0 }, completion)
+        propose(ProposedRequest(request), auth: info, checking: {}, as: { $0 }, completion)
     }
 
     /// etcd's space quota, checked before a request that grows the store is

@@ -84,6 +84,8 @@ final class SimWorld: @unchecked Sendable {
     var corruptVictim: SimNode?
     var hashCheckStartedAt: Int64?
     var corruptCheckIntervalMicroseconds: Int64 = 1_000_000
+    // Auth (see AuthWorkload.swift): nil on seeds without it.
+    var authMode: AuthMode?
 
     init(options: SimulationOptions) {
         self.options = options
@@ -418,6 +420,7 @@ final class SimWorld: @unchecked Sendable {
         defer { try? FileManager.default.removeItem(atPath: root) }
         makeNodes()
         for node in nodes { start(node) }
+        startAuth()
         startWorkload()
         startWatchers()
         scheduleCorruptionChecks()
@@ -434,6 +437,7 @@ final class SimWorld: @unchecked Sendable {
         checkCorruptionDetection()
         checkHistory()
         checkWatches()
+        checkAuth()
         tearDown()
         report.simulatedMilliseconds = now / 1000
         return report
