@@ -206,10 +206,8 @@ public enum EtcdClientError: Error, Sendable, Equatable, CustomStringConvertible
     }
 }
 
-/// A call failed because the client could not authenticate with its user
-/// name and password (Go's clientv3 fails while it is created then, which
-/// etcdctl reports as a bad connection).
-public struct EtcdAuthenticationFailure: Error, Sendable, CustomStringConvertible {
-    public let error: EtcdClientError
-    public var description: String { "\(error)" }
+/// Authenticate failed inside a call (internal: the call rethrows the
+/// underlying error and ``EtcdClient/authenticationFailed`` says so).
+struct EtcdAuthenticationFailure: Error, Sendable {
+    let error: EtcdClientError
 }
