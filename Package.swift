@@ -49,6 +49,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
         .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
         .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.4"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird-auth.git", from: "2.5.0"),
     ],
     targets: [
         // MARK: generated code
@@ -91,7 +92,15 @@ let package = Package(
         .target(name: "WAL", dependencies: ["EtcdProto", "Checksum"]),
         .target(name: "MVCC", dependencies: ["Backend", "EtcdProto", "Checksum"]),
         .target(name: "Lease", dependencies: ["Backend", "EtcdProto", "Locks"]),
-        .target(name: "Auth", dependencies: ["Backend", "EtcdProto"]),
+        // bcrypt comes from hummingbird-auth's HummingbirdBcrypt product, which
+        // wraps a C implementation and pulls in no NIO.
+        .target(
+            name: "Auth",
+            dependencies: [
+                "Backend", "EtcdProto", "Locks",
+                .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
+            ]
+        ),
         // Linearizability and watch-guarantee checkers for tests and simulations.
         .target(name: "Checkers"),
         // Tables and byte sizes printed as etcd's Go tools print them (etcdctl, etcdutl).
@@ -104,7 +113,7 @@ let package = Package(
         .target(
             name: "Simulation",
             dependencies: [
-                "EtcdServer", "SimulatedDisk", "Checkers", "EtcdProto", "PeerTransport", "WAL", "MVCC", "Raft", "Backend", "Bbolt",
+                "EtcdServer", "SimulatedDisk", "Checkers", "EtcdProto", "PeerTransport", "WAL", "MVCC", "Raft", "Backend", "Bbolt", "Auth",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -157,7 +166,7 @@ let package = Package(
         .target(
             name: "EtcdAPI",
             dependencies: [
-                "EtcdServer", "MVCC", "Lease", "EtcdProto", "EtcdGRPC", "HTTP2PingResponder", "GRPCWire", "Locks", "TransportSecurity",
+                "EtcdServer", "MVCC", "Lease", "Auth", "EtcdProto", "EtcdGRPC", "HTTP2PingResponder", "GRPCWire", "Locks", "TransportSecurity",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
@@ -238,9 +247,13 @@ let package = Package(
             name: "LeaseTests",
             dependencies: ["Lease", "Backend", "EtcdProto", .product(name: "SwiftProtobuf", package: "swift-protobuf")]
         ),
-        .testTarget(name: "EtcdServerTests", dependencies: ["EtcdServer", "EtcdProto", "MVCC", "Locks", "Backend", "Bbolt"]),
+        .testTarget(
+            name: "AuthTests",
+            dependencies: ["Auth", "Backend", "EtcdProto", .product(name: "SwiftProtobuf", package: "swift-protobuf")]
+        ),
+        .testTarget(name: "EtcdServerTests", dependencies: ["EtcdServer", "EtcdProto", "MVCC", "Locks", "Backend", "Bbolt", "Auth"]),
         // Several members in one process over loopback sockets.
-        .testTarget(name: "ClusterTests", dependencies: ["EtcdServer", "EtcdProto"]),
+        .testTarget(name: "ClusterTests", dependencies: ["EtcdServer", "EtcdProto", "Auth"]),
         .testTarget(name: "CheckersTests", dependencies: ["Checkers"]),
         .testTarget(
             name: "TransportSecurityTests",

@@ -63,9 +63,11 @@ public final class ClientListener: Sendable {
         if let member, let forwarder {
             router.addKV(member: member)
             router.addWatch(WatchService(member: member))
-            router.addLease(LeaseService(member: member, forwarder: forwarder))
+            router.addLease(LeaseService(member: member, forwarder: forwarder), member: member)
             router.addMaintenance(MaintenanceService(member: member))
             router.addCluster(ClusterService(member: member))
+            router.addAuth(member: member)
+            router.requireRoot(member)
             router.refuseOnLearner(member)
         }
         server = WireServer(configuration: configuration, router: router)

@@ -42,7 +42,7 @@ extension WireRouter {
 }
 
 /// A stream finished before it began: ignores whatever still arrives.
-private final class RefusedStream: WireStreamHandler {
+final class RefusedStream: WireStreamHandler {
     func received(_ message: ByteBuffer) {}
     func inboundClosed() {}
     func cancelled() {}

@@ -1,3 +1,4 @@
+import Auth
 import EtcdGRPC
 import EtcdProto
 import EtcdServer
@@ -20,8 +21,13 @@ struct LeaseService: Etcdserverpb_Lease.SimpleServiceProtocol {
     }
 
     func leaseRevoke(request: Etcdserverpb_LeaseRevokeRequest, context: ServerContext) async throws -> Etcdserverpb_LeaseRevokeResponse {
+        try await leaseRevoke(request, as: nil)
+    }
+
+    /// A revoke as the user `info` names (write permission on its keys).
+    func leaseRevoke(_ request: Etcdserverpb_LeaseRevokeRequest, as info: AuthInfo?) async throws -> Etcdserverpb_LeaseRevokeResponse {
         try await etcdCall {
-            var response = try await member.leaseRevoke(request)
+            var response = try await member.leaseRevoke(request, as: info)
             response.header = member.header()
             return response
         }
@@ -54,6 +60,10 @@ struct LeaseService: Etcdserverpb_Lease.SimpleServiceProtocol {
 
     /// A lease that does not exist answers TTL -1 (not an error), as etcd does.
     func leaseTimeToLive(request: Etcdserverpb_LeaseTimeToLiveRequest, context: ServerContext) async throws -> Etcdserverpb_LeaseTimeToLiveResponse {
+        try await leaseTimeToLive(request)
+    }
+
+    func leaseTimeToLive(_ request: Etcdserverpb_LeaseTimeToLiveRequest) async throws -> Etcdserverpb_LeaseTimeToLiveResponse {
         if !member.isLeader {
             return try await etcdCall { try await forwarder.timeToLive(request) }
         }

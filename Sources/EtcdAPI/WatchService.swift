@@ -1,3 +1,4 @@
+import Auth
 import EtcdGRPC
 import EtcdProto
 import EtcdServer
@@ -17,7 +18,17 @@ struct WatchService: Etcdserverpb_Watch.SimpleServiceProtocol {
         response: RPCWriter<Etcdserverpb_WatchResponse>,
         context: ServerContext
     ) async throws {
-        let stream = WatchStream(member: member)
+        try await watch(request: request, response: response, context: context, token: nil)
+    }
+
+    /// The stream, for a caller sending `token` (nil: none).
+    func watch(
+        request: RPCAsyncSequence<Etcdserverpb_WatchRequest, any Error>,
+        response: RPCWriter<Etcdserverpb_WatchResponse>,
+        context: ServerContext,
+        token: String?
+    ) async throws {
+        let stream = WatchStream(member: member, token: token)
         defer { stream.close() }
         // gRPC reports a cancelled call (the client went away, the server
         // shuts down) through this handler, not by cancelling the task.
@@ -74,10 +85,13 @@ final class WatchStream: WatchSink, @unchecked Sendable {
     }
 
     let member: Member
+    /// The caller's token: each create is checked as the user it names.
+    let token: String?
     private let state = Mutex(State())
 
-    init(member: Member) {
+    init(member: Member, token: String? = nil) {
         self.member = member
+        self.token = token
     }
 
     // MARK: - WatchSink
@@ -129,6 +143,20 @@ final class WatchStream: WatchSink, @unchecked Sendable {
         response.header = member.header(revision: currentRevision)
         response.created = true
 
+        // Read permission on the whole watched range (etcd checks a from-key
+        // watch as its first key only; we check all it would see). A refusal
+        // is a created-and-canceled answer with etcd's reason.
+        if token != nil || member.isAuthEnabled {
+            do {
+                try member.authorizeWatch(key: key, rangeEnd: rangeEnd, as: member.authInfo(token: token, commonName: nil))
+            } catch {
+                response.watchID = -1
+                response.canceled = true
+                response.cancelReason = error.message
+                enqueue(response)
+                return
+            }
+        }
         let rangeIsEmpty = WatchableStore.isEmptyRange(key: key, rangeEnd: rangeEnd)
         // Pick the id and enqueue "created" before the store can deliver anything.
         let chosen: Result<Int64, WatchCreateError> = state.withLock { state in

@@ -197,6 +197,11 @@ public final class EtcdClient: Sendable {
     private struct State {
         var current = 0
         var token: String?
+        /// The server answered Authenticate with "authentication is not
+        /// enabled": calls go without a token, as Go's clientv3 does.
+        var authNotEnabled = false
+        /// Authenticate failed (the error was the call's).
+        var authenticationFailed = false
         var extra: [String: EtcdEndpoint] = [:]
         var closed = false
     }
@@ -229,6 +234,11 @@ public final class EtcdClient: Sendable {
     /// The endpoint calls currently go to.
     public var activeEndpoint: String { endpoints[state.withLock { $0.current }] }
 
+    /// Whether a call failed because Authenticate did (with the user name
+    /// and password given): Go's clientv3 fails while it is created then,
+    /// which etcdctl reports as a bad connection.
+    public var authenticationFailed: Bool { state.withLock { $0.authenticationFailed } }
+
     /// The current auth token (nil without authentication).
     public var authToken: String? { state.withLock { $0.token } }
 
@@ -247,11 +257,21 @@ public final class EtcdClient: Sendable {
 
     func metadata() async throws -> Metadata {
         guard options.username != nil else { return [:] }
-        if let token = state.withLock({ $0.token }) { return ["token": .string(token)] }
+        let known = state.withLock { ($0.token, $0.authNotEnabled) }
+        if let token = known.0 { return ["token": .string(token)] }
+        if known.1 { return [:] }
         return try await authLock.withLock {
             if let token = state.withLock({ $0.token }) { return ["token": .string(token)] }
-            let token = try await authenticateNow()
-            return ["token": .string(token)]
+            do {
+                let token = try await authenticateNow()
+                return ["token": .string(token)]
+            } catch let error where EtcdClientError(error) == .authNotEnabled {
+                state.withLock { $0.authNotEnabled = true }
+                return [:]
+            } catch {
+                state.withLock { $0.authenticationFailed = true }
+                throw EtcdAuthenticationFailure(error: EtcdClientError(error))
+            }
         }
     }
 
@@ -302,6 +322,8 @@ public final class EtcdClient: Sendable {
                 let metadata = authenticated ? try await metadata() : [:]
                 return try await body(connection.grpc, callOptions, metadata)
             } catch {
+                // Authenticate already failed over and retried on its own.
+                if let failure = error as? EtcdAuthenticationFailure { throw failure.error }
                 let mapped = EtcdClientError(error)
                 if Self.debug { FileHandle.standardError.write(Data("etcd-client: \(connection.address) after \(clock.now - start): \(error)\n".utf8)) }
                 lastError = mapped

@@ -168,6 +168,7 @@ public enum EtcdClientError: Error, Sendable, Equatable, CustomStringConvertible
     /// Maps any error thrown by a call to an `EtcdClientError`.
     public init(_ error: any Error) {
         if let error = error as? EtcdClientError { self = error; return }
+        if let failure = error as? EtcdAuthenticationFailure { self = failure.error; return }
         if error is CancellationError { self = .canceled; return }
         if let rpc = error as? RPCError {
             if let known = Self.table.first(where: { $0.message == rpc.message }) { self = known.error; return }
@@ -203,4 +204,10 @@ public enum EtcdClientError: Error, Sendable, Equatable, CustomStringConvertible
         default: return "Code(\(code.rawValue))"
         }
     }
+}
+
+/// Authenticate failed inside a call (internal: the call rethrows the
+/// underlying error and ``EtcdClient/authenticationFailed`` says so).
+struct EtcdAuthenticationFailure: Error, Sendable {
+    let error: EtcdClientError
 }

@@ -1,3 +1,4 @@
+import Auth
 import Backend
 import EtcdProto
 import Foundation
@@ -40,6 +41,7 @@ public enum ApplyResult: Sendable {
     case leaseGrant(Etcdserverpb_LeaseGrantResponse)
     case leaseRevoke(Etcdserverpb_LeaseRevokeResponse)
     case alarm(Etcdserverpb_AlarmResponse)
+    case authenticate(Etcdserverpb_AuthenticateResponse)
     case none
 }
 
@@ -68,6 +70,11 @@ final class Applier: @unchecked Sendable {
     let backend: Backend
     let membership: MembershipTable
     let alarms: AlarmStore
+    /// Users, roles and permissions; the applier changes them and checks
+    /// every request against them (etcd's auth applier).
+    let auth: AuthStore
+    /// The simple tokens Authenticate entries assign.
+    let tokens: SimpleTokens
     let peers: any RaftTransport
     let leaseClock: LeaseClock
     let logger: Logger
@@ -77,7 +84,7 @@ final class Applier: @unchecked Sendable {
     let observeCompaction: (@Sendable (UInt64, Int64) -> Void)?
 
     init(memberID: UInt64, store: KVStore, watchable: WatchableStore, lessor: Lessor, backend: Backend,
-         membership: MembershipTable, alarms: AlarmStore, peers: any RaftTransport, leaseClock: LeaseClock, logger: Logger,
+         membership: MembershipTable, alarms: AlarmStore, auth: AuthStore, tokens: SimpleTokens, peers: any RaftTransport, leaseClock: LeaseClock, logger: Logger,
          failpoints: Failpoints, observeApply: (@Sendable (UInt64, Int64, [Mvccpb_Event]) -> Void)?,
          observeCompaction: (@Sendable (UInt64, Int64) -> Void)?) {
         self.memberID = memberID
@@ -87,6 +94,8 @@ final class Applier: @unchecked Sendable {
         self.backend = backend
         self.membership = membership
         self.alarms = alarms
+        self.auth = auth
+        self.tokens = tokens
         self.peers = peers
         self.leaseClock = leaseClock
         self.logger = logger
@@ -95,8 +104,9 @@ final class Applier: @unchecked Sendable {
         self.observeCompaction = observeCompaction
     }
 
-    /// Applies one request to the state machines.
-    func apply(_ proposed: ProposedRequest) -> Result<ApplyResult, ApplyFailure> {
+    /// Applies one request to the state machines, as the user `info` names
+    /// (the entry's header; nil: none), at raft `index`.
+    func apply(_ proposed: ProposedRequest, as info: AuthInfo?, index: UInt64) -> Result<ApplyResult, ApplyFailure> {
         // While a CORRUPT alarm is raised every member refuses writes,
         // compactions and lease grants and revokes, as etcd's corrupt
         // applier does (reads are served outside the log and go on).
@@ -104,6 +114,7 @@ final class Applier: @unchecked Sendable {
         // While a NOSPACE alarm is raised every member refuses what grows
         // the store, as etcd's capped applier does.
         if alarms.isNoSpaceActive && Member.quotaCost(proposed) > 0 { return .failure(.rejected(.noSpace)) }
+        do { try authorize(proposed, as: info) } catch { return .failure(.rejected(EtcdError(error))) }
         let leaseExists: (Int64) -> Bool = { [lessor] in lessor.contains($0) }
         switch proposed {
         case .put(var put):
@@ -132,6 +143,7 @@ final class Applier: @unchecked Sendable {
             if request.hasClusterVersionSet || request.hasDowngradeInfoSet {
                 return applyClusterVersion(request)
             }
+            if let result = applyAuth(request, index: index) { return result }
             return .failure(.rejected(EtcdError(.unimplemented, "etcdserver: request type not supported yet")))
         }
     }
@@ -340,6 +352,8 @@ final class Applier: @unchecked Sendable {
         watchable.restore()
         try membership.load(from: backend)
         try alarms.load(from: backend)
+        try auth.load(from: backend)
+        if !auth.isEnabled { tokens.removeAll() }
         let after = membership.members
         for id in before.subtracting(after.map(\.id)) { peers.removePeer(id: id) }
         for record in after where record.id != memberID { peers.setPeer(id: record.id, urls: record.peerURLs) }

@@ -1,3 +1,4 @@
+import Auth
 import Backend
 import EtcdProto
 import Foundation
@@ -26,6 +27,7 @@ struct Bootstrap {
     var lessor: Lessor
     var membership: MembershipTable
     var alarms: AlarmStore
+    var auth: AuthStore
     var wal: WAL
     var storage: MemoryStorage
     var snapshotter: Snapshotter
@@ -93,6 +95,10 @@ struct Bootstrap {
         let membership = MembershipTable()
         let alarms = AlarmStore()
         try alarms.load(from: backend)
+        let auth = AuthStore()
+        do { try auth.load(from: backend) } catch {
+            throw EtcdError(.dataLoss, "etcdserver: cannot load the auth store: \(error)")
+        }
 
         let storage = MemoryStorage()
         let wal: WAL
@@ -177,6 +183,7 @@ struct Bootstrap {
         self.lessor = lessor
         self.membership = membership
         self.alarms = alarms
+        self.auth = auth
         self.wal = wal
         self.storage = storage
         self.snapshotter = snapshotter

@@ -104,10 +104,6 @@ extension EtcdFlag {
         // security / TLS
         EtcdFlag("cors", .string, "*"),
         EtcdFlag("host-whitelist", .string, "*"),
-        // auth
-        EtcdFlag("auth-token", .string, "simple"),
-        EtcdFlag("bcrypt-cost", .integer, "10"),
-        EtcdFlag("auth-token-ttl", .integer, "300"),
         // profiling / monitoring
         EtcdFlag("enable-pprof", .bool, "false"),
         EtcdFlag("metrics", .string, "basic"),
@@ -171,7 +167,7 @@ extension ConfigKey {
         case .watchProgressNotifyInterval, .grpcKeepaliveMinTime, .grpcKeepaliveInterval, .grpcKeepaliveTimeout,
              .downgradeCheckTime, .corruptCheckTime: return .duration
         case .snapshotCount, .heartbeatInterval, .electionTimeout, .maxRequestBytes, .maxTxnOps, .quotaBackendBytes,
-             .snapshotCatchUpEntries, .maxConcurrentStreams, .maxLearners, .selfSignedCertValidity: return .integer
+             .snapshotCatchUpEntries, .maxConcurrentStreams, .maxLearners, .selfSignedCertValidity, .bcryptCost, .authTokenTTL: return .integer
         default: return .string
         }
     }

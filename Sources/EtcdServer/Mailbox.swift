@@ -1,3 +1,4 @@
+import Auth
 import EtcdProto
 import Foundation
 import Locks
@@ -313,6 +314,8 @@ struct QueuedProposal {
     var id: UInt64
     var data: Data
     var request: ProposedRequest
+    /// Who proposed it (auth enabled), as the entry's header says.
+    var auth: AuthInfo? = nil
 }
 
 extension EtcdError {

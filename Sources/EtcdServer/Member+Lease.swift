@@ -1,3 +1,4 @@
+import Auth
 import EtcdProto
 import Foundation
 import Lease
@@ -23,11 +24,13 @@ extension Member {
         return response
     }
 
-    public func leaseRevoke(_ request: Etcdserverpb_LeaseRevokeRequest) async throws -> Etcdserverpb_LeaseRevokeResponse {
+    /// A revoke as the user `info` names: write permission on every key
+    /// attached (checked here and at apply).
+    public func leaseRevoke(_ request: Etcdserverpb_LeaseRevokeRequest, as info: AuthInfo? = nil) async throws -> Etcdserverpb_LeaseRevokeResponse {
         if !lessor.contains(request.id) { throw EtcdError.leaseNotFound }
         var internalRequest = Etcdserverpb_InternalRaftRequest()
         internalRequest.leaseRevoke = request
-        guard case let .leaseRevoke(response) = try await propose(.other(internalRequest)) else { throw EtcdError(.internal, "unexpected apply result") }
+        guard case let .leaseRevoke(response) = try await propose(.other(internalRequest), auth: info) else { throw EtcdError(.internal, "unexpected apply result") }
         return response
     }
 

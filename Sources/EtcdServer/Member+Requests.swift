@@ -1,3 +1,4 @@
+import Auth
 import EtcdProto
 import Foundation
 import Locks
@@ -12,43 +13,46 @@ import Raft
 extension Member {
     // MARK: - Writes with completions (the client API's hot path)
 
-    /// Puts `request`; `completion` runs once, on the raft loop's thread once
-    /// the entry is applied (or at once on a refusal).
-    public func put(_ request: Etcdserverpb_PutRequest,
+    /// Puts `request` as the user `info` names (nil: none; see
+    /// `authInfo(token:commonName:)`); `completion` runs once, on the raft
+    /// loop's thread once the entry is applied (or at once on a refusal).
+    public func put(_ request: Etcdserverpb_PutRequest, as info: AuthInfo? = nil,
                     completion: @escaping @Sendable (Result<Etcdserverpb_PutResponse, any Error>) -> Void) {
-        propose(.put(request), checking: { try RequestValidation.check(request) },
+        propose(.put(request), auth: info, checking: { try RequestValidation.check(request) },
                 as: { if case let .put(response) = $0 { response } else { nil } }, completion)
     }
 
-    /// As `put(_:completion:)`, for a DeleteRange.
-    public func deleteRange(_ request: Etcdserverpb_DeleteRangeRequest,
+    /// As `put(_:as:completion:)`, for a DeleteRange.
+    public func deleteRange(_ request: Etcdserverpb_DeleteRangeRequest, as info: AuthInfo? = nil,
                             completion: @escaping @Sendable (Result<Etcdserverpb_DeleteRangeResponse, any Error>) -> Void) {
-        propose(.deleteRange(request), checking: { try RequestValidation.check(request) },
+        propose(.deleteRange(request), auth: info, checking: { try RequestValidation.check(request) },
                 as: { if case let .deleteRange(response) = $0 { response } else { nil } }, completion)
     }
 
-    /// A txn that writes (see `put(_:completion:)`). Read-only txns go
+    /// A txn that writes (see `put(_:as:completion:)`). Read-only txns go
     /// through `readBarrier` and `readOnlyTxnNow` instead.
-    public func writeTxn(_ request: Etcdserverpb_TxnRequest,
+    public func writeTxn(_ request: Etcdserverpb_TxnRequest, as info: AuthInfo? = nil,
                          completion: @escaping @Sendable (Result<Etcdserverpb_TxnResponse, any Error>) -> Void) {
-        propose(.txn(request), checking: { try checkTxn(request) },
+        propose(.txn(request), auth: info, checking: { try checkTxn(request) },
                 as: { if case let .txn(response) = $0 { response } else { nil } }, completion)
     }
 
-    /// The proposal path: checks (`check`, then the space quota), encodes
-    /// and queues `request`; `completion` gets the applied result as
-    /// `extract` reads it (nil: not the kind of result expected). Returns
-    /// the request's id once it is queued (to stop waiting for it).
+    /// The proposal path: checks (`check`, the user's permissions as the
+    /// applier will check them, then the space quota), encodes and queues
+    /// `request` with the user in its header; `completion` gets the applied
+    /// result as `extract` reads it (nil: not the kind of result expected).
+    /// Returns the request's id once it is queued (to stop waiting for it).
     @discardableResult
-    func propose<Response>(_ request: ProposedRequest, checking check: () throws -> Void,
+    func propose<Response>(_ request: ProposedRequest, auth info: AuthInfo? = nil, checking check: () throws -> Void,
                            as extract: @escaping @Sendable (ApplyResult) -> Response?,
                            _ completion: @escaping @Sendable (Result<Response, any Error>) -> Void) -> UInt64? {
         let proposal: QueuedProposal
         do {
             try validate(check)
+            try authorize(request, as: info)
             try checkQuota(request)
             try mailbox.checkAccepting()
-            proposal = try encoder.encode(request)
+            proposal = try encoder.encode(request, auth: info)
         } catch {
             completion(.failure(error))
             return nil
@@ -62,11 +66,11 @@ extension Member {
     /// Proposes `request` and waits until it is applied (or refused, or
     /// etcd's request timeout passes). Cancelling the task stops the wait;
     /// the entry may still commit.
-    func propose(_ request: ProposedRequest) async throws -> ApplyResult {
+    func propose(_ request: ProposedRequest, auth info: AuthInfo? = nil) async throws -> ApplyResult {
         let id = Mutex<UInt64?>(nil)
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { continuation in
-                let queued = propose(request, checking: {}, as: { $0 }) { continuation.resume(with: $0) }
+                let queued = propose(request, auth: info, checking: {}, as: { $0 }) { continuation.resume(with: $0) }
                 id.withLock { $0 = queued }
             }
         } onCancel: {
@@ -77,9 +81,9 @@ extension Member {
     /// Manual-loop members: propose `request` (its id is set here);
     /// `completion` runs on the driving thread once it is applied, fails or
     /// times out.
-    package func submit(_ request: Etcdserverpb_InternalRaftRequest,
+    package func submit(_ request: Etcdserverpb_InternalRaftRequest, auth info: AuthInfo? = nil,
                         completion: @escaping @Sendable (Result<ApplyResult, any Error>) -> Void) {
-        propose(ProposedRequest(request), checking: {}, as: { $0 }, completion)
+        propose(ProposedRequest(request), auth: info, checking: {}, as: { $0 }, completion)
     }
 
     /// etcd's space quota, checked before a request that grows the store is

@@ -1,3 +1,4 @@
+import Auth
 import TransportSecurity
 import Backend
 import EtcdProto
@@ -42,6 +43,12 @@ public final class Member: Sendable {
     let membership: MembershipTable
     /// The alarms as applied from the log.
     let alarms: AlarmStore
+    /// Users, roles and permissions as applied from the log.
+    public let auth: AuthStore
+    /// The simple tokens this member has assigned (not persisted).
+    let tokens: SimpleTokens
+    /// bcrypt's bounded workers (`Member+Auth.swift`).
+    let passwordWork = PasswordWork()
     /// Raft messages to and from the other members; it sends from the
     /// start and listens once `startPeers` is called.
     let peers: any RaftTransport
@@ -93,6 +100,8 @@ public final class Member: Sendable {
         lessor = parts.lessor
         membership = parts.membership
         alarms = parts.alarms
+        auth = parts.auth
+        tokens = SimpleTokens(ttl: .seconds(config.authTokenTTLSeconds), maxTokens: auth.limits.maxTokens)
         watchable = WatchableStore(store: parts.store)
         leaseClock = LeaseClock(environment.now)
         requestTimeout = .seconds(5) + .milliseconds(2 * config.electionTimeoutMilliseconds)
@@ -111,7 +120,7 @@ public final class Member: Sendable {
         transportConfig.security = peerSecurity
         peers = environment.makeTransport?(transportConfig, inbox) ?? PeerTransport(config: transportConfig, delegate: inbox)
         let applier = Applier(memberID: memberID, store: store, watchable: watchable, lessor: lessor, backend: backend,
-                              membership: membership, alarms: alarms, peers: peers, leaseClock: leaseClock, logger: logger,
+                              membership: membership, alarms: alarms, auth: auth, tokens: tokens, peers: peers, leaseClock: leaseClock, logger: logger,
                               failpoints: config.failpoints, observeApply: environment.observeApply,
                               observeCompaction: environment.observeCompaction)
         loop = RaftLoop(config: config, environment: environment, logger: logger, bootstrap: parts, mailbox: mailbox,

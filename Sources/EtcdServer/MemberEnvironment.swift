@@ -66,6 +66,9 @@ package struct MemberEnvironment: Sendable {
     /// auto-compactions included: the simulation's record of compaction
     /// revisions, where etcd drops a write's prev_kv.
     package var observeCompaction: (@Sendable (UInt64, Int64) -> Void)?
+    /// Random bits for simple-token prefixes (the simulation seeds its own,
+    /// so runs replay exactly).
+    package var randomBits: @Sendable () -> UInt64 = { UInt64.random(in: .min ... .max) }
     /// The member's logger; nil: the process's "etcd" logger.
     package var logger: Logger?
 

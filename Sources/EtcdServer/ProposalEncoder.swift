@@ -1,3 +1,4 @@
+import Auth
 import EtcdProto
 import Foundation
 import Raft
@@ -13,37 +14,43 @@ struct ProposalEncoder: Sendable {
     /// --max-request-bytes: larger encodings are refused.
     let maxRequestBytes: Int
 
-    func encode(_ request: ProposedRequest) throws(EtcdError) -> QueuedProposal {
+    /// `auth`: the identity the request was checked as (nil: none), which
+    /// goes in the header so every member re-checks it at apply.
+    func encode(_ request: ProposedRequest, auth: AuthInfo? = nil) throws(EtcdError) -> QueuedProposal {
         let encoded: (id: UInt64, data: Data)
         var applied = request
         switch request {
         case .put(let put):
             var message = Etcdswiftpb_PutProposal()
             message.put = put
-            encoded = try identified(&message)
+            encoded = try identified(&message, auth)
         case .deleteRange(let delete):
             var message = Etcdswiftpb_DeleteRangeProposal()
             message.deleteRange = delete
-            encoded = try identified(&message)
+            encoded = try identified(&message, auth)
         case .txn(let txn):
             var message = Etcdswiftpb_TxnProposal()
             message.txn = txn
-            encoded = try identified(&message)
+            encoded = try identified(&message, auth)
         case .other(var other):
             // Rare requests (leases, compaction, membership): setting the id
             // copies the message's storage once; the copy is what is applied.
-            encoded = try identified(&other)
+            encoded = try identified(&other, auth)
             applied = .other(other)
         }
-        return QueuedProposal(id: encoded.id, data: encoded.data, request: applied)
+        return QueuedProposal(id: encoded.id, data: encoded.data, request: applied, auth: auth)
     }
 
     /// Sets a fresh id in `message` (in both places etcd does) and encodes it.
-    private func identified<Message: ProposalMessage>(_ message: inout Message) throws(EtcdError) -> (id: UInt64, data: Data) {
+    private func identified<Message: ProposalMessage>(_ message: inout Message, _ auth: AuthInfo?) throws(EtcdError) -> (id: UInt64, data: Data) {
         let id = requestIDs.next()
         message.id = id
         var header = Etcdserverpb_RequestHeader()
         header.id = id
+        if let auth {
+            header.username = auth.username
+            header.authRevision = auth.revision
+        }
         message.header = header
         let data: Data
         do { data = try message.serializedData() } catch {

@@ -1,3 +1,4 @@
+import Auth
 import Backend
 import EtcdProto
 import Foundation
@@ -337,22 +338,25 @@ final class RaftLoop: @unchecked Sendable {
                 try backend.setConsistentIndex(entry.index, term: entry.term)
                 return
             }
-            let id: UInt64, request: ProposedRequest
+            let id: UInt64, request: ProposedRequest, auth: AuthInfo?
             if let local, local.data == entry.data {
                 // Proposed here, and the entry is still that proposal (a new
                 // leader may have put another at this index): no decoding.
-                (id, request) = (local.id, local.request)
+                (id, request, auth) = (local.id, local.request, local.auth)
                 appliedFromMemory += 1
             } else {
                 appliedDecoded += 1
                 do {
                     let decoded = try Etcdserverpb_InternalRaftRequest(serializedBytes: entry.data)
                     (id, request) = (decoded.id, ProposedRequest(decoded))
+                    let header = decoded.header
+                    auth = header.authRevision == 0 && header.username.isEmpty
+                        ? nil : AuthInfo(username: header.username, revision: header.authRevision)
                 } catch {
                     throw EtcdError(.dataLoss, "etcdserver: cannot decode raft entry \(entry.index): \(error)")
                 }
             }
-            switch applier.apply(request) {
+            switch applier.apply(request, as: auth, index: entry.index) {
             case .success(let result):
                 try backend.setConsistentIndex(entry.index, term: entry.term)
                 mailbox.complete(id, .success(result))

@@ -65,6 +65,9 @@ public enum ConfigKey: String, CaseIterable, Sendable {
     case cipherSuites = "cipher-suites"
     case tlsMinVersion = "tls-min-version"
     case tlsMaxVersion = "tls-max-version"
+    case authToken = "auth-token"
+    case bcryptCost = "bcrypt-cost"
+    case authTokenTTL = "auth-token-ttl"
 
     /// `ETCD_` + the flag name in upper snake case.
     public var environmentVariable: String {
@@ -160,6 +163,7 @@ extension ServerConfig {
         }
         try applyCorruptionSettings(settings)
         try applyTLSSettings(settings)
+        try applyAuthSettings(settings)
         // etcd checks the mode even while auto-compaction is off.
         let mode = settings[.autoCompactionMode] ?? "periodic"
         guard mode == "periodic" || mode == "revision" else {
@@ -204,6 +208,31 @@ extension ServerConfig {
         guard mine.peerURLs.sorted() == initialAdvertisePeerURLs.sorted() else {
             throw .invalid(key: ConfigKey.initialCluster.rawValue, value: settings[.initialCluster] ?? "",
                            reason: "\(name)'s URLs \(mine.peerURLs) differ from --initial-advertise-peer-urls \(initialAdvertisePeerURLs)")
+        }
+    }
+
+    /// --auth-token (only `simple`: JWT is refused by name until it is
+    /// built), --auth-token-ttl (seconds) and --bcrypt-cost (4...31).
+    private mutating func applyAuthSettings(_ settings: [ConfigKey: String]) throws(SettingsError) {
+        if let text = settings[.authToken] {
+            let kind = text.split(separator: ",", maxSplits: 1).first.map(String.init) ?? ""
+            switch kind {
+            case "simple": break
+            case "jwt": throw .unsupported("--auth-token jwt is not supported yet (only simple tokens are)")
+            default: throw .invalid(key: ConfigKey.authToken.rawValue, value: text, reason: "expected simple or jwt,...")
+            }
+        }
+        if let text = settings[.authTokenTTL] {
+            guard let value = UInt32(text.trimmingWhitespace()), value > 0 else {
+                throw .invalid(key: ConfigKey.authTokenTTL.rawValue, value: text, reason: "expected a positive number of seconds")
+            }
+            authTokenTTLSeconds = Int(value)
+        }
+        if let text = settings[.bcryptCost] {
+            guard let value = Int(text.trimmingWhitespace()), (4...31).contains(value) else {
+                throw .invalid(key: ConfigKey.bcryptCost.rawValue, value: text, reason: "expected an integer in 4...31")
+            }
+            bcryptCost = value
         }
     }
 

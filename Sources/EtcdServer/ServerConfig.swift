@@ -82,6 +82,10 @@ public struct ServerConfig: Sendable {
     /// How often revision-mode auto-compaction looks: etcd's fixed 5
     /// minutes. Not a flag; tests and the simulation shorten it.
     public var autoCompactionRevisionCheckIntervalMilliseconds = 300_000
+    /// --bcrypt-cost: bcrypt's cost for the passwords of users added or changed.
+    public var bcryptCost = 10
+    /// --auth-token-ttl: seconds a simple token lives past its last use.
+    public var authTokenTTLSeconds = 300
     /// Watchers one watch stream may hold (a bound etcd does not have).
     public var maxWatchersPerStream = 100_000
 

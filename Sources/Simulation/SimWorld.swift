@@ -86,6 +86,8 @@ final class SimWorld: @unchecked Sendable {
     var corruptVictim: SimNode?
     var hashCheckStartedAt: Int64?
     var corruptCheckIntervalMicroseconds: Int64 = 1_000_000
+    // Auth (see AuthWorkload.swift): nil on seeds without it.
+    var authMode: AuthMode?
 
     init(options: SimulationOptions) {
         self.options = options
@@ -420,6 +422,7 @@ final class SimWorld: @unchecked Sendable {
         defer { try? FileManager.default.removeItem(atPath: root) }
         makeNodes()
         for node in nodes { start(node) }
+        startAuth()
         startWorkload()
         startWatchers()
         scheduleCorruptionChecks()
@@ -436,6 +439,7 @@ final class SimWorld: @unchecked Sendable {
         checkCorruptionDetection()
         checkHistory()
         checkWatches()
+        checkAuth()
         tearDown()
         report.simulatedMilliseconds = now / 1000
         return report

@@ -57,6 +57,9 @@ public struct SimulationReport: Sendable, CustomStringConvertible {
     /// the compactions it made.
     public var autoCompaction = "off"
     public var autoCompactions = 0
+    /// Auth mode: "off", or the writes refused for want of permission and
+    /// the permission changes made mid-run.
+    public var auth = "off"
     /// "linearizable", "undecided" or the failing sub-history.
     public var linearizability = ""
     public var violations: [String] = []
@@ -74,7 +77,7 @@ public struct SimulationReport: Sendable, CustomStringConvertible {
         var text = "seed \(seed) members \(members): \(passed ? "ok" : "FAILED") — \(operations) ops (\(unknownOutcomes) unknown), "
             + "\(otherChecks) other checks, \(watchStreams) watch streams (\(watchEvents) events), \(snapshotsSent) snapshots, "
             + "\(hashChecks) hash checks (\(corruptionsToDetect) corruptions to catch), "
-            + "auto-compaction \(autoCompaction) (\(autoCompactions) done), "
+            + "auto-compaction \(autoCompaction) (\(autoCompactions) done), auth \(auth), "
             + "faults [\(faultText)], \(events) events, \(simulatedMilliseconds) ms simulated, "
             + "linearizability: \(linearizability.prefix(200)), trace \(String(traceHash, radix: 16))"
         for violation in violations { text += "\n  violation: \(violation)" }

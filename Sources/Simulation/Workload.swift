@@ -1,3 +1,4 @@
+import Auth
 import Checkers
 import EtcdProto
 import EtcdServer
@@ -97,10 +98,16 @@ extension SimWorld {
     /// when the outcome is unknown. A request refused at once, or one raft
     /// dropped for want of a leader, was never applied: `handle` is not
     /// called and `notApplied` runs instead.
-    func submitWrite(_ request: Etcdserverpb_InternalRaftRequest, on member: Member,
+    func submitWrite(_ request: Etcdserverpb_InternalRaftRequest, on member: Member, client c: Int? = nil,
                      notApplied: @escaping () -> Void, _ handle: @escaping (Member.ApplyResult?) -> Void) {
         let accepted = Accepted()
-        submit(request, on: member) { [self] result in
+        // In auth mode a client acts as its user; every write it gets
+        // through must have been permitted (`AuthWorkload.swift`).
+        let identity = c.flatMap { authIdentity(client: $0, on: member) }
+        let invoke = now
+        submit(request, on: member, auth: identity) { [self] result in
+            if case .success = result, let identity { checkPermitted(request, as: identity.username, invoke: invoke) }
+            if case .failure(let error as EtcdError) = result, identity != nil { countAuthRefusal(error) }
             switch result {
             // Answered by a member that became corrupted meanwhile (a
             // corrupted member's snapshot installed): its answer follows
@@ -108,8 +115,10 @@ extension SimWorld {
             case .success where isCorrupted(member): handle(nil)
             case .success(let value): handle(value)
             case .failure(let error):
-                // Refused by every member's apply once CORRUPT is raised: not applied.
-                if accepted.synchronous || (error as? EtcdError) == EtcdError.noLeader || (error as? EtcdError) == EtcdError.corrupt {
+                // Refused by every member's apply once CORRUPT is raised, or
+                // by the auth check every member's apply makes: not applied.
+                if accepted.synchronous || (error as? EtcdError) == EtcdError.noLeader || (error as? EtcdError) == EtcdError.corrupt
+                    || (error as? EtcdError).map(Self.isAuthRefusal) == true {
                     notApplied()
                 } else {
                     handle(nil)
@@ -121,10 +130,12 @@ extension SimWorld {
 
     /// `Member.submit` with a completion that stays on the simulation's
     /// thread (the member calls it from `step`, which runs there).
-    func submit(_ request: Etcdserverpb_InternalRaftRequest, on member: Member,
+    /// In auth mode, a request with no identity given acts as root (the
+    /// simulation's own checks and faults: liveness writes, alarms).
+    func submit(_ request: Etcdserverpb_InternalRaftRequest, on member: Member, auth: AuthInfo? = nil,
                 _ completion: @escaping (Result<Member.ApplyResult, any Error>) -> Void) {
         let box = SimThreadOnly(completion)
-        member.submit(request) { box.value($0) }
+        member.submit(request, auth: auth ?? rootIdentity(on: member)) { box.value($0) }
     }
 
     func barrier(on member: Member, _ completion: @escaping (Result<Void, any Error>) -> Void) {
@@ -138,7 +149,7 @@ extension SimWorld {
         request.put.key = Data(key.utf8)
         request.put.value = Data(value.utf8)
         let input = KVInput.put(key: KVBytes(key), value: KVBytes(value))
-        submitWrite(request, on: member, notApplied: done) { [self] result in
+        submitWrite(request, on: member, client: c, notApplied: done) { [self] result in
             if case let .put(response) = result {
                 log("put \(key)=\(value) on \(String(member.memberID, radix: 16)) at rev \(response.header.revision)")
                 record(c, invoke: invoke, input, .put(revision: response.header.revision))
@@ -156,7 +167,7 @@ extension SimWorld {
         var request = Etcdserverpb_InternalRaftRequest()
         request.deleteRange.key = Data(key.utf8)
         let input = KVInput.delete(.single(KVBytes(key)))
-        submitWrite(request, on: member, notApplied: done) { [self] result in
+        submitWrite(request, on: member, client: c, notApplied: done) { [self] result in
             if case let .deleteRange(response) = result {
                 record(c, invoke: invoke, input, .delete(revision: response.header.revision, deleted: Int(response.deleted)))
             } else {
@@ -189,7 +200,7 @@ extension SimWorld {
         let input = KVInput.txn(compares: [.valueEquals(KVBytes(key), KVBytes(expected))],
                                 success: [.put(key: KVBytes(key), value: KVBytes(value))],
                                 failure: [.get(KVBytes(key))])
-        submitWrite(request, on: member, notApplied: done) { [self] result in
+        submitWrite(request, on: member, client: c, notApplied: done) { [self] result in
             if case let .txn(response) = result {
                 if response.succeeded {
                     clients[c].lastValue[key] = value
@@ -249,7 +260,7 @@ extension SimWorld {
             put.put.key = Data(key.utf8)
             put.put.value = Data("leased".utf8)
             put.put.lease = id
-            submitWrite(put, on: member, notApplied: done) { [self] result in
+            submitWrite(put, on: member, client: c, notApplied: done) { [self] result in
                 guard case .put = result else { return done() }
                 let check = LeaseCheck(key: key, grantInvoke: invoke, ttlSeconds: response.ttl)
                 let deadline = invoke + response.ttl * 1_000_000

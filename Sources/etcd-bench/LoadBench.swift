@@ -54,6 +54,9 @@ struct LoadOptions: ParsableArguments {
         return try NIOSSLContext(configuration: tls)
     }
 
+    @Option(help: "name:password to authenticate as (the token then goes with every request).")
+    var user: String?
+
     func validate() throws {
         guard conns > 0, clients > 0, total > 0, keySize >= 4, keySpaceSize > 0 else {
             throw ValidationError("conns, clients, total and key-space-size must be positive; key-size at least 4")
@@ -110,6 +113,7 @@ enum LoadRunner {
     ) async throws {
         var connections: [WireClient] = []
         let tls = try options.tlsContext()
+        var token: String?
         for connection in 0..<max(options.conns, addresses.count) {
             let (host, port) = addresses[connection % addresses.count]
             var configuration = WireClient.Configuration(host: host, port: port)
@@ -122,7 +126,16 @@ enum LoadRunner {
                 }
                 try channel.pipeline.syncOperations.addHandler(HTTP2PingResponder(expectsClientPreface: false))
             }
-            connections.append(try await WireClient.connect(configuration, group: group).get())
+            if let token { configuration.metadata = [("token", token)] }
+            var client = try await WireClient.connect(configuration, group: group).get()
+            if token == nil, let user = options.user {
+                // Authenticate once on the first connection; every connection then sends the token.
+                token = try await authenticate(user, on: client)
+                try? await client.close().get()
+                configuration.metadata = [("token", token!)]
+                client = try await WireClient.connect(configuration, group: group).get()
+            }
+            connections.append(client)
         }
 
         let perClient = options.total / options.clients
@@ -149,6 +162,27 @@ enum LoadRunner {
         let elapsed = Duration.nanoseconds(Int64((NIODeadline.now() - start).nanoseconds))
         for connection in connections { try? await connection.close().get() }
         report(label: label, latencies: results.0, errors: results.1, elapsed: elapsed)
+    }
+
+    /// Auth.Authenticate as `user` (name:password); returns the token.
+    static func authenticate(_ user: String, on client: WireClient) async throws -> String {
+        let parts = user.split(separator: ":", maxSplits: 1).map(String.init)
+        guard parts.count == 2 else { throw ValidationError("--user must be name:password") }
+        var request = Etcdserverpb_AuthenticateRequest()
+        request.name = parts[0]
+        request.password = parts[1]
+        let framed = try request.framed()
+        let promise = client.eventLoop.makePromise(of: ByteBuffer.self)
+        client.eventLoop.execute {
+            client.unary("/etcdserverpb.Auth/Authenticate", framed) { result in
+                switch result {
+                case .success(let bytes): promise.succeed(bytes)
+                case .failure(let status): promise.fail(status)
+                }
+            }
+        }
+        let response = try Etcdserverpb_AuthenticateResponse(serializedBytes: Array(buffer: try await promise.futureResult.get()))
+        return response.token
     }
 
     /// Runs one task per `--clients`, each with its number, its share of

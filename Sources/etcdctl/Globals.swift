@@ -2,11 +2,16 @@ import EtcdClient
 import EtcdProto
 import Foundation
 import GRPCCore
+import Locks
 
 let etcdctlVersion = "3.6.0"
 let apiVersion = "3.6"
 
 /// Root flags, ETCDCTL_* environment, client creation and error reporting.
+/// The clients this run of etcdctl made (one command: a handful at most),
+/// so a failure can tell whether it came from authenticating.
+let madeClients = Mutex<[EtcdClient]>([])
+
 struct Globals: Sendable {
     let command: Command
     let rawArgs: [String]
@@ -64,7 +69,9 @@ struct Globals: Sendable {
         options.tls = Self.tlsOptions(cert: flag("cert").string, key: flag("key").string, cacert: flag("cacert").string,
                                       insecureTransport: flag("insecure-transport").bool, skipVerify: flag("insecure-skip-tls-verify").bool)
         do {
-            return try EtcdClient(endpoints: override ?? endpoints, options: options)
+            let client = try EtcdClient(endpoints: override ?? endpoints, options: options)
+            madeClients.withLock { $0.append(client) }
+            return client
         } catch {
             throw clientCreationFailure(error)
         }
@@ -111,7 +118,9 @@ struct Globals: Sendable {
         }
         if logged { logRetryWarning(e) }
         // Authentication happens while etcd's client is created: a bad connection.
-        if e == .authFailed && !flag("user").string.isEmpty { return fail(ExitCode.badConnection, "\(e)") }
+        if madeClients.withLock({ $0.contains { $0.authenticationFailed } }) || (e == .authFailed && !flag("user").string.isEmpty) {
+            return fail(ExitCode.badConnection, "\(e)")
+        }
         return fail(code, wrap("\(e)"))
     }
 

@@ -439,3 +439,20 @@ import Testing
         #expect(GoDuration.string(.seconds(36_000_000)) == "10000h0m0s")
     }
 }
+
+extension SettingsTests {
+    /// --auth-token simple (the default) and its TTL; JWT is refused by
+    /// name until it is built; --bcrypt-cost within bcrypt's 4...31.
+    @Test func authSettings() throws {
+        let config = try ServerConfig(settings: [.authToken: "simple", .authTokenTTL: "60", .bcryptCost: "12"])
+        #expect(config.authTokenTTLSeconds == 60 && config.bcryptCost == 12)
+        #expect(try ServerConfig(settings: [:]).authTokenTTLSeconds == 300)
+        #expect(try ServerConfig(settings: [:]).bcryptCost == 10)
+        #expect(throws: SettingsError.unsupported("--auth-token jwt is not supported yet (only simple tokens are)")) {
+            try ServerConfig(settings: [.authToken: "jwt,pub-key=a.pem,priv-key=b.pem,sign-method=RS256"])
+        }
+        #expect(throws: SettingsError.self) { try ServerConfig(settings: [.authToken: "other"]) }
+        #expect(throws: SettingsError.self) { try ServerConfig(settings: [.bcryptCost: "3"]) }
+        #expect(throws: SettingsError.self) { try ServerConfig(settings: [.authTokenTTL: "soon"]) }
+    }
+}
