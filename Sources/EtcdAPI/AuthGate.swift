@@ -14,11 +14,10 @@ extension WireCall {
 }
 
 extension Member {
-    /// Who `call` acts as. The client certificate's Common Name is not
-    /// passed yet (nil): the TLS listener will pass it under
-    /// `--client-cert-auth`.
+    /// Who `call` acts as: its token, else the Common Name of the client
+    /// certificate the TLS listener verified.
     func identity(of call: WireCall) throws(EtcdError) -> AuthInfo? {
-        try authInfo(token: call.authToken, commonName: nil)
+        try authInfo(token: call.authToken, commonName: call.peerCommonName)
     }
 }
 
@@ -48,7 +47,7 @@ extension WireRouter {
             Etcdserverpb_Cluster.Method.MemberPromote.descriptor,
         ]
         for descriptor in maintenance {
-            gate(descriptor) { call, _ in try member.authorizeMaintenance(token: call.authToken) }
+            gate(descriptor) { call, _ in try member.authorizeMaintenance(token: call.authToken, commonName: call.peerCommonName) }
         }
         for descriptor in others {
             gate(descriptor) { call, _ in try member.authorizeAdmin(member.identity(of: call)) }

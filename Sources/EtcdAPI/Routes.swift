@@ -86,10 +86,11 @@ extension WireRouter {
         self["/" + Etcdserverpb_Watch.Method.Watch.descriptor.fullyQualifiedMethod] = .streaming { call in
             let handler = BridgedStream<Etcdserverpb_WatchRequest>(call: call)
             let token = call.authToken
+            let commonName = call.peerCommonName
             handler.start { requests, context in
                 try await watch.watch(request: RPCAsyncSequence(wrapping: requests),
                                       response: RPCWriter(wrapping: WireWriter<Etcdserverpb_WatchResponse>(call: call)),
-                                      context: context, token: token)
+                                      context: context, token: token, commonName: commonName)
             }
             return handler
         }

@@ -21,14 +21,16 @@ struct WatchService: Etcdserverpb_Watch.SimpleServiceProtocol {
         try await watch(request: request, response: response, context: context, token: nil)
     }
 
-    /// The stream, for a caller sending `token` (nil: none).
+    /// The stream, for a caller sending `token` (nil: none) or presenting
+    /// a client certificate named `commonName`.
     func watch(
         request: RPCAsyncSequence<Etcdserverpb_WatchRequest, any Error>,
         response: RPCWriter<Etcdserverpb_WatchResponse>,
         context: ServerContext,
-        token: String?
+        token: String?,
+        commonName: String? = nil
     ) async throws {
-        let stream = WatchStream(member: member, token: token)
+        let stream = WatchStream(member: member, token: token, commonName: commonName)
         defer { stream.close() }
         // gRPC reports a cancelled call (the client went away, the server
         // shuts down) through this handler, not by cancelling the task.
@@ -85,11 +87,14 @@ final class WatchStream: WatchSink, @unchecked Sendable {
     }
 
     let member: Member
-    /// The caller's token: each create is checked as the user it names.
+    /// The caller's token: each create is checked as the user it names
+    /// (else as its client certificate's Common Name).
     let token: String?
+    let commonName: String?
     private let state = Mutex(State())
 
-    init(member: Member, token: String? = nil) {
+    init(member: Member, token: String? = nil, commonName: String? = nil) {
+        self.commonName = commonName
         self.member = member
         self.token = token
     }
@@ -148,7 +153,7 @@ final class WatchStream: WatchSink, @unchecked Sendable {
         // is a created-and-canceled answer with etcd's reason.
         if token != nil || member.isAuthEnabled {
             do {
-                try member.authorizeWatch(key: key, rangeEnd: rangeEnd, as: member.authInfo(token: token, commonName: nil))
+                try member.authorizeWatch(key: key, rangeEnd: rangeEnd, as: member.authInfo(token: token, commonName: commonName))
             } catch {
                 response.watchID = -1
                 response.canceled = true

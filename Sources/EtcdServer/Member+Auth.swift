@@ -16,9 +16,8 @@ extension Member {
     /// The user a request acts as, decided in one place: the simple token
     /// from the `token` metadata when there is one (unknown or expired:
     /// "invalid auth token", as etcd, even with auth disabled), else the
-    /// verified client certificate's Common Name when the listener passes
-    /// one (`--client-cert-auth`; the TLS listener passes nil until it
-    /// supports it), else nobody (nil). The revision is the store's now.
+    /// verified client certificate's Common Name when the TLS listener
+    /// passes one, else nobody (nil). The revision is the store's now.
     public func authInfo(token: String?, commonName: String?) throws(EtcdError) -> AuthInfo? {
         if let token {
             guard let info = tokenInfo(token) else { throw EtcdError(AuthError.invalidToken) }
@@ -69,12 +68,14 @@ extension Member {
     /// As `authorizeAdmin`, for a call from `token`, answering as etcd's
     /// Maintenance service does: the auth store's error unconverted
     /// (UNKNOWN, "auth: permission denied"), a bad token included.
-    public func authorizeMaintenance(token: String?) throws(EtcdError) {
+    public func authorizeMaintenance(token: String?, commonName: String? = nil) throws(EtcdError) {
         do {
             var info: AuthInfo?
             if let token {
                 info = tokenInfo(token)
                 if info == nil { throw AuthError.invalidToken }
+            } else if let commonName, !commonName.isEmpty, auth.isEnabled {
+                info = AuthInfo(username: commonName, revision: auth.revision)
             }
             try auth.checkAdmin(info)
         } catch let error as AuthError {

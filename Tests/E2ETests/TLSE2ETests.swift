@@ -210,6 +210,46 @@ import Testing
         }
     }
 
+    /// With auth on and `--client-cert-auth`, a client presenting a verified
+    /// certificate and no token acts as the user its Common Name names:
+    /// the same answers as the real etcd 3.4 for root, a read-only user and
+    /// a name that is no user.
+    @Test func certificateCommonNameIsTheUserAsInEtcd() throws {
+        let certs = try Self.certificates()
+        try certs.make("reader", commonName: "reader", kind: "client")
+        try certs.make("nobody", commonName: "nobody", kind: "client")
+        let flags = Self.mutual + ["--trusted-ca-file", certs.cert("ca")]
+        let ours = try Self.server(certs, extra: flags)
+        defer { ours.terminate() }
+        let theirs = try RealEtcdProcess(extraArguments: flags + ["--cert-file", certs.cert("server"), "--key-file", certs.key("server")],
+                                         clientScheme: "https", clientFlags: Self.clientFlags(certs, "client"))
+        defer { theirs.terminate() }
+        let setup: [[String]] = [
+            ["user", "add", "root:rootpw"], ["user", "grant-role", "root", "root"], ["role", "add", "readers"],
+            ["role", "grant-permission", "readers", "read", "k"], ["user", "add", "reader:readerpw"],
+            ["user", "grant-role", "reader", "readers"], ["put", "k", "v"], ["auth", "enable"],
+        ]
+        let steps: [(cert: String, arguments: [String])] = [
+            ("client", ["put", "k", "v2"]), ("client", ["get", "k"]), ("reader", ["get", "k"]), ("reader", ["put", "k", "v3"]),
+            ("nobody", ["get", "k"]), ("client", ["user", "list"]), ("reader", ["user", "list"]),
+        ]
+        var transcripts: [[String]] = []
+        for port in [ours.port, theirs.port] {
+            func run(_ cert: String, _ arguments: [String]) throws -> String {
+                let result = try EtcdProcess.run("/usr/bin/etcdctl", ["--endpoints=https://127.0.0.1:\(port)", "--dial-timeout=2s", "--command-timeout=5s"]
+                                                     + Self.clientFlags(certs, cert) + arguments, environment: ["ETCDCTL_API": "3"], input: nil)
+                return "\(result.status) \(result.out) \(result.err.split(separator: "\n").last.map(String.init) ?? "")"
+            }
+            for arguments in setup { _ = try run("client", arguments) }
+            transcripts.append(try steps.map { try run($0.cert, $0.arguments) })
+        }
+        for (index, step) in steps.enumerated() {
+            #expect(transcripts[0][index] == transcripts[1][index], "\(step): ours \(transcripts[0][index]) vs etcd \(transcripts[1][index])")
+        }
+        #expect(transcripts[0][3].contains("permission denied"), "\(transcripts[0][3])")
+        #expect(transcripts[0][0].hasPrefix("0 OK"), "\(transcripts[0][0])")
+    }
+
     /// The same TLS settings from etcd's config-file block and from `ETCD_*` variables.
     @Test func configFileAndEnvironmentCarryTLS() throws {
         let certs = try Self.certificates()
