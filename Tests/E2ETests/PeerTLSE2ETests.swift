@@ -92,7 +92,14 @@ final class Joiner {
         clientPort = try EtcdProcess.freePort()
         peerURL = "https://127.0.0.1:\(try EtcdProcess.freePort())"
         dataDir = cluster.root + "/" + name
-        let added = try cluster.etcdctl(["member", "add", name, "--peer-urls", peerURL])
+        // --strict-reconfig-check refuses an add until the members have been
+        // connected a while (etcd's "unhealthy cluster"): retried, bounded.
+        var added = try cluster.etcdctl(["member", "add", name, "--peer-urls", peerURL])
+        let deadline = Date().addingTimeInterval(20)
+        while added.status != 0 && added.err.contains("unhealthy cluster") && Date() < deadline {
+            Thread.sleep(forTimeInterval: 0.5)
+            added = try cluster.etcdctl(["member", "add", name, "--peer-urls", peerURL])
+        }
         guard added.status == 0 else { throw EtcdProcess.ProcessError.timedOut(["member add: \(added.err)"]) }
         let initial = cluster.initialCluster + ",\(name)=\(peerURL)"
         process.executableURL = URL(fileURLWithPath: EtcdProcess.binary)
