@@ -62,6 +62,7 @@ extension EtcdFlag {
         EtcdFlag("watch-progress-notify-interval", .duration, "", key: .watchProgressNotifyInterval),
         EtcdFlag("snapshot-catchup-entries", .integer, "", key: .snapshotCatchUpEntries),
         EtcdFlag("corrupt-check-time", .duration, "", key: .corruptCheckTime),
+        EtcdFlag("compact-hash-check-time", .duration, "", key: .compactHashCheckTime),
     ]
 
     /// etcd 3.6's flags that we do not implement, with etcd's defaults.
@@ -154,9 +155,6 @@ extension EtcdFlag {
         EtcdFlag("experimental-distributed-tracing-sampling-rate", .integer, "0"),
         EtcdFlag("distributed-tracing-sampling-rate", .integer, "0"),
         // experimental / feature gates
-        EtcdFlag("experimental-compact-hash-check-enabled", .bool, "false"),
-        EtcdFlag("experimental-compact-hash-check-time", .duration, "1m"),
-        EtcdFlag("compact-hash-check-time", .duration, "1m"),
         EtcdFlag("experimental-enable-lease-checkpoint", .bool, "false"),
         EtcdFlag("experimental-compaction-batch-limit", .integer, "1000"),
         EtcdFlag("compaction-batch-limit", .integer, "1000"),
@@ -190,9 +188,9 @@ extension EtcdFlag {
 extension ConfigKey {
     var kind: EtcdFlag.Kind {
         switch self {
-        case .preVote, .forceNewCluster, .strictReconfigCheck, .initialCorruptCheck: return .bool
+        case .preVote, .forceNewCluster, .strictReconfigCheck, .initialCorruptCheck, .compactHashCheckEnabled: return .bool
         case .watchProgressNotifyInterval, .grpcKeepaliveMinTime, .grpcKeepaliveInterval, .grpcKeepaliveTimeout,
-             .downgradeCheckTime, .corruptCheckTime: return .duration
+             .downgradeCheckTime, .corruptCheckTime, .compactHashCheckTime: return .duration
         case .snapshotCount, .heartbeatInterval, .electionTimeout, .maxRequestBytes, .maxTxnOps, .quotaBackendBytes,
              .snapshotCatchUpEntries, .maxConcurrentStreams, .maxLearners: return .integer
         default: return .string

@@ -34,6 +34,8 @@ public enum ConfigKey: String, CaseIterable, Sendable {
     case downgradeCheckTime = "downgrade-check-time"
     case initialCorruptCheck = "experimental-initial-corrupt-check"
     case corruptCheckTime = "experimental-corrupt-check-time"
+    case compactHashCheckEnabled = "experimental-compact-hash-check-enabled"
+    case compactHashCheckTime = "experimental-compact-hash-check-time"
     case featureGates = "feature-gates"
     case autoCompactionMode = "auto-compaction-mode"
     case autoCompactionRetention = "auto-compaction-retention"
@@ -178,8 +180,9 @@ extension ServerConfig {
         }
     }
 
-    /// --experimental-initial-corrupt-check, --experimental-corrupt-check-time
-    /// and --feature-gates (of which we implement InitialCorruptCheck; any
+    /// --experimental-initial-corrupt-check, --experimental-corrupt-check-time,
+    /// --experimental-compact-hash-check-enabled/-time and --feature-gates
+    /// (of which we implement InitialCorruptCheck and CompactHashCheck; any
     /// other gate set away from etcd's default refuses the start, naming it).
     private mutating func applyCorruptionSettings(_ settings: [ConfigKey: String]) throws(SettingsError) {
         let experimental = settings[.initialCorruptCheck]
@@ -196,6 +199,25 @@ extension ServerConfig {
             }
             corruptCheckTimeMilliseconds = milliseconds
         }
+        let experimentalCompact = settings[.compactHashCheckEnabled]
+        if let text = experimentalCompact {
+            guard let value = GoBool.parse(text) else {
+                throw .invalid(key: ConfigKey.compactHashCheckEnabled.rawValue, value: text, reason: "expected true or false")
+            }
+            compactHashCheck = value
+        }
+        if let text = settings[.compactHashCheckTime] {
+            guard let milliseconds = GoDuration.milliseconds(text) else {
+                throw .invalid(key: ConfigKey.compactHashCheckTime.rawValue, value: text,
+                               reason: "expected a duration, such as 10m, 30s or 500ms")
+            }
+            // etcd's Validate: the interval must be positive.
+            guard milliseconds > 0 else {
+                throw .invalid(key: ConfigKey.compactHashCheckTime.rawValue, value: text,
+                               reason: "--\(ConfigKey.compactHashCheckTime.rawValue) must be >0 (set to \(text))")
+            }
+            compactHashCheckTimeMilliseconds = milliseconds
+        }
         guard let text = settings[.featureGates] else { return }
         let gates = try FeatureGates.parse(text)
         if let value = gates["InitialCorruptCheck"] {
@@ -204,6 +226,13 @@ extension ServerConfig {
                     "cannot specify both flags: --experimental-initial-corrupt-check=\(experimental) and --feature-gates=InitialCorruptCheck=\(value) at the same time, please just use --feature-gates=InitialCorruptCheck=\(value)")
             }
             initialCorruptCheck = value
+        }
+        if let value = gates["CompactHashCheck"] {
+            if let experimentalCompact {
+                throw .invalid(key: ConfigKey.featureGates.rawValue, value: text, reason:
+                    "cannot specify both flags: --experimental-compact-hash-check-enabled=\(experimentalCompact) and --feature-gates=CompactHashCheck=\(value) at the same time, please just use --feature-gates=CompactHashCheck=\(value)")
+            }
+            compactHashCheck = value
         }
     }
 
@@ -229,10 +258,10 @@ extension ServerConfig {
 }
 
 /// etcd 3.6's `--feature-gates=Name=bool,...` (Kubernetes' feature-gate
-/// syntax and errors). We implement InitialCorruptCheck; the other gates
-/// are accepted only at etcd's defaults.
+/// syntax and errors). We implement InitialCorruptCheck and
+/// CompactHashCheck; the other gates are accepted only at etcd's defaults.
 enum FeatureGates {
-    static let implemented: Set<String> = ["InitialCorruptCheck"]
+    static let implemented: Set<String> = ["InitialCorruptCheck", "CompactHashCheck"]
     /// etcd 3.6's server gates and their defaults (plus Kubernetes' AllAlpha/AllBeta).
     static let etcdDefaults: [String: Bool] = [
         "InitialCorruptCheck": false, "CompactHashCheck": false, "StopGRPCServiceOnDefrag": false,
