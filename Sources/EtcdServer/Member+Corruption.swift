@@ -307,12 +307,18 @@ extension Member {
         guard config.compactHashCheck, interval > 0, !environment.manualLoop else { return }
         logger.info("enabled compact hash check", metadata: [
             "local-member-id": "\(String(memberID, radix: 16))", "interval": "\(Duration.milliseconds(interval))"])
+        whileLeading(every: interval) { member in _ = await member.checkCompactionHashes() }
+    }
+
+    /// Runs `check` every `milliseconds` while this member runs and leads,
+    /// until it stops.
+    private func whileLeading(every milliseconds: Int, _ check: @escaping @Sendable (Member) async -> Void) {
         corruptionMonitor.start { [weak self] in
             while !Task.isCancelled {
-                try? await Task.sleep(for: .milliseconds(interval))
+                try? await Task.sleep(for: .milliseconds(milliseconds))
                 guard let self, !Task.isCancelled, !self.mailbox.isFinished else { return }
                 guard self.raftStatus().leader == self.memberID else { continue }
-                _ = await self.checkCompactionHashes()
+                await check(self)
             }
         }
     }
@@ -325,14 +331,9 @@ extension Member {
         guard interval > 0, !environment.manualLoop else { return }
         logger.info("enabled corruption checking", metadata: [
             "local-member-id": "\(String(memberID, radix: 16))", "interval": "\(Duration.milliseconds(interval))"])
-        corruptionMonitor.start { [weak self] in
-            while !Task.isCancelled {
-                try? await Task.sleep(for: .milliseconds(interval))
-                guard let self, !Task.isCancelled, !self.mailbox.isFinished else { return }
-                guard self.raftStatus().leader == self.memberID else { continue }
-                do { _ = try await self.checkHashKV() } catch {
-                    self.logger.warning("failed to check hash KV", metadata: ["error": "\(error)"])
-                }
+        whileLeading(every: interval) { member in
+            do { _ = try await member.checkHashKV() } catch {
+                member.logger.warning("failed to check hash KV", metadata: ["error": "\(error)"])
             }
         }
     }

@@ -123,16 +123,20 @@ extension ServerConfig {
         if let value = try duration(.grpcKeepaliveInterval, minimumMilliseconds: 1) { grpcKeepaliveIntervalMilliseconds = value }
         if let value = try duration(.grpcKeepaliveTimeout, minimumMilliseconds: 1) { grpcKeepaliveTimeoutMilliseconds = value }
         if let value = try duration(.downgradeCheckTime, minimumMilliseconds: 1) { downgradeCheckTimeMilliseconds = value }
+        if let value = try duration(.corruptCheckTime, minimumMilliseconds: 0) { corruptCheckTimeMilliseconds = value }
+        // etcd refuses a compaction hash check interval that is not > 0.
+        if let value = try duration(.compactHashCheckTime, minimumMilliseconds: 1) { compactHashCheckTimeMilliseconds = value }
         if let value: UInt64 = try integer(.snapshotCatchUpEntries, 1...UInt64(Int32.max)) { snapshotCatchUpEntries = value }
         for (key, setting) in [(ConfigKey.preVote, \ServerConfig.preVote), (.forceNewCluster, \.forceNewCluster),
-                               (.strictReconfigCheck, \.strictReconfigCheck)] {
+                               (.strictReconfigCheck, \.strictReconfigCheck), (.initialCorruptCheck, \.initialCorruptCheck),
+                               (.compactHashCheckEnabled, \.compactHashCheck)] {
             guard let text = settings[key] else { continue }
             guard let value = GoBool.parse(text) else {
                 throw .invalid(key: key.rawValue, value: text, reason: "expected true or false")
             }
             self[keyPath: setting] = value
         }
-        try applyCorruptionSettings(settings)
+        try applyFeatureGates(settings)
         // etcd checks the mode even while auto-compaction is off.
         let mode = settings[.autoCompactionMode] ?? "periodic"
         guard mode == "periodic" || mode == "revision" else {
@@ -180,59 +184,21 @@ extension ServerConfig {
         }
     }
 
-    /// --experimental-initial-corrupt-check, --experimental-corrupt-check-time,
-    /// --experimental-compact-hash-check-enabled/-time and --feature-gates
-    /// (of which we implement InitialCorruptCheck and CompactHashCheck; any
-    /// other gate set away from etcd's default refuses the start, naming it).
-    private mutating func applyCorruptionSettings(_ settings: [ConfigKey: String]) throws(SettingsError) {
-        let experimental = settings[.initialCorruptCheck]
-        if let text = experimental {
-            guard let value = GoBool.parse(text) else {
-                throw .invalid(key: ConfigKey.initialCorruptCheck.rawValue, value: text, reason: "expected true or false")
-            }
-            initialCorruptCheck = value
-        }
-        if let text = settings[.corruptCheckTime] {
-            guard let milliseconds = GoDuration.milliseconds(text) else {
-                throw .invalid(key: ConfigKey.corruptCheckTime.rawValue, value: text,
-                               reason: "expected a duration, such as 10m, 30s or 500ms")
-            }
-            corruptCheckTimeMilliseconds = milliseconds
-        }
-        let experimentalCompact = settings[.compactHashCheckEnabled]
-        if let text = experimentalCompact {
-            guard let value = GoBool.parse(text) else {
-                throw .invalid(key: ConfigKey.compactHashCheckEnabled.rawValue, value: text, reason: "expected true or false")
-            }
-            compactHashCheck = value
-        }
-        if let text = settings[.compactHashCheckTime] {
-            guard let milliseconds = GoDuration.milliseconds(text) else {
-                throw .invalid(key: ConfigKey.compactHashCheckTime.rawValue, value: text,
-                               reason: "expected a duration, such as 10m, 30s or 500ms")
-            }
-            // etcd's Validate: the interval must be positive.
-            guard milliseconds > 0 else {
-                throw .invalid(key: ConfigKey.compactHashCheckTime.rawValue, value: text,
-                               reason: "--\(ConfigKey.compactHashCheckTime.rawValue) must be >0 (set to \(text))")
-            }
-            compactHashCheckTimeMilliseconds = milliseconds
-        }
+    /// --feature-gates (of which we implement InitialCorruptCheck and
+    /// CompactHashCheck; any other gate set away from etcd's default refuses
+    /// the start, naming it); an implemented gate and its experimental
+    /// flag (already applied) may not both be given.
+    private mutating func applyFeatureGates(_ settings: [ConfigKey: String]) throws(SettingsError) {
         guard let text = settings[.featureGates] else { return }
         let gates = try FeatureGates.parse(text)
-        if let value = gates["InitialCorruptCheck"] {
-            if let experimental {
+        for (gate, flag, setting) in [("InitialCorruptCheck", ConfigKey.initialCorruptCheck, \ServerConfig.initialCorruptCheck),
+                                      ("CompactHashCheck", .compactHashCheckEnabled, \.compactHashCheck)] {
+            guard let value = gates[gate] else { continue }
+            if let experimental = settings[flag] {
                 throw .invalid(key: ConfigKey.featureGates.rawValue, value: text, reason:
-                    "cannot specify both flags: --experimental-initial-corrupt-check=\(experimental) and --feature-gates=InitialCorruptCheck=\(value) at the same time, please just use --feature-gates=InitialCorruptCheck=\(value)")
+                    "cannot specify both flags: --\(flag.rawValue)=\(experimental) and --feature-gates=\(gate)=\(value) at the same time, please just use --feature-gates=\(gate)=\(value)")
             }
-            initialCorruptCheck = value
-        }
-        if let value = gates["CompactHashCheck"] {
-            if let experimentalCompact {
-                throw .invalid(key: ConfigKey.featureGates.rawValue, value: text, reason:
-                    "cannot specify both flags: --experimental-compact-hash-check-enabled=\(experimentalCompact) and --feature-gates=CompactHashCheck=\(value) at the same time, please just use --feature-gates=CompactHashCheck=\(value)")
-            }
-            compactHashCheck = value
+            self[keyPath: setting] = value
         }
     }
 

@@ -98,22 +98,4 @@ import Testing
         #expect(store.compactionHashes.isEmpty)
         try store.backend.close()
     }
-
-    /// A compaction resumed after a restart may have removed entries in its
-    /// first run: it records no hash rather than a wrong one.
-    @Test func aResumedCompactionRecordsNoHash() throws {
-        let dir = TemporaryDirectory()
-        do {
-            let store = try dir.openStore(StoreConfig(compactionBatchLimit: 3))
-            for i in 0..<20 { _ = try store.put(putRequest("k\(i % 4)", "v\(i)")) }
-            _ = try store.compact(15)
-            #expect(try !store.compactionStep())
-            try store.backend.close()
-        }
-        let store = try dir.openStore()
-        #expect(store.hasPendingCompaction)
-        try store.finishCompaction()
-        #expect(store.compactionHashes.isEmpty)
-        try store.backend.close()
-    }
 }

@@ -261,6 +261,8 @@ import Testing
         #expect(store.compactRevision == 15 && store.currentRevision == 21)
         #expect(store.hasPendingCompaction)
         try store.finishCompaction()
+        // Its first run may have removed entries: it records no hash rather than a wrong one.
+        #expect(store.compactionHashes.isEmpty)
         let entries = try store.backend.read { try $0.committedCount(.key) } + store.backend.pendingWriteCount
         #expect(entries > 0)
         #expect(try store.range(rangeRequest("k0", "k9", revision: 15)).count == 4)
