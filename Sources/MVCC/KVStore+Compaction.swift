@@ -24,15 +24,20 @@ struct CompactionJob {
 /// `hashKV` rules).
 struct CompactionHasher {
     let previousCompactRevision: Int64
+    /// What `hashKV` keeps at the compaction revision (`KeyIndex.keep`):
+    /// unlike the compaction's own set, no tombstone at exactly that
+    /// revision, so the hash equals `hashKV`'s.
+    let keep: Set<Revision>
     var crc: CRC32C
 
-    init(previousCompactRevision: Int64) {
+    init(previousCompactRevision: Int64, keep: Set<Revision>) {
         self.previousCompactRevision = previousCompactRevision
+        self.keep = keep
         crc = CRC32C()
         crc.update(Bucket.key.nameBytes)
     }
 
-    mutating func add(_ key: [UInt8], _ value: [UInt8], at revision: Revision, keep: Set<Revision>) {
+    mutating func add(_ key: [UInt8], _ value: [UInt8], at revision: Revision) {
         if revision.main <= previousCompactRevision && !keep.isEmpty && !keep.contains(revision) { return }
         crc.update(key)
         crc.update(value)
@@ -78,13 +83,17 @@ extension KVStore {
     /// the hash at the compaction when `hashing`. Caller holds the write
     /// lock (or is restoring).
     func startCompaction(at revision: Int64, hashing: Bool) {
-        let previous = compactRev
+        var hasher: CompactionHasher?
+        if hashing {
+            var hashKeep = Set<Revision>()
+            index.forEach { keyIndex in keyIndex.keep(revision, into: &hashKeep) }
+            hasher = CompactionHasher(previousCompactRevision: compactRev, keep: hashKeep)
+        }
         compactRev = revision
         var keep = Set<Revision>()
         index.forEach { keyIndex in keyIndex.compact(revision, keep: &keep) }
         index.removeAll { $0.isEmpty }
-        compactionJob = CompactionJob(revision: revision, keep: keep, next: RevisionKey.encode(Revision(main: 0)),
-                                      hasher: hashing ? CompactionHasher(previousCompactRevision: previous) : nil)
+        compactionJob = CompactionJob(revision: revision, keep: keep, next: RevisionKey.encode(Revision(main: 0)), hasher: hasher)
     }
 
     /// Whether removed revisions are still waiting to leave the backend.
@@ -114,7 +123,7 @@ extension KVStore {
             for (key, value) in scanned {
                 guard let (revision, _) = RevisionKey.decode(key) else { continue }
                 last = revision
-                job.hasher?.add(key, value, at: revision, keep: job.keep)
+                job.hasher?.add(key, value, at: revision)
                 if !job.keep.contains(revision) {
                     try backend.delete(.key, key: key)
                 }

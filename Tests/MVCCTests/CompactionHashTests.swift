@@ -98,4 +98,29 @@ import Testing
         #expect(store.compactionHashes.isEmpty)
         try store.backend.close()
     }
+
+    /// The compaction keeps a tombstone at exactly its revision (for
+    /// watchers) where HashKV's rule does not: the hash follows HashKV's,
+    /// also when that leaves nothing alive (then nothing is left out).
+    @Test func aTombstoneAtTheCompactionRevisionHashesAsHashKVDoes() throws {
+        let dir = TemporaryDirectory()
+        let store = try dir.openStore()
+        _ = try store.put(putRequest("a", "1"))  // 2
+        _ = try store.put(putRequest("a", "2"))  // 3
+        _ = try store.compact(2)
+        try store.finishCompaction()
+        _ = try store.deleteRange(deleteRequest("a"))  // 4
+        let before = try store.hashKV(4).hash
+        _ = try store.compact(4)
+        try store.finishCompaction()
+        #expect(store.compactionHashes.last == before)
+        _ = try store.put(putRequest("b", "1"))  // 5
+        _ = try store.put(putRequest("c", "1"))  // 6
+        _ = try store.deleteRange(deleteRequest("b"))  // 7
+        let withLiveKey = try store.hashKV(7).hash
+        _ = try store.compact(7)
+        try store.finishCompaction()
+        #expect(store.compactionHashes.last == withLiveKey)
+        try store.backend.close()
+    }
 }
