@@ -62,6 +62,9 @@ final class OnlineDefrag: Sendable {
 
     let temporaryPath: String
     let limitBytes: Int
+    /// Where the job's background work runs (the copy and catch-up, and
+    /// removing the old file after the swap).
+    let runInBackground: @Sendable (@escaping @Sendable () -> Void) -> Void
     let state = Mutex(State())
     /// Signalled when the background thread is done.
     private let done = DispatchSemaphore(value: 0)
@@ -70,9 +73,11 @@ final class OnlineDefrag: Sendable {
     /// The writer takes over when this many batches or fewer are waiting.
     static let handOverBatches = 2
 
-    init(temporaryPath: String, limitBytes: Int) {
+    init(temporaryPath: String, limitBytes: Int,
+         runInBackground: @escaping @Sendable (@escaping @Sendable () -> Void) -> Void) {
         self.temporaryPath = temporaryPath
         self.limitBytes = limitBytes
+        self.runInBackground = runInBackground
     }
 
     var phase: Phase { state.withLock { $0.phase } }
@@ -196,21 +201,7 @@ final class OnlineDefrag: Sendable {
         if rc == 0 { rc = mdb_env_set_mapsize(env, max(mapSizeBytes, Backend.fileSize(path) ?? 0)) }
         if rc == 0 { rc = mdb_env_open(env, path, UInt32(MDB_NOSUBDIR | MDB_NOTLS | MDB_NOLOCK | MDB_NOSYNC), 0o600) }
         guard rc == 0 else { throw failure(rc, "mdb_env_open") }
-        var txn: OpaquePointer?
-        rc = mdb_txn_begin(env, nil, 0, &txn)
-        guard rc == 0, let txn else { throw failure(rc, "mdb_txn_begin") }
-        var dbis: [MDB_dbi] = []
-        for bucket in Bucket.allCases {
-            var dbi: MDB_dbi = 0
-            rc = mdb_dbi_open(txn, bucket.rawValue, UInt32(MDB_CREATE), &dbi)
-            guard rc == 0 else {
-                mdb_txn_abort(txn)
-                throw failure(rc, "mdb_dbi_open \(bucket.rawValue)")
-            }
-            dbis.append(dbi)
-        }
-        rc = mdb_txn_commit(txn)
-        guard rc == 0 else { throw failure(rc, "mdb_txn_commit") }
+        let dbis = try Backend.openBuckets(in: env, failure: failure)
         opened = true
         return TargetEnvironment(env: env, dbis: dbis)
     }
@@ -246,15 +237,14 @@ extension Backend {
     /// background thread by default; run in place it returns with the copy
     /// ready to swap in. Writer thread.
     public func startOnlineDefragment(
-        run: @escaping (@escaping @Sendable () -> Void) -> Void = { DispatchQueue.global().async(execute: $0) }
+        run: @escaping @Sendable (@escaping @Sendable () -> Void) -> Void = { DispatchQueue.global().async(execute: $0) }
     ) throws(BackendError) {
         guard onlineDefrag == nil else { return }
         try forceCommit()
         if mapSize < config.quotaBytes { try growMap(to: config.quotaBytes) }
-        let job = OnlineDefrag(temporaryPath: path + ".defrag", limitBytes: config.defragJournalLimitBytes)
+        let job = OnlineDefrag(temporaryPath: path + ".defrag", limitBytes: config.defragJournalLimitBytes, runInBackground: run)
         onlineDefrag = job
         let mapSizeBytes = config.quotaBytes
-        defragRunner = run
         run { [self] in job.run(copyingFrom: self, mapSizeBytes: mapSizeBytes) }
     }
 
@@ -306,28 +296,14 @@ extension Backend {
         job.state.withLock { $0.target = nil }
         mdb_env_close(target.env)
         try Backend.fsyncFile(job.temporaryPath)
-        let temporary = job.temporaryPath
         // A second name for the old file, so the rename below does not free
         // its blocks (a tenth of a second for a GiB here) while readers
         // wait; it is removed afterwards, off the writer thread.
         let retired = path + ".retired"
         unlink(retired)
         let keptOld = link(path, retired) == 0
-        try withExclusiveEnvironment { () throws(BackendError) in
-            closeEnvironmentForReplacement()
-            guard rename(temporary, path) == 0 else {
-                let code = errno
-                unlink(temporary)
-                try reopenEnvironment()
-                throw .io(operation: "rename", path: path, errno: code)
-            }
-            try Backend.fsyncDirectory(of: path)
-            try reopenEnvironment()
-        }
-        if keptOld {
-            let run = defragRunner ?? { $0() }
-            run { unlink(retired) }
-        }
+        try installCopy(at: job.temporaryPath)
+        if keptOld { job.runInBackground { unlink(retired) } }
     }
 
     /// Stops a running online defragmentation, waiting for its copy to end,

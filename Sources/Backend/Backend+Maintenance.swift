@@ -52,17 +52,7 @@ extension Backend {
             throw lmdbError(rc, "mdb_env_copyfd2")
         }
         try Backend.fsyncFile(temporary)
-        try withExclusiveEnvironment { () throws(BackendError) in
-            closeEnvironmentForReplacement()
-            guard rename(temporary, path) == 0 else {
-                let code = errno
-                unlink(temporary)
-                try reopenEnvironment()
-                throw .io(operation: "rename", path: path, errno: code)
-            }
-            try Backend.fsyncDirectory(of: path)
-            try reopenEnvironment()
-        }
+        try installCopy(at: temporary)
     }
 
     /// Installs the LMDB file at `source` (a copy made by `snapshot` or

@@ -110,10 +110,8 @@ public final class Backend: @unchecked Sendable {
     private let published: Mutex<Published>
 
     // Writer state: touched only by the writer thread.
-    /// The online defragmentation in progress, if any, and where it runs
-    /// its background work.
+    /// The online defragmentation in progress, if any.
     var onlineDefrag: OnlineDefrag?
-    var defragRunner: ((@escaping @Sendable () -> Void) -> Void)?
     private var writeTxn: OpaquePointer?
     private var writeTxnThread: pthread_t?
     private var pending: PendingBatch
@@ -187,27 +185,35 @@ public final class Backend: @unchecked Sendable {
         guard rc == 0 else { throw lmdbError(rc, "mdb_env_open") }
 
         // Create every bucket up front so all members hash the same set.
-        var txn: OpaquePointer?
-        rc = mdb_txn_begin(handle, nil, 0, &txn)
-        guard rc == 0, let txn else { throw lmdbError(rc, "mdb_txn_begin") }
-        var opened: [MDB_dbi] = []
-        for bucket in Bucket.allCases {
-            var dbi: MDB_dbi = 0
-            rc = mdb_dbi_open(txn, bucket.rawValue, UInt32(MDB_CREATE), &dbi)
-            guard rc == 0 else {
-                mdb_txn_abort(txn)
-                throw lmdbError(rc, "mdb_dbi_open \(bucket.rawValue)")
-            }
-            opened.append(dbi)
-        }
-        rc = mdb_txn_commit(txn)
-        guard rc == 0 else { throw lmdbError(rc, "mdb_txn_commit") }
+        let opened = try Backend.openBuckets(in: handle) { rc, operation in lmdbError(rc, operation) }
         var info = MDB_envinfo()
         mdb_env_info(handle, &info)
         env = handle
         dbis = opened
         mapSizeBytes = info.me_mapsize
         ok = true
+    }
+
+    /// Opens (creating them if needed) every bucket of `env` in one write
+    /// transaction, in `Bucket.allCases` order; `failure` names an LMDB
+    /// error by its operation.
+    static func openBuckets(in env: OpaquePointer, failure: (Int32, String) -> BackendError) throws(BackendError) -> [MDB_dbi] {
+        var txn: OpaquePointer?
+        var rc = mdb_txn_begin(env, nil, 0, &txn)
+        guard rc == 0, let txn else { throw failure(rc, "mdb_txn_begin") }
+        var opened: [MDB_dbi] = []
+        for bucket in Bucket.allCases {
+            var dbi: MDB_dbi = 0
+            rc = mdb_dbi_open(txn, bucket.rawValue, UInt32(MDB_CREATE), &dbi)
+            guard rc == 0 else {
+                mdb_txn_abort(txn)
+                throw failure(rc, "mdb_dbi_open \(bucket.rawValue)")
+            }
+            opened.append(dbi)
+        }
+        rc = mdb_txn_commit(txn)
+        guard rc == 0 else { throw failure(rc, "mdb_txn_commit") }
+        return opened
     }
 
     /// Commits the open batch and closes the environment. Writer thread.
@@ -621,6 +627,24 @@ public final class Backend: @unchecked Sendable {
     func closeEnvironmentForReplacement() {
         mdb_env_close(env)
         env = nil
+    }
+
+    /// Renames `copy` (a rewrite of the backend's file, flushed) over the
+    /// file and reopens the environment, readers shut out meanwhile. When
+    /// the rename fails the copy is removed and the old file reopened.
+    /// Writer thread, no batch open.
+    func installCopy(at copy: String) throws(BackendError) {
+        try withExclusiveEnvironment { () throws(BackendError) in
+            closeEnvironmentForReplacement()
+            guard rename(copy, path) == 0 else {
+                let code = errno
+                unlink(copy)
+                try reopenEnvironment()
+                throw .io(operation: "rename", path: path, errno: code)
+            }
+            try Backend.fsyncDirectory(of: path)
+            try reopenEnvironment()
+        }
     }
 
     func reopenEnvironment() throws(BackendError) {

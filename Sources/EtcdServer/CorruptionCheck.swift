@@ -65,3 +65,77 @@ package enum CorruptionCheck {
         return faults
     }
 }
+
+extension CorruptionCheck {
+    /// What the leader learned about one of its compaction hashes
+    /// (etcd 3.6's `checkPeerHashes`).
+    package enum CompactionVerdict: Equatable, Sendable {
+        /// Every peer answered at the leader's compaction revision with the
+        /// leader's hash: this revision and all older ones are checked.
+        case consistent(peersChecked: Int)
+        /// The hashes that answered agree, but not every peer could be
+        /// compared: try the next older hash.
+        case incomplete(peersChecked: Int)
+        /// Hashes differ. `alarms`: the members to raise CORRUPT for (the
+        /// ones outside a majority with one hash, or 0, the whole cluster,
+        /// when no hash has a majority); `minority`: every group of members
+        /// outside the majority, by hash, for the log.
+        case mismatch(alarms: [UInt64], minority: [(hash: UInt32, members: [UInt64])])
+
+        package static func == (lhs: Self, rhs: Self) -> Bool {
+            switch (lhs, rhs) {
+            case let (.consistent(a), .consistent(b)), let (.incomplete(a), .incomplete(b)): return a == b
+            case let (.mismatch(a, x), .mismatch(b, y)):
+                return a == b && x.map(\.hash) == y.map(\.hash) && x.map(\.members) == y.map(\.members)
+            default: return false
+            }
+        }
+    }
+
+    /// The compaction hash check's rule for one of the leader's compaction
+    /// hashes and its peers' answers at that revision (nil: no answer). A
+    /// peer counts only when it answers for the same previous compaction
+    /// revision (its hash is then of the same history); members are grouped
+    /// by hash, the leader included.
+    static func compactionVerdict(leaderID: UInt64, leader: CompactionHash, peers: [(id: UInt64, answer: PeerHash?)])
+        -> CompactionVerdict {
+        var groups: [UInt32: [UInt64]] = [leader.hash: [leaderID]]
+        var checked = 0
+        for (id, answer) in peers {
+            guard let answer, answer.compactRevision == leader.compactRevision else { continue }
+            checked += 1
+            groups[answer.hash, default: []].append(id)
+        }
+        guard groups.count > 1 else {
+            return checked == peers.count ? .consistent(peersChecked: checked) : .incomplete(peersChecked: checked)
+        }
+        let quorum = (peers.count + 1) / 2 + 1
+        let majority = groups.first { $0.value.count >= quorum }?.key
+        let minority = groups.filter { $0.key != majority }
+            .map { (hash: $0.key, members: $0.value.sorted()) }
+            .sorted { $0.members.first ?? 0 < $1.members.first ?? 0 }
+        let alarms = majority == nil ? [0] : minority.flatMap(\.members).sorted()
+        return .mismatch(alarms: alarms, minority: minority)
+    }
+
+    /// A hash a member recorded when it compacted: the HashKV at
+    /// `revision` over the history after `compactRevision`, the compaction
+    /// before it.
+    package struct CompactionHash: Equatable, Sendable {
+        package var hash: UInt32
+        package var revision: Int64
+        package var compactRevision: Int64
+
+        package init(hash: UInt32, revision: Int64, compactRevision: Int64) {
+            self.hash = hash
+            self.revision = revision
+            self.compactRevision = compactRevision
+        }
+    }
+
+    /// The hashes still to check, newest first: those after `checked`, the
+    /// newest compaction revision the whole cluster agreed on.
+    static func unchecked(_ hashes: [CompactionHash], after checked: Int64) -> [CompactionHash] {
+        hashes.filter { $0.revision > checked }.sorted { $0.revision > $1.revision }
+    }
+}

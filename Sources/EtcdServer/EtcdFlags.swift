@@ -63,6 +63,7 @@ extension EtcdFlag {
         EtcdFlag("snapshot-catchup-entries", .integer, "", key: .snapshotCatchUpEntries),
         EtcdFlag("corrupt-check-time", .duration, "", key: .corruptCheckTime),
         EtcdFlag("experimental-peer-skip-client-san-verification", .bool, "", key: .peerSkipClientSANVerification),
+        EtcdFlag("compact-hash-check-time", .duration, "", key: .compactHashCheckTime),
     ]
 
     /// etcd 3.6's flags that we do not implement, with etcd's defaults.
@@ -128,9 +129,6 @@ extension EtcdFlag {
         EtcdFlag("experimental-distributed-tracing-sampling-rate", .integer, "0"),
         EtcdFlag("distributed-tracing-sampling-rate", .integer, "0"),
         // experimental / feature gates
-        EtcdFlag("experimental-compact-hash-check-enabled", .bool, "false"),
-        EtcdFlag("experimental-compact-hash-check-time", .duration, "1m"),
-        EtcdFlag("compact-hash-check-time", .duration, "1m"),
         EtcdFlag("experimental-enable-lease-checkpoint", .bool, "false"),
         EtcdFlag("experimental-compaction-batch-limit", .integer, "1000"),
         EtcdFlag("compaction-batch-limit", .integer, "1000"),
@@ -162,10 +160,10 @@ extension EtcdFlag {
 extension ConfigKey {
     var kind: EtcdFlag.Kind {
         switch self {
-        case .preVote, .forceNewCluster, .strictReconfigCheck, .initialCorruptCheck, .clientCertAuth, .autoTLS,
+        case .preVote, .forceNewCluster, .strictReconfigCheck, .initialCorruptCheck, .compactHashCheckEnabled, .clientCertAuth, .autoTLS,
              .peerClientCertAuth, .peerAutoTLS, .peerSkipClientSANVerification: return .bool
         case .watchProgressNotifyInterval, .grpcKeepaliveMinTime, .grpcKeepaliveInterval, .grpcKeepaliveTimeout,
-             .downgradeCheckTime, .corruptCheckTime: return .duration
+             .downgradeCheckTime, .corruptCheckTime, .compactHashCheckTime: return .duration
         case .snapshotCount, .heartbeatInterval, .electionTimeout, .maxRequestBytes, .maxTxnOps, .quotaBackendBytes,
              .snapshotCatchUpEntries, .maxConcurrentStreams, .maxLearners, .selfSignedCertValidity, .bcryptCost, .authTokenTTL: return .integer
         default: return .string

@@ -63,8 +63,6 @@ final class Mailbox: Sendable {
         var readIndexRetries = 0
         /// Ticks the loop has taken (tests await one instead of sleeping).
         var ticks = 0
-        /// Whom the loop has heard from, and since when (published each tick).
-        var peerContact = PeerContact(gap: .seconds(1))
         /// Auto-compactions this member finished as leader (refusals as
         /// already compacted included).
         var autoCompactions = 0
@@ -86,6 +84,10 @@ final class Mailbox: Sendable {
     typealias DefragWaiter = @Sendable (Result<Void, any Error>) -> Void
 
     let state: Mutex<State>
+    /// Whom the loop has heard from, and since when (published each tick):
+    /// apart from `LoopStatus`, whose readers (headers, Status) have no use
+    /// for it, so only the strict reconfiguration check copies it.
+    let peerContact = Mutex(PeerContact(gap: .seconds(1)))
     let wakeup = NSCondition()
     private let loopMaySleep = Atomic<Bool>(false)
 

@@ -188,14 +188,8 @@ extension Member {
                 "leader-revision": "\(before.revision)", "leader-compact-revision": "\(before.compactRevision)",
                 "leader-hash": "\(before.hash)", "member-id": "\(String(fault.memberID, radix: 16))"])
         }
-        if !faults.isEmpty && !alarms.isActive(.corrupt, member: 0) {
-            // As etcd 3.4.23+/3.5.7+: member id 0, the whole cluster.
-            var alarm = Etcdserverpb_InternalRaftRequest()
-            alarm.alarm.action = .activate
-            alarm.alarm.memberID = 0
-            alarm.alarm.alarm = .corrupt
-            propose(.other(alarm), checking: {}, as: { $0 }) { _ in }
-        }
+        // As etcd 3.4.23+/3.5.7+: member id 0, the whole cluster.
+        if !faults.isEmpty { raiseCorruptAlarm(member: 0) }
         logger.info("finished peer corruption check", metadata: ["number-of-peers-checked": "\(answers.count)"])
     }
 
@@ -203,6 +197,130 @@ extension Member {
     /// members: their owner drives everything on one thread).
     private func offLoop(_ body: @escaping @Sendable () -> Void) {
         if environment.manualLoop { body() } else { DispatchQueue.global().async(execute: body) }
+    }
+
+    // MARK: - The compaction hash check
+
+    /// One pass of etcd 3.6's CompactHashCheck: the leader takes the hashes
+    /// it recorded at its last compactions (`KVStore.compactionHashes`) not
+    /// yet checked, newest first, and asks every peer for its hash at the
+    /// same revision; answers for another previous compaction revision (or
+    /// none) are skipped. When the hashes that answered differ it raises
+    /// CORRUPT (for the members outside a majority, or member 0 without one)
+    /// and stops; when every peer matched it remembers the revision and
+    /// stops; otherwise it tries the next older hash. `completion` gets the
+    /// verdicts in the order reached (on any thread; on the driving thread
+    /// for manual-loop members).
+    package func checkCompactionHashes(completion: @escaping @Sendable ([CorruptionCheck.CompactionVerdict]) -> Void) {
+        let id = String(memberID, radix: 16)
+        logger.info("starting compact hash check", metadata: ["local-member-id": "\(id)", "timeout": "\(requestTimeout)"])
+        let hashes = CorruptionCheck.unchecked(store.compactionHashes.map {
+            CorruptionCheck.CompactionHash(hash: $0.hash, revision: $0.revision, compactRevision: $0.compactRevision)
+        }, after: corruptionMonitor.latestCompactionChecked)
+        checkCompactionHashes(hashes[...], verdicts: []) { [logger] verdicts in
+            logger.info("finished compaction hash check", metadata: ["number-of-hashes-checked": "\(hashes.count)"])
+            completion(verdicts)
+        }
+    }
+
+    private func checkCompactionHashes(_ hashes: ArraySlice<CorruptionCheck.CompactionHash>,
+                                       verdicts: [CorruptionCheck.CompactionVerdict],
+                                       done: @escaping @Sendable ([CorruptionCheck.CompactionVerdict]) -> Void) {
+        guard let hash = hashes.first else { return done(verdicts) }
+        fetchPeerHashes(revision: hash.revision) { outcomes in
+            guard !outcomes.isEmpty else {
+                return self.checkCompactionHashes(hashes.dropFirst(), verdicts: verdicts, done: done)
+            }
+            let answers = outcomes.map { outcome -> (id: UInt64, answer: CorruptionCheck.PeerHash?) in
+                if case .answered(let answer) = outcome.1 { (outcome.0, answer) } else { (outcome.0, nil) }
+            }
+            let verdict = CorruptionCheck.compactionVerdict(leaderID: self.memberID, leader: hash, peers: answers)
+            self.report(verdict, for: hash, answers: answers)
+            if case .incomplete = verdict {
+                return self.checkCompactionHashes(hashes.dropFirst(), verdicts: verdicts + [verdict], done: done)
+            }
+            done(verdicts + [verdict])
+        }
+    }
+
+    private func report(_ verdict: CorruptionCheck.CompactionVerdict, for hash: CorruptionCheck.CompactionHash,
+                        answers: [(id: UInt64, answer: CorruptionCheck.PeerHash?)]) {
+        let leaderID = String(memberID, radix: 16)
+        for (peer, answer) in answers where answer?.compactRevision != hash.compactRevision {
+            let reason = answer.map {
+                "the peer's CompactRevision \($0.compactRevision) doesn't match leader's CompactRevision \(hash.compactRevision)"
+            } ?? "no response"
+            logger.warning("Skipped peer's hash", metadata: [
+                "number-of-peers": "\(answers.count)", "leader-id": "\(leaderID)",
+                "peer-id": "\(String(peer, radix: 16))", "reason": "\(reason)"])
+        }
+        let fields: Logger.Metadata = ["revision": "\(hash.revision)", "compactRevision": "\(hash.compactRevision)"]
+        switch verdict {
+        case .consistent(let checked):
+            logger.info("successfully checked hash on whole cluster",
+                        metadata: fields.merging(["number-of-peers-checked": "\(checked)"]) { $1 })
+            corruptionMonitor.markCompactionChecked(hash.revision)
+        case .incomplete(let checked):
+            logger.warning("skipped revision in compaction hash check; was not able to check all peers", metadata: fields.merging([
+                "number-of-peers-checked": "\(checked)", "number-of-peers": "\(answers.count)"]) { $1 })
+        case .mismatch(let alarmed, let minority):
+            let leader: Logger.Metadata = [
+                "leader-id": "\(leaderID)", "leader-revision": "\(hash.revision)",
+                "leader-compact-revision": "\(hash.compactRevision)", "leader-hash": "\(hash.hash)"]
+            if alarmed == [0] {
+                logger.error("Detected compaction hash mismatch but cannot identify the corrupted members, so intentionally set the memberID as 0",
+                             metadata: leader)
+            }
+            for group in minority {
+                logger.error("Detected compaction hash mismatch", metadata: leader.merging([
+                    "peer-hash": "\(group.hash)",
+                    "peer-ids": "[\(group.members.map { String($0, radix: 16) }.joined(separator: ","))]"]) { $1 })
+            }
+            for member in alarmed { raiseCorruptAlarm(member: member) }
+        }
+    }
+
+    /// Proposes the CORRUPT alarm for `member` (0: the whole cluster)
+    /// unless it is active already.
+    private func raiseCorruptAlarm(member: UInt64) {
+        guard !alarms.isActive(.corrupt, member: member) else { return }
+        var alarm = Etcdserverpb_InternalRaftRequest()
+        alarm.alarm.action = .activate
+        alarm.alarm.memberID = member
+        alarm.alarm.alarm = .corrupt
+        propose(.other(alarm), checking: {}, as: { $0 }) { _ in }
+    }
+
+    /// The async form of `checkCompactionHashes(completion:)`.
+    func checkCompactionHashes() async -> [CorruptionCheck.CompactionVerdict] {
+        await withCheckedContinuation { continuation in
+            checkCompactionHashes { continuation.resume(returning: $0) }
+        }
+    }
+
+    /// Starts etcd's `monitorCompactHash` (`CompactHashCheck`): every
+    /// `--experimental-compact-hash-check-time` the member, when it leads,
+    /// runs `checkCompactionHashes`. Not for manual-loop members (the
+    /// simulation schedules the checks itself).
+    func startCompactHashMonitor() {
+        let interval = config.compactHashCheckTimeMilliseconds
+        guard config.compactHashCheck, interval > 0, !environment.manualLoop else { return }
+        logger.info("enabled compact hash check", metadata: [
+            "local-member-id": "\(String(memberID, radix: 16))", "interval": "\(Duration.milliseconds(interval))"])
+        whileLeading(every: interval) { member in _ = await member.checkCompactionHashes() }
+    }
+
+    /// Runs `check` every `milliseconds` while this member runs and leads,
+    /// until it stops.
+    private func whileLeading(every milliseconds: Int, _ check: @escaping @Sendable (Member) async -> Void) {
+        corruptionMonitor.start { [weak self] in
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .milliseconds(milliseconds))
+                guard let self, !Task.isCancelled, !self.mailbox.isFinished else { return }
+                guard self.raftStatus().leader == self.memberID else { continue }
+                await check(self)
+            }
+        }
     }
 
     /// Starts etcd's `monitorKVHash`: every `--experimental-corrupt-check-time`
@@ -213,28 +331,33 @@ extension Member {
         guard interval > 0, !environment.manualLoop else { return }
         logger.info("enabled corruption checking", metadata: [
             "local-member-id": "\(String(memberID, radix: 16))", "interval": "\(Duration.milliseconds(interval))"])
-        corruptionMonitor.start { [weak self] in
-            while !Task.isCancelled {
-                try? await Task.sleep(for: .milliseconds(interval))
-                guard let self, !Task.isCancelled, !self.mailbox.isFinished else { return }
-                guard self.raftStatus().leader == self.memberID else { continue }
-                do { _ = try await self.checkHashKV() } catch {
-                    self.logger.warning("failed to check hash KV", metadata: ["error": "\(error)"])
-                }
+        whileLeading(every: interval) { member in
+            do { _ = try await member.checkHashKV() } catch {
+                member.logger.warning("failed to check hash KV", metadata: ["error": "\(error)"])
             }
         }
     }
 }
 
-/// The periodic check's task, cancelled when the member stops.
+/// The leader's corruption checks' tasks (cancelled when the member
+/// stops) and the compaction hash check's progress.
 final class CorruptionMonitor: Sendable {
-    private let task = Mutex<Task<Void, Never>?>(nil)
+    private let tasks = Mutex<[Task<Void, Never>]>([])
+    /// etcd's `latestRevisionChecked`: the newest compaction revision whose
+    /// hash every peer matched.
+    private let compactionChecked = Mutex<Int64>(0)
 
     func start(_ body: @escaping @Sendable () async -> Void) {
-        task.withLock { $0 = Task(operation: body) }
+        tasks.withLock { $0.append(Task(operation: body)) }
     }
 
     func stop() {
-        task.withLock { $0?.cancel() }
+        tasks.withLock { tasks in tasks.forEach { $0.cancel() } }
+    }
+
+    var latestCompactionChecked: Int64 { compactionChecked.withLock { $0 } }
+
+    func markCompactionChecked(_ revision: Int64) {
+        compactionChecked.withLock { $0 = max($0, revision) }
     }
 }

@@ -158,8 +158,8 @@ extension Member {
     /// nothing between followers), so only the leader can judge the
     /// cluster's contact; elsewhere the started-members checks apply alone.
     private func peerContact() -> PeerContact.View? {
-        let (leader, contact) = mailbox.state.withLock { ($0.status.leader, $0.status.peerContact) }
-        guard leader == memberID else { return nil }
+        guard raftStatus().leader == memberID else { return nil }
+        let contact = mailbox.peerContact.withLock { $0 }
         return PeerContact.View(contact: contact, now: environment.now(), healthInterval: ReconfigurationCheck.healthInterval)
     }
 

@@ -59,7 +59,7 @@ public final class Member: Sendable {
     let requestTimeout: Duration
     private let loop: RaftLoop
     private let watchSyncThread: WatchSyncThread
-    /// The leader's periodic corruption check (`Member+Corruption.swift`).
+    /// The leader's periodic and compaction hash checks (`Member+Corruption.swift`).
     let corruptionMonitor = CorruptionMonitor()
     let logger: Logger
 
@@ -138,6 +138,7 @@ public final class Member: Sendable {
             watchSyncThread.start()
         }
         startCorruptionMonitor()
+        startCompactHashMonitor()
     }
 
     // MARK: - Lifecycle

@@ -163,7 +163,8 @@ final class RaftLoop: @unchecked Sendable {
             checkAutoCompaction(now: now)
             expireRequests(now: now)
             let contact = peerContact
-            mailbox.publish { $0.ticks += 1; $0.peerContact = contact }
+            mailbox.peerContact.withLock { $0 = contact }
+            mailbox.publish { $0.ticks += 1 }
         }
         if let target = input.transferTo, node.role == .leader { node.transferLeadership(to: target) }
         propose(input.proposals)

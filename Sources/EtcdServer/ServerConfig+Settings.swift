@@ -35,6 +35,8 @@ public enum ConfigKey: String, CaseIterable, Sendable {
     case downgradeCheckTime = "downgrade-check-time"
     case initialCorruptCheck = "experimental-initial-corrupt-check"
     case corruptCheckTime = "experimental-corrupt-check-time"
+    case compactHashCheckEnabled = "experimental-compact-hash-check-enabled"
+    case compactHashCheckTime = "experimental-compact-hash-check-time"
     case featureGates = "feature-gates"
     case autoCompactionMode = "auto-compaction-mode"
     case autoCompactionRetention = "auto-compaction-retention"
@@ -152,16 +154,20 @@ extension ServerConfig {
         if let value = try duration(.grpcKeepaliveInterval, minimumMilliseconds: 1) { grpcKeepaliveIntervalMilliseconds = value }
         if let value = try duration(.grpcKeepaliveTimeout, minimumMilliseconds: 1) { grpcKeepaliveTimeoutMilliseconds = value }
         if let value = try duration(.downgradeCheckTime, minimumMilliseconds: 1) { downgradeCheckTimeMilliseconds = value }
+        if let value = try duration(.corruptCheckTime, minimumMilliseconds: 0) { corruptCheckTimeMilliseconds = value }
+        // etcd refuses a compaction hash check interval that is not > 0.
+        if let value = try duration(.compactHashCheckTime, minimumMilliseconds: 1) { compactHashCheckTimeMilliseconds = value }
         if let value: UInt64 = try integer(.snapshotCatchUpEntries, 1...UInt64(Int32.max)) { snapshotCatchUpEntries = value }
         for (key, setting) in [(ConfigKey.preVote, \ServerConfig.preVote), (.forceNewCluster, \.forceNewCluster),
-                               (.strictReconfigCheck, \.strictReconfigCheck)] {
+                               (.strictReconfigCheck, \.strictReconfigCheck), (.initialCorruptCheck, \.initialCorruptCheck),
+                               (.compactHashCheckEnabled, \.compactHashCheck)] {
             guard let text = settings[key] else { continue }
             guard let value = GoBool.parse(text) else {
                 throw .invalid(key: key.rawValue, value: text, reason: "expected true or false")
             }
             self[keyPath: setting] = value
         }
-        try applyCorruptionSettings(settings)
+        try applyFeatureGates(settings)
         try applyTLSSettings(settings)
         try applyAuthSettings(settings)
         // etcd checks the mode even while auto-compaction is off.
@@ -236,32 +242,21 @@ extension ServerConfig {
         }
     }
 
-    /// --experimental-initial-corrupt-check, --experimental-corrupt-check-time
-    /// and --feature-gates (of which we implement InitialCorruptCheck; any
-    /// other gate set away from etcd's default refuses the start, naming it).
-    private mutating func applyCorruptionSettings(_ settings: [ConfigKey: String]) throws(SettingsError) {
-        let experimental = settings[.initialCorruptCheck]
-        if let text = experimental {
-            guard let value = GoBool.parse(text) else {
-                throw .invalid(key: ConfigKey.initialCorruptCheck.rawValue, value: text, reason: "expected true or false")
-            }
-            initialCorruptCheck = value
-        }
-        if let text = settings[.corruptCheckTime] {
-            guard let milliseconds = GoDuration.milliseconds(text) else {
-                throw .invalid(key: ConfigKey.corruptCheckTime.rawValue, value: text,
-                               reason: "expected a duration, such as 10m, 30s or 500ms")
-            }
-            corruptCheckTimeMilliseconds = milliseconds
-        }
+    /// --feature-gates (of which we implement InitialCorruptCheck and
+    /// CompactHashCheck; any other gate set away from etcd's default refuses
+    /// the start, naming it); an implemented gate and its experimental
+    /// flag (already applied) may not both be given.
+    private mutating func applyFeatureGates(_ settings: [ConfigKey: String]) throws(SettingsError) {
         guard let text = settings[.featureGates] else { return }
         let gates = try FeatureGates.parse(text)
-        if let value = gates["InitialCorruptCheck"] {
-            if let experimental {
+        for (gate, flag, setting) in [("InitialCorruptCheck", ConfigKey.initialCorruptCheck, \ServerConfig.initialCorruptCheck),
+                                      ("CompactHashCheck", .compactHashCheckEnabled, \.compactHashCheck)] {
+            guard let value = gates[gate] else { continue }
+            if let experimental = settings[flag] {
                 throw .invalid(key: ConfigKey.featureGates.rawValue, value: text, reason:
-                    "cannot specify both flags: --experimental-initial-corrupt-check=\(experimental) and --feature-gates=InitialCorruptCheck=\(value) at the same time, please just use --feature-gates=InitialCorruptCheck=\(value)")
+                    "cannot specify both flags: --\(flag.rawValue)=\(experimental) and --feature-gates=\(gate)=\(value) at the same time, please just use --feature-gates=\(gate)=\(value)")
             }
-            initialCorruptCheck = value
+            self[keyPath: setting] = value
         }
     }
 
@@ -351,10 +346,10 @@ extension ServerConfig {
 }
 
 /// etcd 3.6's `--feature-gates=Name=bool,...` (Kubernetes' feature-gate
-/// syntax and errors). We implement InitialCorruptCheck; the other gates
-/// are accepted only at etcd's defaults.
+/// syntax and errors). We implement InitialCorruptCheck and
+/// CompactHashCheck; the other gates are accepted only at etcd's defaults.
 enum FeatureGates {
-    static let implemented: Set<String> = ["InitialCorruptCheck"]
+    static let implemented: Set<String> = ["InitialCorruptCheck", "CompactHashCheck"]
     /// etcd 3.6's server gates and their defaults (plus Kubernetes' AllAlpha/AllBeta).
     static let etcdDefaults: [String: Bool] = [
         "InitialCorruptCheck": false, "CompactHashCheck": false, "StopGRPCServiceOnDefrag": false,

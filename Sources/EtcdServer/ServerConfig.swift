@@ -76,6 +76,13 @@ public struct ServerConfig: Sendable {
     /// --experimental-corrupt-check-time (3.6: --corrupt-check-time): how often
     /// the leader compares its HashKV with its followers'; 0: never.
     public var corruptCheckTimeMilliseconds = 0
+    /// --experimental-compact-hash-check-enabled (3.6:
+    /// --feature-gates=CompactHashCheck=true): the leader compares the
+    /// hashes members recorded at their compactions.
+    public var compactHashCheck = false
+    /// --experimental-compact-hash-check-time (3.6: --compact-hash-check-time):
+    /// how often it does (etcd's default 1 minute).
+    public var compactHashCheckTimeMilliseconds = 60_000
     /// --auto-compaction-mode and --auto-compaction-retention: nil (etcd's
     /// retention "0") leaves compaction to clients.
     public var autoCompaction: AutoCompactionPolicy?

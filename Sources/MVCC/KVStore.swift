@@ -71,6 +71,8 @@ public final class KVStore: @unchecked Sendable {
     /// Revision of the last compaction; -1 before the first one.
     var compactRev: Int64 = -1
     var compactionJob: CompactionJob?
+    /// `compactionHashes`, under `lock`.
+    var recentCompactionHashes: [KeyValueHash] = []
     var failure: BackendError?
 
     /// Keys and their lease ids as found when the store was opened (or
@@ -200,7 +202,7 @@ public final class KVStore: @unchecked Sendable {
         compactionJob = nil
         if scheduled > 0 && scheduled > finished {
             // A compaction was requested but not finished: redo it.
-            startCompaction(at: scheduled)
+            startCompaction(at: scheduled, hashing: false)
         }
     }
 

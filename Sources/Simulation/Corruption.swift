@@ -3,10 +3,15 @@ import EtcdServer
 import Foundation
 import PeerTransport
 
-/// A corrupted member and etcd's periodic corruption check.
+/// A corrupted member and etcd's corruption checks.
 ///
-/// The leader runs `checkHashKV` every check interval for the whole run,
-/// its hash questions travelling over the simulated network. In some runs
+/// The leader runs `checkHashKV` (the periodic check) every check interval
+/// for the whole run, and `checkCompactionHashes` (3.6's CompactHashCheck,
+/// which compares the hashes members record as they compact) every interval
+/// half an interval later, their hash questions travelling over the
+/// simulated network. The compaction hash check is what catches a damaged
+/// member once auto-compaction has compacted up to the last revision: then
+/// the periodic check's question is answered "compacted". In some runs
 /// one member is restarted with the `corruptPut` failpoint armed: the first
 /// put it applies afterwards is stored damaged. From then on that member
 /// takes no client requests and leaves the data checks (its reads, its
@@ -40,6 +45,32 @@ extension SimWorld {
             schedule(after: 0) { [self] in settle(leader) }
         }
         member.checkHashKV { done.value($0) }
+        settle(leader)
+    }
+
+    func scheduleCompactionHashChecks(after delay: Int64) {
+        schedule(after: delay) { [self] in
+            runCompactionHashCheck()
+            scheduleCompactionHashChecks(after: corruptCheckIntervalMicroseconds)
+        }
+    }
+
+    private func runCompactionHashCheck() {
+        if let started = compactHashCheckStartedAt, now - started < 20_000_000 { return }
+        guard let leader, let member = leader.member else { return }
+        compactHashCheckStartedAt = now
+        report.compactHashChecks += 1
+        let done = SimThreadOnly { [self] (verdicts: [CorruptionCheck.CompactionVerdict]) in
+            compactHashCheckStartedAt = nil
+            for case .mismatch(let alarms, let minority) in verdicts {
+                report.compactHashMismatches += 1
+                log("\(leader.name)'s compaction hash check: mismatch \(minority.map { $0.members.map { String($0, radix: 16) } }), "
+                    + "alarms for \(alarms.map { String($0, radix: 16) })")
+            }
+            // The alarm's proposal (if any) waits in the leader's mailbox.
+            schedule(after: 0) { [self] in settle(leader) }
+        }
+        member.checkCompactionHashes { done.value($0) }
         settle(leader)
     }
 
@@ -117,7 +148,9 @@ extension SimWorld {
         let deadline = now + 10 * corruptCheckIntervalMicroseconds + 5_000_000
         run(until: deadline) { alarmed() && members.allSatisfy { $0.activeAlarms().contains { $0.alarm == .corrupt } } }
         if !alarmed() {
-            violation("\(victim.name)'s corrupted data (hash \(String(actual, radix: 16)) vs \(String(expected, radix: 16)) at revision \(revision)) was not detected")
+            let compacted = (try? reference.hashKV(revision: 0).compactRevision).map(String.init) ?? "?"
+            violation("\(victim.name)'s corrupted data (hash \(String(actual, radix: 16)) vs \(String(expected, radix: 16)) at revision \(revision)) "
+                + "was not detected (compacted to \(compacted))")
         }
     }
 }

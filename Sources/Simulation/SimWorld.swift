@@ -85,6 +85,7 @@ final class SimWorld: @unchecked Sendable {
     // Corruption (see Corruption.swift).
     var corruptVictim: SimNode?
     var hashCheckStartedAt: Int64?
+    var compactHashCheckStartedAt: Int64?
     var corruptCheckIntervalMicroseconds: Int64 = 1_000_000
     // Auth (see AuthWorkload.swift): nil on seeds without it.
     var authMode: AuthMode?
@@ -181,6 +182,9 @@ final class SimWorld: @unchecked Sendable {
             // 5 s) refuses most adds, and the membership changes would
             // hardly run. Taken from the seed, so the random stream stays.
             config.strictReconfigCheck = options.seed % 2 == 1
+            // The simulation runs the compaction hash check itself (see
+            // Corruption.swift); the setting says so.
+            config.compactHashCheck = options.compactHashCheck
             if let (policy, checkInterval) = autoCompaction {
                 config.autoCompaction = policy
                 config.autoCompactionRevisionCheckIntervalMilliseconds = checkInterval
@@ -426,6 +430,7 @@ final class SimWorld: @unchecked Sendable {
         startWorkload()
         startWatchers()
         scheduleCorruptionChecks()
+        if options.compactHashCheck { scheduleCompactionHashChecks(after: corruptCheckIntervalMicroseconds * 3 / 2) }
         if options.faults { scheduleFaults(until: options.workloadMilliseconds * 1000) }
         run(until: options.workloadMilliseconds * 1000)
 

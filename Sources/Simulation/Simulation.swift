@@ -26,6 +26,9 @@ public struct SimulationOptions: Sendable {
     public var checkerMaxStates = 2_000_000
     /// Prints the run's milestones and faults as they happen.
     public var verbose = false
+    /// The leader's compaction hash check (off: only the periodic check
+    /// can catch a corrupted member, which misses what compaction hides).
+    public var compactHashCheck = true
 
     public init(seed: UInt64, members: Int) {
         self.seed = seed
@@ -49,9 +52,13 @@ public struct SimulationReport: Sendable, CustomStringConvertible {
     public var watchEvents = 0
     /// Backend snapshots streamed to members too far behind.
     public var snapshotsSent = 0
-    /// Periodic corruption checks the leader ran, and corrupted members
-    /// whose damage was visible in their hash (each must be caught).
+    /// Periodic corruption checks and compaction hash checks the leader
+    /// ran, and corrupted members whose damage was visible in their hash
+    /// (each must be caught).
     public var hashChecks = 0
+    public var compactHashChecks = 0
+    /// Compaction hash checks that found members' hashes differing.
+    public var compactHashMismatches = 0
     public var corruptionsToDetect = 0
     /// This seed's auto-compaction ("off", "periodic 1500 ms", ...) and
     /// the compactions it made.
@@ -76,7 +83,7 @@ public struct SimulationReport: Sendable, CustomStringConvertible {
         let faultText = faults.keys.sorted().map { "\($0)=\(faults[$0]!)" }.joined(separator: " ")
         var text = "seed \(seed) members \(members): \(passed ? "ok" : "FAILED") — \(operations) ops (\(unknownOutcomes) unknown), "
             + "\(otherChecks) other checks, \(watchStreams) watch streams (\(watchEvents) events), \(snapshotsSent) snapshots, "
-            + "\(hashChecks) hash checks (\(corruptionsToDetect) corruptions to catch), "
+            + "\(hashChecks) hash checks, \(compactHashChecks) compaction hash checks, \(compactHashMismatches) mismatched (\(corruptionsToDetect) corruptions to catch), "
             + "auto-compaction \(autoCompaction) (\(autoCompactions) done), auth \(auth), "
             + "faults [\(faultText)], \(events) events, \(simulatedMilliseconds) ms simulated, "
             + "linearizability: \(linearizability.prefix(200)), trace \(String(traceHash, radix: 16))"

@@ -31,6 +31,9 @@ struct EtcdSim: ParsableCommand {
     @Option(help: "Plant a bug to show the checks catch it: \(SimulationBug.allCases.map(\.rawValue).joined(separator: ", ")).")
     var bug: String?
 
+    @Flag(help: "No compaction hash check (CompactHashCheck): only the periodic corruption check runs.")
+    var noCompactHashCheck = false
+
     @Option(help: "Where data dirs go (default: /dev/shm when writable).")
     var root: String?
 
@@ -57,6 +60,7 @@ struct EtcdSim: ParsableCommand {
             options.clients = clients
             options.faults = !noFaults
             options.bug = bug.flatMap(SimulationBug.init(rawValue:))
+            options.compactHashCheck = !noCompactHashCheck
             if let root { options.rootDirectory = root }
             options.verbose = verbose
             let report = Simulation.run(options)

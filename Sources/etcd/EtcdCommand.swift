@@ -225,7 +225,9 @@ enum EtcdCommand {
             ("experimental-watch-progress-notify-interval '10m'", "Duration of periodic watch progress notifications."),
             ("experimental-initial-corrupt-check 'false'", "Enable to check data corruption before serving any client/peer traffic."),
             ("experimental-corrupt-check-time '0s'", "Duration of time between cluster corruption check passes."),
-            ("feature-gates ''", "A set of key=value pairs that describe server level feature gates for alpha/experimental features. Options are: InitialCorruptCheck=true|false (ALPHA - default=false)"),
+            ("experimental-compact-hash-check-enabled 'false'", "Enable leader to periodically check followers compaction hashes."),
+            ("experimental-compact-hash-check-time '1m0s'", "Duration of time between leader checks followers compaction hashes."),
+            ("feature-gates ''", "A set of key=value pairs that describe server level feature gates for alpha/experimental features. Options are: CompactHashCheck=true|false (ALPHA - default=false), InitialCorruptCheck=true|false (ALPHA - default=false)"),
         ]
         return "\nFlags:\n" + rows.map { "  --\($0.0)\n    \($0.1)\n" }.joined(separator: "")
             + "\netcd's other flags (TLS, discovery, auth, metrics, ...) are recognised and refused while not supported,\n"

@@ -79,4 +79,70 @@ import Testing
             _ = try await cluster.retrying { try await cluster.members[1]!.put(putRequest("k4", "v4")) }
         }
     }
+
+    /// etcd 3.6's CompactHashCheck with the periodic check off: each member
+    /// records its hash as it compacts, the leader compares them and raises
+    /// CORRUPT for the member outside the majority.
+    @Test func theCompactionHashCheckRaisesCorruptForTheDivergedMember() async throws {
+        let intervalMilliseconds = 500
+        try await TestCluster.with(size: 3, configure: { config in
+            config.corruptCheckTimeMilliseconds = 0
+            config.compactHashCheck = true
+            config.compactHashCheckTimeMilliseconds = intervalMilliseconds
+            if config.name == "m2" { config.failpoints = Failpoints(specification: "corruptPut=on@3") }
+        }) { cluster in
+            _ = try await cluster.waitForLeader()
+            for i in 1...6 {
+                _ = try await cluster.retrying { try await cluster.members[0]!.put(putRequest("k\(i % 4)", "v\(i)")) }
+            }
+            let hashes = try await cluster.converged()
+            #expect(Set(hashes).count == 2, "m2's data diverged: \(hashes)")
+            // Nothing to compare before a compaction.
+            #expect(cluster.running.allSatisfy { $0.store.compactionHashes.isEmpty })
+            var compaction = Etcdserverpb_CompactionRequest()
+            compaction.revision = cluster.members[0]!.header().revision
+            _ = try await cluster.retrying { try await cluster.members[0]!.compact(compaction) }
+            let raised = try await corruptAlarmRaised(cluster, by: .now + .milliseconds(intervalMilliseconds) + .seconds(5))
+            try #require(raised, "no CORRUPT alarm within a compaction hash check interval")
+            let diverged = cluster.members[2]!.memberID
+            for member in cluster.running {
+                // 3.6 names the member outside the majority.
+                #expect(member.activeAlarms().map(\.memberID) == [diverged])
+                #expect(member.activeAlarms().map(\.alarm) == [.corrupt])
+                await #expect(throws: EtcdError.corrupt) { try await member.put(putRequest("after", "x")) }
+            }
+        }
+    }
+
+    /// Members with the same history agree on every compaction's hash: the
+    /// leader's pass finds them consistent and raises nothing; a second
+    /// pass has nothing new to check.
+    @Test func theCompactionHashCheckPassesOnAHealthyCluster() async throws {
+        try await TestCluster.with(size: 3, configure: { config in
+            config.corruptCheckTimeMilliseconds = 0
+            config.compactHashCheck = true
+            config.compactHashCheckTimeMilliseconds = 3_600_000
+        }) { cluster in
+            let leader = try await cluster.waitForLeader()
+            var compaction = Etcdserverpb_CompactionRequest()
+            for round in 1...3 {
+                for i in 1...5 {
+                    _ = try await cluster.retrying { try await cluster.members[0]!.put(putRequest("k\(i % 3)", "r\(round)-\(i)")) }
+                }
+                compaction.revision = cluster.members[0]!.header().revision - 2
+                _ = try await cluster.retrying { try await cluster.members[0]!.compact(compaction) }
+            }
+            _ = try await cluster.converged()
+            let deadline = ContinuousClock.now + .seconds(10)
+            while !cluster.running.allSatisfy({ $0.store.compactionHashes.count == 3 }), ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            let recorded = cluster.running.map { $0.store.compactionHashes }
+            #expect(recorded.count == 3 && Set(recorded.map { $0.map(\.hash) }).count == 1, "\(recorded)")
+            let member = cluster.members[leader]!
+            #expect(await member.checkCompactionHashes() == [.consistent(peersChecked: 2)])
+            #expect(await member.checkCompactionHashes() == [])
+            #expect(cluster.running.allSatisfy { $0.activeAlarms().isEmpty })
+        }
+    }
 }

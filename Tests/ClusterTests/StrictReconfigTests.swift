@@ -97,7 +97,7 @@ import Testing
 
 extension Member {
     func peerContactForTest() -> PeerContact.View {
-        let contact = mailbox.state.withLock { $0.status.peerContact }
+        let contact = mailbox.peerContact.withLock { $0 }
         return PeerContact.View(contact: contact, now: environment.now(), healthInterval: ReconfigurationCheck.healthInterval)
     }
 }

@@ -309,14 +309,30 @@ import Testing
         #expect(try ServerConfig(settings: file.settings).corruptCheckTimeMilliseconds == 3000)
         // Gates at etcd's defaults pass; others refuse, named; unknown gates get Kubernetes' error.
         #expect(try ServerConfig(settings: [.featureGates: "TxnModeWriteWithSharedBuffer=true,CompactHashCheck=false"]).initialCorruptCheck == false)
-        #expect(refusal { try ServerConfig(settings: [.featureGates: "CompactHashCheck=true"]) }
-            == "--feature-gates CompactHashCheck=true is not supported yet")
+        #expect(refusal { try ServerConfig(settings: [.featureGates: "StopGRPCServiceOnDefrag=true"]) }
+            == "--feature-gates StopGRPCServiceOnDefrag=true is not supported yet")
         #expect(refusal { try ServerConfig(settings: [.featureGates: "NoSuchGate=true"]) }.hasSuffix("unrecognized feature gate: NoSuchGate"))
         #expect(refusal { try ServerConfig(settings: [.featureGates: "InitialCorruptCheck"]) }.hasSuffix("missing bool value for InitialCorruptCheck"))
         #expect(refusal { try ServerConfig(settings: [.featureGates: "InitialCorruptCheck=true", .initialCorruptCheck: "false"]) }
             .contains("cannot specify both flags"))
-        #expect(refusal { try resolve(["--experimental-compact-hash-check-enabled"]) }
-            == "--experimental-compact-hash-check-enabled is not supported yet")
+    }
+
+    @Test func compactHashCheckSettings() throws {
+        let defaults = try ServerConfig(settings: [:])
+        #expect(!defaults.compactHashCheck && defaults.compactHashCheckTimeMilliseconds == 60_000)
+        let flags = try resolve(["--experimental-compact-hash-check-enabled", "--experimental-compact-hash-check-time=15s"])
+        #expect(flags.settings == [.compactHashCheckEnabled: "true", .compactHashCheckTime: "15s"])
+        let config = try ServerConfig(settings: flags.settings)
+        #expect(config.compactHashCheck && config.compactHashCheckTimeMilliseconds == 15_000)
+        // 3.6's spellings: the feature gate and --compact-hash-check-time.
+        let gated = try ServerConfig(settings: resolve(["--feature-gates=CompactHashCheck=true", "--compact-hash-check-time=2m"]).settings)
+        #expect(gated.compactHashCheck && gated.compactHashCheckTimeMilliseconds == 120_000)
+        let environment = try resolve([], ["ETCD_EXPERIMENTAL_COMPACT_HASH_CHECK_ENABLED": "true"])
+        #expect(try ServerConfig(settings: environment.settings).compactHashCheck)
+        #expect(refusal { try ServerConfig(settings: [.featureGates: "CompactHashCheck=true", .compactHashCheckEnabled: "true"]) }
+            .contains("cannot specify both flags: --experimental-compact-hash-check-enabled=true and --feature-gates=CompactHashCheck=true"))
+        #expect(refusal { try ServerConfig(settings: [.compactHashCheckTime: "0s"]) }.contains("expected a duration of at least 1ms"))
+        #expect(refusal { try ServerConfig(settings: [.compactHashCheckEnabled: "maybe"]) }.contains("expected true or false"))
     }
 
     @Test func configFileKeysAndTLSBlocks() throws {

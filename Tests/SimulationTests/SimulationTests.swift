@@ -79,6 +79,10 @@ import Testing
         // Some runs corrupt a member, and the leader's hash check catches it.
         #expect(outcome.reports.contains { $0.contains("corrupt-member=") }, "no run corrupted a member")
         #expect(outcome.reports.contains { !$0.contains("(0 corruptions to catch)") }, "no corruption was there to catch")
+        // The compaction hash check found diverged hashes, and only where a member was corrupted.
+        let mismatched = outcome.reports.filter { !$0.contains(" 0 mismatched") }
+        #expect(!mismatched.isEmpty, "no compaction hash check found a mismatch")
+        #expect(mismatched.allSatisfy { $0.contains("corrupt-member=") }, "\(mismatched)")
         // Leaders auto-compacted in both modes (the seeds that switch it on).
         for mode in ["auto-compaction periodic", "auto-compaction revision"] {
             #expect(outcome.reports.contains { $0.contains(mode) && !$0.contains("(0 done)") }, "no \(mode) compaction")
