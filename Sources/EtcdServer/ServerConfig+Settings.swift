@@ -281,27 +281,27 @@ extension ServerConfig {
             guard let value = GoBool.parse(text) else { throw .invalid(key: key.rawValue, value: text, reason: "expected true or false") }
             return value
         }
+        // The same settings under the client flag and the peer flag.
+        let files: [(WritableKeyPath<TLSSettings, String>, client: ConfigKey, peer: ConfigKey)] = [
+            (\.certFile, .certFile, .peerCertFile), (\.keyFile, .keyFile, .peerKeyFile),
+            (\.clientCertFile, .clientCertFile, .peerClientCertFile), (\.clientKeyFile, .clientKeyFile, .peerClientKeyFile),
+            (\.trustedCAFile, .trustedCAFile, .peerTrustedCAFile), (\.crlFile, .clientCRLFile, .peerCRLFile),
+            (\.allowedHostname, .clientCertAllowedHostname, .peerCertAllowedHostname),
+        ]
+        let switches: [(WritableKeyPath<TLSSettings, Bool>, client: ConfigKey, peer: ConfigKey)] = [
+            (\.clientCertAuth, .clientCertAuth, .peerClientCertAuth), (\.autoTLS, .autoTLS, .peerAutoTLS),
+        ]
         var client = TLSSettings()
-        client.certFile = settings[.certFile] ?? ""
-        client.keyFile = settings[.keyFile] ?? ""
-        client.clientCertFile = settings[.clientCertFile] ?? ""
-        client.clientKeyFile = settings[.clientKeyFile] ?? ""
-        client.trustedCAFile = settings[.trustedCAFile] ?? ""
-        client.clientCertAuth = try bool(.clientCertAuth)
-        client.crlFile = settings[.clientCRLFile] ?? ""
-        client.allowedHostname = settings[.clientCertAllowedHostname] ?? ""
-        client.autoTLS = try bool(.autoTLS)
         var peer = TLSSettings()
-        peer.certFile = settings[.peerCertFile] ?? ""
-        peer.keyFile = settings[.peerKeyFile] ?? ""
-        peer.clientCertFile = settings[.peerClientCertFile] ?? ""
-        peer.clientKeyFile = settings[.peerClientKeyFile] ?? ""
-        peer.trustedCAFile = settings[.peerTrustedCAFile] ?? ""
-        peer.clientCertAuth = try bool(.peerClientCertAuth)
-        peer.crlFile = settings[.peerCRLFile] ?? ""
+        for (setting, clientKey, peerKey) in files {
+            client[keyPath: setting] = settings[clientKey] ?? ""
+            peer[keyPath: setting] = settings[peerKey] ?? ""
+        }
+        for (setting, clientKey, peerKey) in switches {
+            client[keyPath: setting] = try bool(clientKey)
+            peer[keyPath: setting] = try bool(peerKey)
+        }
         peer.allowedCN = settings[.peerCertAllowedCN] ?? ""
-        peer.allowedHostname = settings[.peerCertAllowedHostname] ?? ""
-        peer.autoTLS = try bool(.peerAutoTLS)
         peer.checksClientAddress = try !bool(.peerSkipClientSANVerification)
         var validity = 1
         if let text = settings[.selfSignedCertValidity] {
