@@ -117,17 +117,11 @@ extension Member {
     // MARK: - The Auth service
 
     public func authEnable(as info: AuthInfo?) async throws -> Etcdserverpb_AuthEnableResponse {
-        var request = Etcdserverpb_InternalRaftRequest()
-        request.authEnable = Etcdserverpb_AuthEnableRequest()
-        try await proposeAuth(request, as: info)
-        return withHeader(Etcdserverpb_AuthEnableResponse())
+        try await proposeAuth(Etcdserverpb_AuthEnableResponse(), as: info) { $0.authEnable = Etcdserverpb_AuthEnableRequest() }
     }
 
     public func authDisable(as info: AuthInfo?) async throws -> Etcdserverpb_AuthDisableResponse {
-        var request = Etcdserverpb_InternalRaftRequest()
-        request.authDisable = Etcdserverpb_AuthDisableRequest()
-        try await proposeAuth(request, as: info)
-        return withHeader(Etcdserverpb_AuthDisableResponse())
+        try await proposeAuth(Etcdserverpb_AuthDisableResponse(), as: info) { $0.authDisable = Etcdserverpb_AuthDisableRequest() }
     }
 
     /// AuthStatus: open to everyone, as in etcd.
@@ -171,22 +165,15 @@ extension Member {
         try authorizeAdmin(info)
         var add = request
         if !add.options.noPassword && add.hashedPassword.isEmpty {
-            let (password, cost) = (add.password, config.bcryptCost)
-            add.hashedPassword = String(decoding: try await passwordWork.run { Passwords.hash(password, cost: cost) }, as: UTF8.self)
+            add.hashedPassword = try await hashed(add.password)
         }
         // The clear password never enters the log.
         add.password = ""
-        var internalRequest = Etcdserverpb_InternalRaftRequest()
-        internalRequest.authUserAdd = add
-        try await proposeAuth(internalRequest, as: info)
-        return withHeader(Etcdserverpb_AuthUserAddResponse())
+        return try await proposeAuth(Etcdserverpb_AuthUserAddResponse(), as: info) { $0.authUserAdd = add }
     }
 
     public func userDelete(_ request: Etcdserverpb_AuthUserDeleteRequest, as info: AuthInfo?) async throws -> Etcdserverpb_AuthUserDeleteResponse {
-        var internalRequest = Etcdserverpb_InternalRaftRequest()
-        internalRequest.authUserDelete = request
-        try await proposeAuth(internalRequest, as: info)
-        return withHeader(Etcdserverpb_AuthUserDeleteResponse())
+        return try await proposeAuth(Etcdserverpb_AuthUserDeleteResponse(), as: info) { $0.authUserDelete = request }
     }
 
     public func userChangePassword(_ request: Etcdserverpb_AuthUserChangePasswordRequest,
@@ -194,58 +181,36 @@ extension Member {
         try authorizeAdmin(info)
         var change = request
         if change.hashedPassword.isEmpty {
-            let (password, cost) = (change.password, config.bcryptCost)
-            change.hashedPassword = String(decoding: try await passwordWork.run { Passwords.hash(password, cost: cost) }, as: UTF8.self)
+            change.hashedPassword = try await hashed(change.password)
         }
         change.password = ""
-        var internalRequest = Etcdserverpb_InternalRaftRequest()
-        internalRequest.authUserChangePassword = change
-        try await proposeAuth(internalRequest, as: info)
-        return withHeader(Etcdserverpb_AuthUserChangePasswordResponse())
+        return try await proposeAuth(Etcdserverpb_AuthUserChangePasswordResponse(), as: info) { $0.authUserChangePassword = change }
     }
 
     public func userGrantRole(_ request: Etcdserverpb_AuthUserGrantRoleRequest, as info: AuthInfo?) async throws -> Etcdserverpb_AuthUserGrantRoleResponse {
-        var internalRequest = Etcdserverpb_InternalRaftRequest()
-        internalRequest.authUserGrantRole = request
-        try await proposeAuth(internalRequest, as: info)
-        return withHeader(Etcdserverpb_AuthUserGrantRoleResponse())
+        return try await proposeAuth(Etcdserverpb_AuthUserGrantRoleResponse(), as: info) { $0.authUserGrantRole = request }
     }
 
     public func userRevokeRole(_ request: Etcdserverpb_AuthUserRevokeRoleRequest, as info: AuthInfo?) async throws -> Etcdserverpb_AuthUserRevokeRoleResponse {
-        var internalRequest = Etcdserverpb_InternalRaftRequest()
-        internalRequest.authUserRevokeRole = request
-        try await proposeAuth(internalRequest, as: info)
-        return withHeader(Etcdserverpb_AuthUserRevokeRoleResponse())
+        return try await proposeAuth(Etcdserverpb_AuthUserRevokeRoleResponse(), as: info) { $0.authUserRevokeRole = request }
     }
 
     public func roleAdd(_ request: Etcdserverpb_AuthRoleAddRequest, as info: AuthInfo?) async throws -> Etcdserverpb_AuthRoleAddResponse {
-        var internalRequest = Etcdserverpb_InternalRaftRequest()
-        internalRequest.authRoleAdd = request
-        try await proposeAuth(internalRequest, as: info)
-        return withHeader(Etcdserverpb_AuthRoleAddResponse())
+        return try await proposeAuth(Etcdserverpb_AuthRoleAddResponse(), as: info) { $0.authRoleAdd = request }
     }
 
     public func roleDelete(_ request: Etcdserverpb_AuthRoleDeleteRequest, as info: AuthInfo?) async throws -> Etcdserverpb_AuthRoleDeleteResponse {
-        var internalRequest = Etcdserverpb_InternalRaftRequest()
-        internalRequest.authRoleDelete = request
-        try await proposeAuth(internalRequest, as: info)
-        return withHeader(Etcdserverpb_AuthRoleDeleteResponse())
+        return try await proposeAuth(Etcdserverpb_AuthRoleDeleteResponse(), as: info) { $0.authRoleDelete = request }
     }
 
     public func roleGrantPermission(_ request: Etcdserverpb_AuthRoleGrantPermissionRequest,
                                     as info: AuthInfo?) async throws -> Etcdserverpb_AuthRoleGrantPermissionResponse {
-        var internalRequest = Etcdserverpb_InternalRaftRequest()
-        internalRequest.authRoleGrantPermission = request
-        try await proposeAuth(internalRequest, as: info)
-        return withHeader(Etcdserverpb_AuthRoleGrantPermissionResponse())
+        return try await proposeAuth(Etcdserverpb_AuthRoleGrantPermissionResponse(), as: info) { $0.authRoleGrantPermission = request }
     }
 
     public func roleRevokePermission(_ request: Etcdserverpb_AuthRoleRevokePermissionRequest,
                                      as info: AuthInfo?) async throws -> Etcdserverpb_AuthRoleRevokePermissionResponse {
-        var internalRequest = Etcdserverpb_InternalRaftRequest()
-        internalRequest.authRoleRevokePermission = request
-        try await proposeAuth(internalRequest, as: info)
-        return withHeader(Etcdserverpb_AuthRoleRevokePermissionResponse())
+        return try await proposeAuth(Etcdserverpb_AuthRoleRevokePermissionResponse(), as: info) { $0.authRoleRevokePermission = request }
     }
 
     /// UserGet: root, or the user asking about itself. Served after a read
@@ -289,8 +254,20 @@ extension Member {
     }
 
     /// Proposes an Auth service change as `info` and waits for its apply.
-    private func proposeAuth(_ request: Etcdserverpb_InternalRaftRequest, as info: AuthInfo?) async throws {
+    /// Proposes the auth change `set` writes into a raft request, as
+    /// `info`; answers `response` with this member's header once applied.
+    private func proposeAuth<Response: AuthResponse>(_ response: Response, as info: AuthInfo?,
+                                                     _ set: (inout Etcdserverpb_InternalRaftRequest) -> Void) async throws -> Response {
+        var request = Etcdserverpb_InternalRaftRequest()
+        set(&request)
         _ = try await propose(.other(request), auth: info)
+        return withHeader(response)
+    }
+
+    /// `password`'s bcrypt hash at --bcrypt-cost, made off the raft loop.
+    private func hashed(_ password: String) async throws -> String {
+        let cost = config.bcryptCost
+        return String(decoding: try await passwordWork.run { Passwords.hash(password, cost: cost) }, as: UTF8.self)
     }
 
     private func withHeader<Response: AuthResponse>(_ response: Response) -> Response {
