@@ -194,6 +194,10 @@ extension Member {
     /// The alarms this member has applied, for Status.
     public func activeAlarms() -> [Etcdserverpb_AlarmMember] { alarms.get(.none) }
 
+    /// The size the space quota is checked against (the backend file at its
+    /// last commit plus what the open batch adds).
+    package var quotaUsageBytes: Int { backend.estimatedSizeBytes }
+
     // MARK: - Membership changes
 
     /// Proposes a membership change and waits until it is applied.

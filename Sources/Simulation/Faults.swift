@@ -84,14 +84,8 @@ extension SimWorld {
                 faults.extraDelay = 0...0
             }
         case 78..<82:
-            // A member's store is full: NOSPACE raised through raft, so every
-            // member refuses growth until it is disarmed.
-            guard let victim = pickNode(), let member = victim.member else { return }
-            count("nospace")
-            log("\(victim.name) raises NOSPACE for \(duration / 1000) ms")
-            raisedNoSpace.insert(victim.id)
-            submit(Self.alarm(.activate, victim.id), on: member) { _ in }
-            schedule(after: duration) { [self] in disarmNoSpace(of: victim.id, tries: 0) }
+            // The store fills up to this seed's small quota (Quota.swift).
+            startFill(duration: duration)
         case 82..<88:
             // A slow disk or link: everything the member sends is late.
             guard let victim = pickNode() else { return }
@@ -123,26 +117,6 @@ extension SimWorld {
         request.alarm.memberID = member
         request.alarm.alarm = .nospace
         return request
-    }
-
-    /// Keeps disarming a raised NOSPACE through any up member until, after
-    /// the heal, no up member has shown it for ten checks in a row: the
-    /// activation may apply long after a disarm (an entry in a deposed
-    /// leader's log can commit when it leads again). Every 300 ms, at most
-    /// 1,000 rounds.
-    func disarmNoSpace(of id: UInt64, tries: Int, clean: Int = 0) {
-        guard raisedNoSpace.contains(id), tries < 1_000 else { return }
-        let showing = liveNodes.contains { node in
-            node.member?.activeAlarms().contains { $0.memberID == id && $0.alarm == .nospace } ?? false
-        }
-        if !showing && clean >= 10 && clientsStopped {
-            raisedNoSpace.remove(id)
-            log("NOSPACE of \(String(id, radix: 16)) disarmed")
-            return
-        }
-        let next = { [self] in schedule(after: 300_000) { [self] in disarmNoSpace(of: id, tries: tries + 1, clean: showing ? 0 : clean + 1) } }
-        guard showing, let node = pickNode(), let member = node.member else { return next() }
-        submit(Self.alarm(.deactivate, id), on: member) { _ in next() }
     }
 
     private func block(_ links: [NetworkFaults.Link], for duration: Int64) {

@@ -79,9 +79,8 @@ final class SimWorld: @unchecked Sendable {
     var appliedEvents: [Int64: [KVEvent]] = [:]
     /// Revisions compactions succeeded at.
     var compactedAt: Set<Int64> = []
-    /// Members whose NOSPACE alarm a fault raised and that is not yet
-    /// known to be disarmed.
-    var raisedNoSpace: Set<UInt64> = []
+    /// The seed's small space quota and its fill/reclaim (Quota.swift).
+    var quota: QuotaState
     // Corruption (see Corruption.swift).
     var corruptVictim: SimNode?
     var hashCheckStartedAt: Int64?
@@ -95,6 +94,7 @@ final class SimWorld: @unchecked Sendable {
         random = SplitMix64(seed: options.seed &* 0x9E37_79B9 &+ 0x5EED)
         root = options.rootDirectory + "/etcd-sim-\(getpid())-\(options.seed)"
         report = SimulationReport(seed: options.seed, members: options.members)
+        quota = QuotaState(bytes: Self.chooseQuota(seed: options.seed))
     }
 
     func log(_ text: @autoclosure () -> String) {
@@ -166,7 +166,7 @@ final class SimWorld: @unchecked Sendable {
         corruptCheckIntervalMicroseconds = random.int(500_000...3_000_000)
         let autoCompaction = chooseAutoCompaction()
         log("members \(count), snapshot-count \(snapshotCount), catch-up \(catchUp), pre-vote \(preVote), backend batch \(backendBatchLimit), "
-            + "auto-compaction \(report.autoCompaction)")
+            + "auto-compaction \(report.autoCompaction), quota \(quota.bytes >> 10) KiB")
         for i in 0..<count {
             var config = ServerConfig(name: names[i], dataDir: root + "/" + names[i],
                                       listenClientURLs: [], advertiseClientURLs: ["http://\(names[i]).sim:2379"])
@@ -177,6 +177,7 @@ final class SimWorld: @unchecked Sendable {
             config.snapshotCount = snapshotCount
             config.snapshotCatchUpEntries = catchUp
             config.preVote = preVote
+            config.quotaBackendBytes = quota.bytes
             // --strict-reconfig-check on odd seeds only: with faults every
             // second or two, its contact rule (every voter heard from for
             // 5 s) refuses most adds, and the membership changes would
@@ -445,6 +446,7 @@ final class SimWorld: @unchecked Sendable {
         checkHistory()
         checkWatches()
         checkAuth()
+        report.quota = "\(quota.bytes >> 10) KiB (\(quota.refusals) refused, \(quota.cleared) reclaimed)"
         tearDown()
         report.simulatedMilliseconds = now / 1000
         return report

@@ -67,6 +67,9 @@ public struct SimulationReport: Sendable, CustomStringConvertible {
     /// Auth mode: "off", or the writes refused for want of permission and
     /// the permission changes made mid-run.
     public var auth = "off"
+    /// The small space quota: its size, fill puts refused with NOSPACE and
+    /// reclaims finished (compact, defragment, disarm).
+    public var quota = ""
     /// "linearizable", "undecided" or the failing sub-history.
     public var linearizability = ""
     public var violations: [String] = []
@@ -85,6 +88,7 @@ public struct SimulationReport: Sendable, CustomStringConvertible {
             + "\(otherChecks) other checks, \(watchStreams) watch streams (\(watchEvents) events), \(snapshotsSent) snapshots, "
             + "\(hashChecks) hash checks, \(compactHashChecks) compaction hash checks, \(compactHashMismatches) mismatched (\(corruptionsToDetect) corruptions to catch), "
             + "auto-compaction \(autoCompaction) (\(autoCompactions) done), auth \(auth), "
+            + "quota \(quota), "
             + "faults [\(faultText)], \(events) events, \(simulatedMilliseconds) ms simulated, "
             + "linearizability: \(linearizability.prefix(200)), trace \(String(traceHash, radix: 16))"
         for violation in violations { text += "\n  violation: \(violation)" }

@@ -353,8 +353,11 @@ extension SimWorld {
                     case .success(.put(let response)):
                         record(client, invoke: invoke, input, .put(revision: response.header.revision))
                         answered = true
-                    case .failure(let error as EtcdError) where error == .corrupt && corruptVictim != nil:
-                        answered = true  // once CORRUPT is raised, a definite refusal
+                    case .failure(let error as EtcdError) where (error == .corrupt || error == .noSpace) && corruptVictim != nil:
+                        // Once CORRUPT is raised, a definite refusal; so is
+                        // NOSPACE then (refused before proposing), as the
+                        // filler cannot be deleted while writes are refused.
+                        answered = true
                     default:
                         break
                     }

@@ -87,6 +87,15 @@ import Testing
         for mode in ["auto-compaction periodic", "auto-compaction revision"] {
             #expect(outcome.reports.contains { $0.contains(mode) && !$0.contains("(0 done)") }, "no \(mode) compaction")
         }
+        // Stores filled up to their small quota: a member refused a put
+        // with NOSPACE, and compact + defragment + disarm made room again.
+        let quotas = outcome.reports.compactMap { report -> (refused: Int, reclaimed: Int)? in
+            guard let range = report.range(of: #"\((\d+) refused, (\d+) reclaimed\)"#, options: .regularExpression) else { return nil }
+            let numbers = report[range].split(whereSeparator: { !$0.isNumber }).compactMap { Int($0) }
+            return numbers.count == 2 ? (numbers[0], numbers[1]) : nil
+        }
+        #expect(quotas.count == 200, "every report names its quota")
+        #expect(quotas.filter { $0.refused > 0 && $0.reclaimed > 0 }.count >= 10, "\(quotas.filter { $0.refused > 0 }.count) seeds hit the quota")
         // About a third of the seeds run with auth: enabled, writes refused,
         // grants changed mid-run, and (checked in each) none got through
         // without permission.
