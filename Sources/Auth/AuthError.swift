@@ -24,6 +24,14 @@ public enum AuthError: Error, Equatable, Sendable {
     case invalidManagement
     /// One of `AuthLimits` would be passed.
     case limitExceeded(String)
+    // JWT tokens (`JWTTokens`): a sign method etcd does not know, no key
+    // given, a public key that does not match the private one, a key file
+    // that cannot be read or parsed, signing with only a public key.
+    case invalidAuthMethod
+    case missingKey
+    case keyMismatch
+    case invalidKey(String)
+    case verifyOnly
 }
 
 /// Who a request acts as: the user a token (or later a client certificate)

@@ -123,8 +123,11 @@ public final class AuthStore: Sendable {
     // MARK: - Changes (raft loop only)
 
     /// AuthEnable: needs `root` with the `root` role; enabling twice is fine.
+    /// Enabling bumps the revision (etcd 3.4.22+ and 3.5.5+ do: a token made
+    /// before auth was last disabled must not pass), which the revision a
+    /// JWT carries shows.
     public func enable(in backend: Backend) throws {
-        try change(backend, bumpRevision: false) { state in
+        try change(backend) { state in
             if state.enabled { return false }
             guard let root = state.users[AuthNames.root] else { throw AuthError.rootUserNotExist }
             guard root.roles.contains(AuthNames.root) else { throw AuthError.rootRoleNotExist }
@@ -281,13 +284,11 @@ public final class AuthStore: Sendable {
     /// bumps and stores the revision (etcd's commitRevision), rebuilds the
     /// merged grants and publishes the copy. A throw leaves everything as it
     /// was in memory (the backend writes all come after the checks).
-    private func change(_ backend: Backend, bumpRevision: Bool = true, _ body: (inout State) throws -> Bool) throws {
+    private func change(_ backend: Backend, _ body: (inout State) throws -> Bool) throws {
         var copy = state.withLock { $0 }
         guard try body(&copy) else { return }
-        if bumpRevision {
-            copy.revision += 1
-            try backend.put(.auth, key: Self.revisionKey, value: BigEndian.bytes(copy.revision))
-        }
+        copy.revision += 1
+        try backend.put(.auth, key: Self.revisionKey, value: BigEndian.bytes(copy.revision))
         copy.permissions = Self.mergedPermissions(copy)
         let published = copy
         state.withLock { $0 = published }

@@ -107,6 +107,14 @@ extension WireRouter {
         }
     }
 
+    /// The host part of a gRPC peer description ("ipv4:127.0.0.1:5000",
+    /// "ipv6:[::1]:5000"): what Authenticate's per-client budget is kept by.
+    static func clientHost(_ peer: String) -> String? {
+        if peer.hasPrefix("ipv6:["), let end = peer.firstIndex(of: "]") { return String(peer[peer.index(peer.startIndex, offsetBy: 6)..<end]) }
+        if peer.hasPrefix("ipv4:"), let colon = peer.lastIndex(of: ":") { return String(peer[peer.index(peer.startIndex, offsetBy: 5)..<colon]) }
+        return nil
+    }
+
     /// The Auth service. Every call but Authenticate and AuthStatus acts as
     /// the caller (root for changes; see `Member+Auth.swift`).
     mutating func addAuth(member: Member) {
@@ -115,8 +123,8 @@ extension WireRouter {
         unaryAsUser(Auth.AuthDisable.descriptor, member) { (_: Etcdserverpb_AuthDisableRequest, info) in try await member.authDisable(as: info) }
         unaryAsUser(Auth.AuthStatus.descriptor, member) { (_: Etcdserverpb_AuthStatusRequest, _) in try await member.authStatus() }
         // Authenticate ignores any token the client still sends (etcd's does too).
-        unary(Auth.Authenticate.descriptor) { (request: Etcdserverpb_AuthenticateRequest, _) in
-            try await etcdCall { try await member.authenticate(request) }
+        unary(Auth.Authenticate.descriptor) { (request: Etcdserverpb_AuthenticateRequest, context) in
+            try await etcdCall { try await member.authenticate(request, client: Self.clientHost(context.remotePeer)) }
         }
         unaryAsUser(Auth.UserAdd.descriptor, member, member.userAdd(_:as:))
         unaryAsUser(Auth.UserGet.descriptor, member, member.userGet(_:as:))

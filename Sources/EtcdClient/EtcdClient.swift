@@ -74,6 +74,9 @@ public struct EtcdClientOptions: Sendable {
     public var username: String?
     /// Password for ``username``.
     public var password: String?
+    /// An auth token obtained elsewhere (a JWT another member or tool
+    /// made), sent as is on every call instead of authenticating.
+    public var token: String?
     /// TLS for every connection; nil for plaintext.
     public var tls: EtcdTLSOptions?
     /// HTTP/2 keep-alive ping interval (nil: no keep-alive pings).
@@ -256,6 +259,7 @@ public final class EtcdClient: Sendable {
     }
 
     func metadata() async throws -> Metadata {
+        if let token = options.token { return ["token": .string(token)] }
         guard options.username != nil else { return [:] }
         let known = state.withLock { ($0.token, $0.authNotEnabled) }
         if let token = known.0 { return ["token": .string(token)] }

@@ -164,6 +164,8 @@ extension Applier {
         guard auth.isEnabled else { throw .authNotEnabled }
         guard let user = auth.user(request.name), !user.options.noPassword else { throw .authFailed }
         var response = Etcdserverpb_AuthenticateResponse()
+        // No prefix: the member runs JWT tokens, and its proposer signs one.
+        guard !request.simpleToken.isEmpty else { return response }
         response.token = SimpleTokens.token(prefix: request.simpleToken, index: index)
         tokens.assign(response.token, to: request.name, now: leaseClock.now())
         return response
@@ -195,6 +197,11 @@ extension EtcdError {
         case .invalidToken: text = "invalid auth token"
         case .invalidManagement: text = "invalid auth management"
         case .limitExceeded(let what): text = what
+        case .invalidAuthMethod: text = "invalid auth signature method"
+        case .missingKey: text = "missing key data"
+        case .keyMismatch: text = "public and private keys don't match"
+        case .invalidKey(let why): text = why
+        case .verifyOnly: text = "token signing attempted with verify-only key"
         }
         self = EtcdError(.unknown, "auth: " + text)
     }
@@ -221,6 +228,8 @@ extension EtcdError {
         case .invalidToken: self = EtcdError(.unauthenticated, "etcdserver: invalid auth token")
         case .invalidManagement: self = EtcdError(.invalidArgument, "etcdserver: invalid auth management")
         case .limitExceeded(let what): self = EtcdError(.resourceExhausted, "etcdserver: \(what)")
+        // The JWT errors are not in etcd's table either.
+        case .invalidAuthMethod, .missingKey, .keyMismatch, .invalidKey, .verifyOnly: self = EtcdError(unconverted: error)
         }
     }
 }

@@ -29,8 +29,12 @@ extension Member {
         return nil
     }
 
-    /// The user a simple token names (renewing it), at the store's revision.
+    /// The user a simple token names (renewing it), at the store's
+    /// revision; with JWT, the user and revision a valid token carries.
     private func tokenInfo(_ token: String) -> AuthInfo? {
+        if let jwt {
+            return jwt.verify(token).map { AuthInfo(username: $0.username, revision: $0.revision) }
+        }
         guard SimpleTokens.isWellFormed(token), let user = tokens.user(for: token, now: leaseClock.now()) else { return nil }
         return AuthInfo(username: user, revision: auth.revision)
     }
@@ -135,25 +139,42 @@ extension Member {
 
     /// Authenticate, as etcd: after a read barrier, compare the password
     /// (bcrypt, off the raft loop) against the stored hash, then propose
-    /// the token so every member knows it. When the auth store changed
-    /// while the password was compared, compare again (at most a few times).
-    public func authenticate(_ request: Etcdserverpb_AuthenticateRequest) async throws -> Etcdserverpb_AuthenticateResponse {
+    /// the token so every member knows it (with JWT: then sign one). When
+    /// the auth store changed while the password was compared, compare
+    /// again (at most a few times). `client` (the caller's address) is
+    /// charged the bcrypt time its attempts take (`BcryptBudget`).
+    public func authenticate(_ request: Etcdserverpb_AuthenticateRequest, client: String? = nil) async throws -> Etcdserverpb_AuthenticateResponse {
         try await linearizableBarrier()
         for _ in 0..<3 {
             let stored: (hash: Data, revision: UInt64)
             do { stored = try auth.passwordHash(of: request.name) } catch { throw EtcdError(error) }
-            guard try await passwordWork.run({ Passwords.matches(request.password, hash: stored.hash) }) else {
+            let ticket = try bcryptBudget.admit(client, now: leaseClock.now())
+            let (matches, seconds) = try await passwordWork.run { () -> (Bool, Double) in
+                let start = ContinuousClock.now
+                let matches = Passwords.matches(request.password, hash: stored.hash)
+                let spent = ContinuousClock.now - start
+                return (matches, Double(spent.components.seconds) + Double(spent.components.attoseconds) / 1e18)
+            }
+            bcryptBudget.charge(ticket, seconds: seconds, now: leaseClock.now())
+            guard matches else {
                 logger.info("invalid password", metadata: ["user-name": "\(request.name)"])
                 throw EtcdError(AuthError.authFailed)
             }
+            if jwt?.verifyOnly == true { throw EtcdError(unconverted: AuthError.verifyOnly) }
             var internalRequest = Etcdserverpb_InternalRaftRequest()
             internalRequest.authenticate.name = request.name
-            var bits = RandomBits(source: environment.randomBits)
-            internalRequest.authenticate.simpleToken = SimpleTokens.makePrefix(using: &bits)
+            // With JWT the entry assigns nothing; the token is signed below.
+            if jwt == nil {
+                var bits = RandomBits(source: environment.randomBits)
+                internalRequest.authenticate.simpleToken = SimpleTokens.makePrefix(using: &bits)
+            }
             guard case var .authenticate(response) = try await propose(.other(internalRequest)) else {
                 throw EtcdError(.internal, "unexpected apply result")
             }
             if stored.revision == auth.revision {
+                if let jwt {
+                    do { response.token = try await jwt.sign(username: request.name, revision: stored.revision) } catch { throw EtcdError(error) }
+                }
                 response.header = header()
                 return response
             }
@@ -356,5 +377,86 @@ final class PasswordWork: Sendable {
             return slots.waiting.removeFirst()
         }
         next?.resume(returning: true)
+    }
+}
+
+/// Authenticate's per-client limit (ours; etcd has none): each client
+/// address (its host, any port) has a budget of bcrypt time — at most
+/// `capacity` seconds, refilled at `refillPerSecond` — and an attempt
+/// starts only while its budget is above zero, reserving the last
+/// measured cost and settling on the real one. So one client can keep at
+/// most about half a core busy comparing passwords however fast it calls
+/// (at `--bcrypt-cost 10` about 8 attempts a second after a burst of
+/// about 30), while a client that logs in now and then never notices.
+/// Past its budget: "etcdserver: too many requests". At most `maxClients`
+/// addresses are tracked; full ones are forgotten first.
+final class BcryptBudget: Sendable {
+    static let capacity = 2.0
+    static let refillPerSecond = 0.5
+    static let maxClients = 4096
+
+    struct Ticket {
+        let client: String?
+        let reserved: Double
+    }
+
+    private struct Account {
+        var balance: Double
+        var updated: Duration
+    }
+
+    private struct State {
+        var accounts: [String: Account] = [:]
+        /// What the last comparison took (reserved at admission).
+        var estimate = 0.05
+    }
+
+    private let state = Mutex(State())
+
+    /// Admits an attempt from `client` (nil: not limited), or refuses it.
+    func admit(_ client: String?, now: Duration) throws(EtcdError) -> Ticket {
+        guard let client else { return Ticket(client: nil, reserved: 0) }
+        let reserved: Double? = state.withLock { state in
+            var account = Self.refilled(state.accounts[client], now: now)
+            guard account.balance > 0 else { return nil }
+            account.balance -= state.estimate
+            if state.accounts[client] == nil && state.accounts.count >= Self.maxClients { Self.forgetFullest(&state, now: now) }
+            state.accounts[client] = account
+            return state.estimate
+        }
+        guard let reserved else { throw EtcdError.tooManyRequests }
+        return Ticket(client: client, reserved: reserved)
+    }
+
+    /// Settles `ticket` on what the comparison really took.
+    func charge(_ ticket: Ticket, seconds: Double, now: Duration) {
+        state.withLock { state in
+            state.estimate = seconds
+            guard let client = ticket.client, var account = state.accounts[client] else { return }
+            account = Self.refilled(account, now: now)
+            account.balance -= seconds - ticket.reserved
+            state.accounts[client] = account
+        }
+    }
+
+    /// The budget left to `client` (for tests).
+    func balance(_ client: String, now: Duration) -> Double {
+        state.withLock { Self.refilled($0.accounts[client], now: now).balance }
+    }
+
+    private static func refilled(_ account: Account?, now: Duration) -> Account {
+        guard var account else { return Account(balance: capacity, updated: now) }
+        let elapsed = now - account.updated
+        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        account.balance = min(capacity, account.balance + max(0, seconds) * refillPerSecond)
+        account.updated = now
+        return account
+    }
+
+    private static func forgetFullest(_ state: inout State, now: Duration) {
+        state.accounts = state.accounts.filter { refilled($0.value, now: now).balance < capacity }
+        if state.accounts.count >= maxClients, let fullest = state.accounts.max(by: { $0.value.balance < $1.value.balance }) {
+            state.accounts[fullest.key] = nil
+        }
     }
 }

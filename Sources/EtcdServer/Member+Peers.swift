@@ -31,6 +31,12 @@ extension Member {
     public static func open(config: ServerConfig) async throws -> Member {
         let hasData = WAL.exists(in: config.walDir)
         let member = try await openOrJoin(config: config)
+        if let jwt = member.jwt {
+            do { try await jwt.prepare() } catch {
+                await member.stopAndWait()
+                throw EtcdError(unconverted: error)
+            }
+        }
         guard config.initialCorruptCheck, hasData else { return member }
         do {
             try await member.checkInitialHashKV()

@@ -47,8 +47,11 @@ public final class Member: Sendable {
     public let auth: AuthStore
     /// The simple tokens this member has assigned (not persisted).
     let tokens: SimpleTokens
+    /// With `--auth-token jwt,...`: signs and checks tokens instead.
+    let jwt: JWTTokens?
     /// bcrypt's bounded workers (`Member+Auth.swift`).
     let passwordWork = PasswordWork()
+    let bcryptBudget = BcryptBudget()
     /// Raft messages to and from the other members; it sends from the
     /// start and listens once `startPeers` is called.
     let peers: any RaftTransport
@@ -89,6 +92,9 @@ public final class Member: Sendable {
         let logger = environment.logger ?? Logger(label: "etcd")
         // Peer certificates before the data dir: a bad file stops the start.
         let peerSecurity = environment.makeTransport == nil ? try Self.peerCredentials(config) : nil
+        // So are the JWT key files.
+        let jwt: JWTTokens?
+        do { jwt = try config.jwt.map { options throws(AuthError) in try JWTTokens(options: options) } } catch { throw EtcdError(unconverted: error) }
         let parts = try Bootstrap(config: config, joining: joining, environment: environment, logger: logger)
         self.config = config
         self.environment = environment
@@ -102,6 +108,10 @@ public final class Member: Sendable {
         alarms = parts.alarms
         auth = parts.auth
         tokens = SimpleTokens(ttl: .seconds(config.authTokenTTLSeconds), maxTokens: auth.limits.maxTokens)
+        self.jwt = jwt
+        // Member.open awaits this (and reports a key mismatch); a member
+        // made directly gets it moments later, before any token checks out.
+        if let jwt { Task { try? await jwt.prepare() } }
         watchable = WatchableStore(store: parts.store)
         leaseClock = LeaseClock(environment.now)
         requestTimeout = .seconds(5) + .milliseconds(2 * config.electionTimeoutMilliseconds)

@@ -1,3 +1,4 @@
+import Auth
 import TransportSecurity
 /// The settings `etcd` reads, by their flag names. Each can come from a flag
 /// (`--data-dir`), from its environment variable (`ETCD_DATA_DIR`; the flag
@@ -217,15 +218,43 @@ extension ServerConfig {
         }
     }
 
-    /// --auth-token (only `simple`: JWT is refused by name until it is
-    /// built), --auth-token-ttl (seconds) and --bcrypt-cost (4...31).
+    /// --auth-token (`simple`, or `jwt,sign-method=…,pub-key=…,priv-key=…,ttl=…`
+    /// as etcd parses it: options after the first comma are key=value, none
+    /// twice; the key files are read when the member starts. etcd only
+    /// warns about an unknown option; a misspelt `ttl` would leave tokens
+    /// living longer than configured, so here it refuses the start), --auth-token-ttl (seconds) and
+    /// --bcrypt-cost (4...31).
     private mutating func applyAuthSettings(_ settings: [ConfigKey: String]) throws(SettingsError) {
         if let text = settings[.authToken] {
-            let kind = text.split(separator: ",", maxSplits: 1).first.map(String.init) ?? ""
-            switch kind {
-            case "simple": break
-            case "jwt": throw .unsupported("--auth-token jwt is not supported yet (only simple tokens are)")
-            default: throw .invalid(key: ConfigKey.authToken.rawValue, value: text, reason: "expected simple or jwt,...")
+            let parts = text.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+            var options: [String: String] = [:]
+            for pair in parts.dropFirst() {
+                let sides = pair.split(separator: "=", omittingEmptySubsequences: false)
+                guard sides.count == 2, options[String(sides[0])] == nil else {
+                    throw .invalid(key: ConfigKey.authToken.rawValue, value: text, reason: "auth: invalid auth options")
+                }
+                options[String(sides[0])] = String(sides[1])
+            }
+            switch parts[0] {
+            case "simple":
+                jwt = nil
+            case "jwt":
+                if let unknown = options.keys.sorted().first(where: { !JWTOptions.knownOptions.contains($0) }) {
+                    throw .invalid(key: ConfigKey.authToken.rawValue, value: text, reason: "unknown JWT option \"\(unknown)\" (known: pub-key, priv-key, sign-method, ttl)")
+                }
+                guard let method = options["sign-method"], JWTOptions.methods.contains(method) else {
+                    throw .invalid(key: ConfigKey.authToken.rawValue, value: text, reason: "auth: invalid auth options (sign-method must be one of \(JWTOptions.methods.sorted().joined(separator: ", ")))")
+                }
+                var ttl = JWTOptions.defaultTTL
+                if let given = options["ttl"], !given.isEmpty {
+                    guard let milliseconds = GoDuration.milliseconds(given), milliseconds > 0 else {
+                        throw .invalid(key: ConfigKey.authToken.rawValue, value: text, reason: "auth: invalid auth options (ttl \"\(given)\" is not a duration)")
+                    }
+                    ttl = .milliseconds(milliseconds)
+                }
+                jwt = JWTOptions(signMethod: method, publicKeyPath: options["pub-key"], privateKeyPath: options["priv-key"], ttl: ttl)
+            default:
+                throw .invalid(key: ConfigKey.authToken.rawValue, value: text, reason: "expected simple or jwt,...")
             }
         }
         if let text = settings[.authTokenTTL] {

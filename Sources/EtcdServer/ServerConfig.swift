@@ -1,3 +1,4 @@
+import Auth
 import TransportSecurity
 /// What a member needs to start, named after etcd's flags
 /// (`--name`, `--data-dir`, `--listen-client-urls`, ...).
@@ -93,6 +94,8 @@ public struct ServerConfig: Sendable {
     public var bcryptCost = 10
     /// --auth-token-ttl: seconds a simple token lives past its last use.
     public var authTokenTTLSeconds = 300
+    /// --auth-token jwt,...: JWT tokens with these options (nil: simple tokens).
+    public var jwt: JWTOptions?
     /// Watchers one watch stream may hold (a bound etcd does not have).
     public var maxWatchersPerStream = 100_000
 

@@ -67,6 +67,11 @@ import Testing
 
 /// Runs `body` with one KV client per port.
 func withKVClients(ports: [Int], _ body: ([Etcdserverpb_KV.Client<HTTP2ClientTransport.Posix>]) async throws -> Void) async throws {
+    try await withGRPCClients(ports: ports) { clients in try await body(clients.map { Etcdserverpb_KV.Client(wrapping: $0) }) }
+}
+
+/// Runs `body` with one gRPC client per port (plaintext, loopback).
+func withGRPCClients(ports: [Int], _ body: ([GRPCClient<HTTP2ClientTransport.Posix>]) async throws -> Void) async throws {
     let grpcClients = try ports.map { port -> GRPCClient<HTTP2ClientTransport.Posix> in
         var config = HTTP2ClientTransport.Posix.Config.defaults
         config.channelDebuggingCallbacks.onCreateTCPConnection = { HTTP2PingResponder.install(on: $0, expectsClientPreface: false) }
@@ -76,7 +81,7 @@ func withKVClients(ports: [Int], _ body: ([Etcdserverpb_KV.Client<HTTP2ClientTra
     try await withThrowingTaskGroup { group in
         for client in grpcClients { group.addTask { try await client.runConnections() } }
         defer { grpcClients.forEach { $0.beginGracefulShutdown() } }
-        try await body(grpcClients.map { Etcdserverpb_KV.Client(wrapping: $0) })
+        try await body(grpcClients)
     }
 }
 
