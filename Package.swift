@@ -201,6 +201,9 @@ let package = Package(
             dependencies: [
                 "EtcdClient", "EtcdProto", "Locks", "Bbolt", "CLIText",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ]
         ),
         .executableTarget(

@@ -15,6 +15,7 @@ func checkCommand(_ g: @escaping (Invocation) -> Globals) -> Command {
     // etcd always runs 60 s; tests run shorter.
     perf.flag("duration", .duration, "60s", "How long the load runs", hidden: true)
     check.add(perf)
+    check.add(checkSecurityCommand(g))
     return check
 }
 
