@@ -43,6 +43,10 @@ public enum MetaKey {
     public static let scheduledCompactRevision: [UInt8] = Array("scheduledCompactRev".utf8)
     /// Revision of the last compaction that finished (17-byte revision).
     public static let finishedCompactRevision: [UInt8] = Array("finishedCompactRev".utf8)
+    /// The raft configuration the backend is at, as etcd 3.5+ keeps it (JSON).
+    public static let confState: [UInt8] = Array("confState".utf8)
+    /// The storage schema version, as etcd 3.6+ keeps it ("3.6.0").
+    public static let storageVersion: [UInt8] = Array("storageVersion".utf8)
 }
 
 /// Big-endian fixed-width integer encoding used by the meta bucket.

@@ -78,9 +78,20 @@ final class ClusterVersionStore: Sendable {
     /// Applies ClusterVersionSet (backend writer thread); the old version.
     func setVersion(_ version: ClusterVersion, in backend: Backend) throws(BackendError) -> ClusterVersion {
         try backend.put(.cluster, key: Self.versionKey, value: Array(version.description.utf8))
+        try Self.recordStorageVersion(version, in: backend)
         return state.withLock { state in
             defer { state.version = version }
             return state.version ?? .ours
+        }
+    }
+
+    /// etcd 3.6 keeps the storage schema's version in the `meta` bucket once
+    /// the cluster runs 3.6; a 3.5 backend has none (a downgrade removes it).
+    static func recordStorageVersion(_ version: ClusterVersion, in backend: Backend) throws(BackendError) {
+        if version >= ClusterVersion(parsing: "3.6")! {
+            try backend.put(.meta, key: MetaKey.storageVersion, value: Array(version.description.utf8))
+        } else {
+            try backend.delete(.meta, key: MetaKey.storageVersion)
         }
     }
 

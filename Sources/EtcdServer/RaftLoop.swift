@@ -298,6 +298,7 @@ final class RaftLoop: @unchecked Sendable {
                 try storage.applySnapshot(snapshot)
                 try failpoints.hit(.beforeApplySnapshot)
                 try installSnapshot(snapshot)
+                metaRecorded = false
                 try failpoints.hit(.afterApplySnapshot)
             }
             if !ready.entries.isEmpty {
@@ -325,12 +326,23 @@ final class RaftLoop: @unchecked Sendable {
 
     /// Applies one committed entry. A request the state machines reject is
     /// answered with its error; a fatal failure is thrown and stops the member.
+    /// Whether this run wrote the `meta` bucket's confState and
+    /// storageVersion yet (on the first entry it applies, then as they change).
+    private var metaRecorded = false
+
+    private func recordMeta() throws {
+        metaRecorded = true
+        try backend.put(.meta, key: MetaKey.confState, value: Self.confStateJSON(confState))
+        try ClusterVersionStore.recordStorageVersion(applier.membership.versions.version, in: backend)
+    }
+
     private func apply(_ entry: Raft.Entry) throws {
         precondition(entry.index > applied, "entry \(entry.index) applied after \(applied): out of order")
         defer { applied = entry.index }
         // The backend already holds this entry (it came with a snapshot
         // newer than raft's); only raft's own membership must still follow.
         let alreadyApplied = entry.index <= skipThrough
+        if !alreadyApplied && !metaRecorded { try recordMeta() }
         switch entry.type {
         case .normal:
             let local = proposedHere.removeValue(forKey: entry.index)
@@ -371,12 +383,24 @@ final class RaftLoop: @unchecked Sendable {
             let change = try ProtobufConfChangeCodec().decode(entry)
             confState = try node.applyConfChange(change.asV2)
             if alreadyApplied { return }
+            try backend.put(.meta, key: MetaKey.confState, value: Self.confStateJSON(confState))
             if case let .v1(single) = change {
                 if try applier.applyMembership(single) { removed = true }
             }
             try backend.setConsistentIndex(entry.index, term: entry.term)
             if case let .v1(single) = change { mailbox.complete(single.id, .success(.none)) }
         }
+    }
+
+    /// The raft configuration as etcd 3.5+ stores it in the `meta` bucket:
+    /// Go's JSON of raftpb.ConfState (empty lists left out, auto_leave kept).
+    static func confStateJSON(_ state: Raft.ConfState) -> [UInt8] {
+        func list(_ name: String, _ ids: [UInt64]) -> String? {
+            ids.isEmpty ? nil : "\"\(name)\":[\(ids.map(String.init).joined(separator: ","))]"
+        }
+        let fields = [list("voters", state.voters), list("learners", state.learners),
+                      list("voters_outgoing", state.votersOutgoing), list("learners_next", state.learnersNext)].compactMap { $0 }
+        return Array(("{" + (fields + ["\"auto_leave\":\(state.autoLeave)"]).joined(separator: ",") + "}").utf8)
     }
 
     /// Every `--snapshot-count` applied entries: make the backend durable up

@@ -171,6 +171,9 @@ public struct SnapshotRestore {
             }
             let table = MembershipTable()
             for record in members { try table.save(record, to: backend) }
+            // The new cluster's configuration, as the WAL's snapshot marker has it.
+            try backend.put(.meta, key: MetaKey.confState,
+                            value: RaftLoop.confStateJSON(Raft.ConfState(voters: members.map(\.id).sorted())))
             try backend.setConsistentIndex(1, term: 1)
             try backend.forceCommit()
             try backend.close()

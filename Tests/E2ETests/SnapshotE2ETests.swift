@@ -34,7 +34,22 @@ import Testing
         let revision = try #require(try go(endpoint, ["get", "key0", "-w", "json"]).out.firstMatch(of: /"revision":(\d+)/)).1
         #expect(try go(endpoint, ["compact", String(Int(revision)! - 50)]).status == 0)
         #expect(try go(endpoint, ["put", "after-compaction", "x"]).status == 0)
+        // Auth records (auth stays disabled, so the rest reads without a user).
+        for step in [["user", "add", "root:rootpw"], ["role", "add", "reader"], ["role", "grant-permission", "reader", "read", "key", "kez"],
+                     ["role", "grant-permission", "reader", "readwrite", "leased", "--prefix"], ["user", "add", "alice:alicepw"],
+                     ["user", "grant-role", "alice", "reader"]] {
+            #expect(try go(endpoint, step).status == 0, "\(step)")
+        }
         return String(lease)
+    }
+
+    /// The restored passwords work: with auth enabled, alice logs in with
+    /// hers (and reads what her role grants), not with a wrong one.
+    static func checkLogins(_ endpoint: String) throws {
+        #expect(try go(endpoint, ["auth", "enable"]).status == 0)
+        let granted = try go(endpoint, ["--user", "alice:alicepw", "get", "key0", "--print-value-only"])
+        #expect(granted.status == 0 && granted.out == "value-2-0\n", "\(granted)")
+        #expect(try go(endpoint, ["--user", "alice:wrong", "get", "key0"]).status != 0)
     }
 
     /// What must survive a snapshot: every key with its revisions and
@@ -44,7 +59,8 @@ import Testing
         var revision: String
         var leases: String
         var hashKV: String
-        var description: String { "revision \(revision)\nleases \(leases)\nhashKV \(hashKV)\nkvs \(kvs)" }
+        var auth: String
+        var description: String { "revision \(revision)\nleases \(leases)\nhashKV \(hashKV)\nauth \(auth)\nkvs \(kvs)" }
     }
 
     static func observe(_ endpoint: String) throws -> Observed {
@@ -55,7 +71,10 @@ import Testing
         let leases = try go(endpoint, ["lease", "list"]).out
         let hash = try go(endpoint, ["endpoint", "hashkv", "--rev", revision, "-w", "json"])
         let hashKV = String(try #require(hash.out.firstMatch(of: /"hash":(\d+)/), "\(hash)").1)
-        return Observed(kvs: kvs, revision: revision, leases: leases, hashKV: hashKV)
+        // Users, roles and permissions (the password is checked by logging in once auth is on elsewhere).
+        let auth = try [["user", "list"], ["role", "list"], ["role", "get", "reader"], ["user", "get", "alice"]].map { try go(endpoint, $0).out }
+        #expect(auth[0].contains("alice") && auth[2].contains("[key, kez)"), "\(auth)")
+        return Observed(kvs: kvs, revision: revision, leases: leases, hashKV: hashKV, auth: auth.joined(separator: "|"))
     }
 
     /// A real etcd 3.4 on a given data dir and peer port.
@@ -119,6 +138,7 @@ import Testing
         defer { real.terminate(); real.waitUntilExit() }
         let after = try Self.observe("127.0.0.1:\(client)")
         #expect(after == before)
+        try Self.checkLogins("127.0.0.1:\(client)")
     }
 
     /// Real → ours: the real etcd's snapshot, our etcdutl's status (equal
@@ -155,6 +175,7 @@ import Testing
         defer { ours.terminate() }
         let after = try Self.observe("127.0.0.1:\(client)")
         #expect(after == before)
+        try Self.checkLogins("127.0.0.1:\(client)")
         // The new membership: one member under the restore's peer URL.
         let members = try Self.go("127.0.0.1:\(client)", ["member", "list"])
         #expect(members.out.contains("http://127.0.0.1:\(peer)"), "\(members.out)")
