@@ -8,14 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TOTAL=${1:-40000}
-swift build -c release --scratch-path .build-release --product etcd >/dev/null
-swift build -c release --scratch-path .build-release --product etcd-bench >/dev/null
-OURS=.build-release/release/etcd
-BENCH=.build-release/release/etcd-bench
-REAL=/usr/bin/etcd
-ROOT=$(mktemp -d)
-PIDS=()
-trap 'kill "${PIDS[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$ROOT"' EXIT
+. scripts/lib/bench.sh
 
 # start_cluster BINARY NAME-PREFIX BASE-PORT
 start_cluster() {

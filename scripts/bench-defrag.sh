@@ -12,17 +12,7 @@ cd "$(dirname "$0")/.."
 STORE_MIB=${1:-1024}
 PUTS=${2:-200000}
 ROUNDS=${3:-2}
-SCRATCH=${SCRATCH:-.build-release}
-if [ -z "${NO_BUILD:-}" ]; then
-    swift build -c release --scratch-path "$SCRATCH" --product etcd >/dev/null
-    swift build -c release --scratch-path "$SCRATCH" --product etcd-bench >/dev/null
-fi
-OURS=$SCRATCH/release/etcd
-BENCH=$SCRATCH/release/etcd-bench
-REAL=/usr/bin/etcd
-ROOT=$(mktemp -d)
-PIDS=()
-trap 'kill "${PIDS[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$ROOT"' EXIT
+. scripts/lib/bench.sh
 
 # start BINARY NAME PORT
 start() {

@@ -9,17 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TOTAL=${1:-40000}
-SCRATCH=${SCRATCH:-.build-release}
-if [ -z "${NO_BUILD:-}" ]; then
-    swift build -c release --scratch-path "$SCRATCH" --product etcd >/dev/null
-    swift build -c release --scratch-path "$SCRATCH" --product etcd-bench >/dev/null
-fi
-OURS=$SCRATCH/release/etcd
-BENCH=$SCRATCH/release/etcd-bench
-REAL=/usr/bin/etcd
-ROOT=$(mktemp -d)
-PIDS=()
-trap 'kill "${PIDS[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$ROOT"' EXIT
+. scripts/lib/bench.sh
 
 # start BINARY NAME PORT
 start() {
@@ -34,8 +24,6 @@ start() {
     done
     echo "$2 did not start" >&2; exit 1
 }
-
-summary() { grep -E "requests/s|latency" | tr -s ' ' | paste -sd' ' -; }
 
 run() {
     local label=$1 ep=127.0.0.1:$2

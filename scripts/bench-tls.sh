@@ -11,17 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 TOTAL=${1:-40000}
 ROUNDS=${2:-2}
-SCRATCH=${SCRATCH:-.build-release}
-if [ -z "${NO_BUILD:-}" ]; then
-    swift build -c release --scratch-path "$SCRATCH" --product etcd >/dev/null
-    swift build -c release --scratch-path "$SCRATCH" --product etcd-bench >/dev/null
-fi
-OURS=$SCRATCH/release/etcd
-BENCH=$SCRATCH/release/etcd-bench
-REAL=/usr/bin/etcd
-ROOT=$(mktemp -d)
-PIDS=()
-trap 'kill "${PIDS[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$ROOT"' EXIT
+. scripts/lib/bench.sh
 
 # Certificates: a CA, a server certificate for 127.0.0.1, a client certificate.
 printf '[server]\nsubjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n[client]\nextendedKeyUsage=clientAuth\n' >"$ROOT/ext.cnf"
@@ -48,8 +38,6 @@ start() {
     done
     echo "$2 did not start" >&2; exit 1
 }
-
-summary() { grep -E "requests/s|latency" | tr -s ' ' | paste -sd' ' -; }
 
 # run LABEL PORT SCHEME
 run() {
