@@ -76,7 +76,12 @@ struct Bootstrap {
         try SnapshotFiles.finishInstall(config: config, snapshotIndex: snapshot?.metadata.index)
         try BboltConversion.convertIfNeeded(backendPath: config.backendPath, logger: logger)
 
-        var backendConfig = BackendConfig(quotaBytes: Self.backendLimitBytes(quotaBytes: config.quotaBackendBytes))
+        // The map is reserved at its limit from the start (address space
+        // only: the file grows as pages are written), so it never has to
+        // grow — growing waits for every read transaction, and a snapshot's
+        // copy holds one for as long as it takes.
+        let limit = Self.backendLimitBytes(quotaBytes: config.quotaBackendBytes)
+        var backendConfig = BackendConfig(initialMapSizeBytes: limit, quotaBytes: limit)
         if let interval = environment.backendBatchIntervalMilliseconds { backendConfig.batchIntervalMilliseconds = interval }
         if let limit = environment.backendBatchLimitOps { backendConfig.batchLimitOps = limit }
         let backend = try Backend(path: config.backendPath, config: backendConfig)

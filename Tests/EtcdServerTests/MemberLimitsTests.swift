@@ -167,4 +167,17 @@ import Testing
         }
         #expect(throws: SettingsError.self) { try ServerConfig(settings: [.maxLearners: "0"]) }
     }
+
+    /// The backend's map is reserved at its limit when the member opens, so
+    /// no write ever has to grow it — growing waits for every read
+    /// transaction, and a snapshot being copied holds one for its whole copy.
+    @Test func theBackendMapIsReservedAtItsLimit() async throws {
+        let dir = MemberTests.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var config = ServerConfig(name: "m1", dataDir: dir)
+        config.quotaBackendBytes = 3 << 30
+        let member = try Member(config: config)
+        #expect(member.backend.mapSize == Bootstrap.backendLimitBytes(quotaBytes: 3 << 30))
+        await member.stopAndWait()
+    }
 }
