@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Snapshot save and restore of a large store, ours against the real etcd
+# (Debian's etcd-server, etcd 3.4) in the same run. Each server gets KEYS
+# keys of VALUE bytes (default 1,000,000 × 1 KiB, about 1 GiB); then, per
+# round, the Go etcdctl saves a snapshot from each (wall time, throughput,
+# the server's peak RSS), each snapshot is restored with its own system's
+# tool (our etcdutl, Go's etcdctl 3.4; wall time and peak RSS), and the
+# disk's sequential write speed (dd, 1 GiB with fdatasync) is the yardstick.
+# Release build; not part of CI (minutes, GiBs of disk).
+#
+#   scripts/bench-snapshot.sh [keys] [value-bytes] [rounds]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+KEYS=${1:-1000000}
+VALUE=${2:-1024}
+ROUNDS=${3:-2}
+. scripts/lib/bench.sh
+if [ -z "${NO_BUILD:-}" ]; then swift build -c release --scratch-path "$SCRATCH" --product etcdutl >/dev/null; fi
+UTL=$SCRATCH/release/etcdutl
+GO=(env ETCDCTL_API=3 /usr/bin/etcdctl --dial-timeout=5s --command-timeout=600s)
+
+# start BINARY NAME PORT
+start() {
+    "$1" --name "$2" --data-dir "$ROOT/$2" --quota-backend-bytes 8589934592 \
+        --listen-client-urls "http://127.0.0.1:$3" --advertise-client-urls "http://127.0.0.1:$3" \
+        --listen-peer-urls "http://127.0.0.1:$(($3 + 1))" --initial-advertise-peer-urls "http://127.0.0.1:$(($3 + 1))" \
+        --initial-cluster "$2=http://127.0.0.1:$(($3 + 1))" --log-level warn 2>"$ROOT/$2.log" &
+    PIDS+=($!)
+    for _ in $(seq 100); do
+        "${GO[@]}" --endpoints="127.0.0.1:$3" endpoint health >/dev/null 2>&1 && return
+        sleep 0.1
+    done
+    echo "$2 did not start" >&2; exit 1
+}
+
+seconds() { date +%s.%N; }
+peak_kib() { grep VmHWM "/proc/$1/status" | awk '{print $2}'; }
+
+echo "=== disk: $(dd if=/dev/zero of="$ROOT/dd" bs=1M count=1024 conv=fdatasync 2>&1 | tail -1)"
+rm -f "$ROOT/dd"
+start "$OURS" ours 24900
+start "$REAL" etcd 24910
+for port in 24900 24910; do
+    echo "fill 127.0.0.1:$port: $("$BENCH" put --endpoints "127.0.0.1:$port" --conns 16 --clients 256 --total "$KEYS" \
+        --key-space-size "$KEYS" --sequential-keys --val-size "$VALUE" | summary)"
+done
+NAMES=(ours etcd)
+PORTS=(24900 24910)
+for round in $(seq "$ROUNDS"); do
+    for k in 0 1; do
+        i=$(( (k + round - 1) % 2 ))
+        name=${NAMES[$i]} port=${PORTS[$i]} pid=${PIDS[$i]}
+        file="$ROOT/$name-$round.db"
+        start_time=$(seconds)
+        "${GO[@]}" --endpoints="127.0.0.1:$port" snapshot save "$file" >/dev/null 2>&1
+        took=$(echo "$(seconds) - $start_time" | bc)
+        size=$(stat -c %s "$file")
+        echo "round $round $name save: $(printf '%.2f' "$took") s, $(echo "$size / 1048576" | bc) MiB, $(echo "$size / 1048576 / $took" | bc) MiB/s, server peak RSS $(peak_kib "$pid") KiB"
+        rm -rf "$ROOT/restore-$name"
+        if [ "$name" = ours ]; then
+            restore=("$UTL" snapshot restore "$file" --data-dir "$ROOT/restore-$name")
+        else
+            restore=("${GO[@]}" snapshot restore "$file" --data-dir "$ROOT/restore-$name")
+        fi
+        /usr/bin/time -f "%e %M" -o "$ROOT/time" "${restore[@]}" >/dev/null 2>&1
+        read -r wall rss <"$ROOT/time"
+        echo "round $round $name restore: $wall s, peak RSS $rss KiB"
+        rm -rf "$ROOT/restore-$name" "$file"
+    done
+done
