@@ -1,3 +1,4 @@
+import Auth
 @testable import EtcdServer
 import Testing
 
@@ -457,15 +458,21 @@ import Testing
 }
 
 extension SettingsTests {
-    /// --auth-token simple (the default) and its TTL; JWT is refused by
-    /// name until it is built; --bcrypt-cost within bcrypt's 4...31.
+    /// --auth-token simple (the default) and its TTL, or jwt with etcd's
+    /// options (an unknown or repeated option, a missing or unknown
+    /// sign-method or a bad ttl refuse the start); --bcrypt-cost within
+    /// bcrypt's 4...31.
     @Test func authSettings() throws {
         let config = try ServerConfig(settings: [.authToken: "simple", .authTokenTTL: "60", .bcryptCost: "12"])
-        #expect(config.authTokenTTLSeconds == 60 && config.bcryptCost == 12)
+        #expect(config.authTokenTTLSeconds == 60 && config.bcryptCost == 12 && config.jwt == nil)
         #expect(try ServerConfig(settings: [:]).authTokenTTLSeconds == 300)
         #expect(try ServerConfig(settings: [:]).bcryptCost == 10)
-        #expect(throws: SettingsError.unsupported("--auth-token jwt is not supported yet (only simple tokens are)")) {
-            try ServerConfig(settings: [.authToken: "jwt,pub-key=a.pem,priv-key=b.pem,sign-method=RS256"])
+        let jwt = try ServerConfig(settings: [.authToken: "jwt,pub-key=a.pem,priv-key=b.pem,sign-method=RS256"]).jwt
+        #expect(jwt == JWTOptions(signMethod: "RS256", publicKeyPath: "a.pem", privateKeyPath: "b.pem", ttl: .seconds(300)))
+        #expect(try ServerConfig(settings: [.authToken: "jwt,priv-key=k,sign-method=ES256,ttl=1h"]).jwt?.ttl == .seconds(3600))
+        for bad in ["jwt,priv-key=k", "jwt,priv-key=k,sign-method=XS1", "jwt,priv-key=k,sign-method=RS256,ttl=soon",
+                    "jwt,priv-key=k,sign-method=RS256,tll=1m", "jwt,priv-key=k,priv-key=j,sign-method=RS256", "jwt,priv-key"] {
+            #expect(throws: SettingsError.self, "\(bad)") { try ServerConfig(settings: [.authToken: bad]) }
         }
         #expect(throws: SettingsError.self) { try ServerConfig(settings: [.authToken: "other"]) }
         #expect(throws: SettingsError.self) { try ServerConfig(settings: [.bcryptCost: "3"]) }
