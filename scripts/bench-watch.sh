@@ -61,9 +61,10 @@ measure() {
     after=$(cpu "$pid")
     events=$(echo "$out" | sed -n 's/.*; \([0-9]*\) of .*/\1/p')
     eps=$(echo "$out" | awk '/events\/s/ {print $2}')
-    lat=$(echo "$out" | grep 'latency ms' | sed 's/ *latency ms: //')
+    # p50 and p99 of put sent -> event, then of put returned -> event.
+    lat=$(echo "$out" | grep 'latency ms' | awk '{printf "%s/%s ms  ", $6, $10}')
     awk -v l="$label" -v e="$events" -v s="$eps" -v c=$((after - before)) -v t="$TICK" -v lat="$lat" 'BEGIN {
-        printf "%-6s events %8d  events/s %8d  server cpu %6.2f s  %6.2f us/event  | %s\n",
+        printf "%-6s events %8d  events/s %8d  server cpu %6.2f s  %6.2f us/event  p50/p99 sent->event, returned->event: %s\n",
             l, e, s, c / t, (e > 0 ? c / t / e * 1e6 : 0), lat }'
 }
 
