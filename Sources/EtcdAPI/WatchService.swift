@@ -47,7 +47,8 @@ struct WatchService {
 
 /// Where a watch stream's responses go (the gRPC call).
 protocol WatchOutput: Sendable {
-    /// Runs `body` on the output's event loop, after work scheduled before it.
+    /// Runs `body` on the output's event loop in a later turn, after work
+    /// scheduled before it, flushing what it writes.
     func schedule(_ body: @escaping @Sendable () -> Void)
     /// Sends framed gRPC messages (from the event loop); `done` runs on the
     /// event loop once they have left for the socket (flow control
@@ -59,16 +60,18 @@ protocol WatchOutput: Sendable {
 struct WireWatchOutput: WatchOutput {
     let call: WireCall
 
+    // Both go through the connection's queue for a later turn, which ends
+    // with a flush: a drain run inline (a write completes inside a flush, an
+    // offer may come while the connection reads) could leave its bytes
+    // waiting for some later flush.
     func schedule(_ body: @escaping @Sendable () -> Void) {
-        call.onEventLoop(body)
+        call.onEventLoopLater(body)
     }
 
     func send(_ frames: ByteBuffer, done: @escaping @Sendable ((any Error)?) -> Void) {
-        let loop = call.eventLoop
+        let call = call
         call.send(frames).whenComplete { result in
-            // The write completes inside the connection's flush, where a new
-            // write would wait for some later flush: go on in a task of its own.
-            loop.execute {
+            call.onEventLoopLater {
                 if case .failure(let error) = result { done(error) } else { done(nil) }
             }
         }
