@@ -87,10 +87,9 @@ extension WireRouter {
             let handler = BridgedStream<Etcdserverpb_WatchRequest>(call: call)
             let token = call.authToken
             let commonName = call.peerCommonName
-            handler.start { requests, context in
-                try await watch.watch(request: RPCAsyncSequence(wrapping: requests),
-                                      response: RPCWriter(wrapping: WireWriter<Etcdserverpb_WatchResponse>(call: call)),
-                                      context: context, token: token, commonName: commonName)
+            handler.start { requests, _ in
+                try await watch.watch(request: RPCAsyncSequence(wrapping: requests), output: WireWatchOutput(call: call),
+                                      token: token, commonName: commonName)
             }
             return handler
         }

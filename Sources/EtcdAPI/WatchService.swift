@@ -4,39 +4,32 @@ import EtcdProto
 import EtcdServer
 import Foundation
 import GRPCCore
+import GRPCWire
 import Locks
 import MVCC
+import NIOCore
 import SwiftProtobuf
 
 /// etcdserverpb.Watch: one bidirectional stream carries many watchers,
 /// created, canceled and asked for progress in-band.
-struct WatchService: Etcdserverpb_Watch.SimpleServiceProtocol {
+struct WatchService {
     let member: Member
 
-    func watch(
-        request: RPCAsyncSequence<Etcdserverpb_WatchRequest, any Error>,
-        response: RPCWriter<Etcdserverpb_WatchResponse>,
-        context: ServerContext
-    ) async throws {
-        try await watch(request: request, response: response, context: context, token: nil)
-    }
-
     /// The stream, for a caller sending `token` (nil: none) or presenting
-    /// a client certificate named `commonName`.
+    /// a client certificate named `commonName`; responses go to `output`.
     func watch(
         request: RPCAsyncSequence<Etcdserverpb_WatchRequest, any Error>,
-        response: RPCWriter<Etcdserverpb_WatchResponse>,
-        context: ServerContext,
+        output: any WatchOutput,
         token: String?,
         commonName: String? = nil
     ) async throws {
-        let stream = WatchStream(member: member, token: token, commonName: commonName)
+        let stream = WatchStream(member: member, output: output, token: token, commonName: commonName)
         defer { stream.close() }
         // gRPC reports a cancelled call (the client went away, the server
         // shuts down) through this handler, not by cancelling the task.
         try await withRPCCancellationHandler {
             try await withThrowingTaskGroup(of: Void.self) { group in
-                group.addTask { try await stream.sendLoop(response) }
+                group.addTask { try await stream.untilClosed() }
                 group.addTask { await stream.progressLoop() }
                 for try await message in request {
                     stream.handle(message)
@@ -52,11 +45,53 @@ struct WatchService: Etcdserverpb_Watch.SimpleServiceProtocol {
     }
 }
 
+/// Where a watch stream's responses go (the gRPC call).
+protocol WatchOutput: Sendable {
+    /// Runs `body` on the output's event loop in a later turn, after work
+    /// scheduled before it, flushing what it writes.
+    func schedule(_ body: @escaping @Sendable () -> Void)
+    /// Sends framed gRPC messages (from the event loop); `done` runs on the
+    /// event loop once they have left for the socket (flow control
+    /// included), with the error if they cannot.
+    func send(_ frames: ByteBuffer, done: @escaping @Sendable ((any Error)?) -> Void)
+}
+
+/// A watch stream's output on a GRPCWire call.
+struct WireWatchOutput: WatchOutput {
+    let call: WireCall
+
+    // Both go through the connection's queue for a later turn, which ends
+    // with a flush: a drain run inline (a write completes inside a flush, an
+    // offer may come while the connection reads) could leave its bytes
+    // waiting for some later flush.
+    func schedule(_ body: @escaping @Sendable () -> Void) {
+        call.onEventLoopLater(body)
+    }
+
+    func send(_ frames: ByteBuffer, done: @escaping @Sendable ((any Error)?) -> Void) {
+        let call = call
+        call.send(frames).whenComplete { result in
+            call.onEventLoopLater {
+                if case .failure(let error) = result { done(error) } else { done(nil) }
+            }
+        }
+    }
+}
+
 /// One client watch stream: the watchers it created and its outgoing
 /// queue. The store offers deliveries without blocking; the queue holds at
 /// most `maxQueuedDeliveries` of them (a full queue refuses, and the store
 /// parks the watcher as a victim until there is room). Control responses
 /// (created, canceled) share the queue so their order with events is kept.
+///
+/// The notify path: whoever queues into an idle stream (the raft apply
+/// thread, for live events) schedules a drain on the call's event loop; the
+/// drain takes the whole queue, encodes it into one buffer of gRPC messages
+/// (one HTTP/2 DATA write) and sends it; when that has left for the socket,
+/// the next drain takes whatever queued meanwhile. No task, timer or batch
+/// interval sits in between. Each response's bytes are its header's (one
+/// per revision per drain), its watch id's (one per watcher) and the
+/// events' (`SharedEvents`: one per revision for all streams), joined.
 final class WatchStream: WatchSink, @unchecked Sendable {
     static let maxQueuedDeliveries = 256
 
@@ -72,12 +107,20 @@ final class WatchStream: WatchSink, @unchecked Sendable {
         var fragment: Bool
         /// Whether nothing was sent to it since the last progress tick.
         var idle = true
+        /// A `WatchResponse` holding only its watch id, serialised.
+        var encodedID: [UInt8]
     }
 
     struct State {
         var queue: [Outgoing] = []
         var queuedDeliveries = 0
-        var waiter: CheckedContinuation<Void, Never>?
+        /// A drain is scheduled, or its bytes have not left yet: whoever
+        /// queues meanwhile leaves them to the next drain.
+        var draining = false
+        /// The task waiting in `untilClosed`.
+        var waiter: CheckedContinuation<Void, any Error>?
+        /// Why the output failed (the call ended).
+        var failure: (any Error)?
         var closed = false
         var watchers: [Int64: Watcher] = [:]
         var nextWatchID: Int64 = 0
@@ -87,43 +130,50 @@ final class WatchStream: WatchSink, @unchecked Sendable {
     }
 
     let member: Member
+    let output: any WatchOutput
     /// The caller's token: each create is checked as the user it names
     /// (else as its client certificate's Common Name).
     let token: String?
     let commonName: String?
     private let state = Mutex(State())
 
-    init(member: Member, token: String? = nil, commonName: String? = nil) {
+    init(member: Member, output: any WatchOutput, token: String? = nil, commonName: String? = nil) {
         self.commonName = commonName
         self.member = member
+        self.output = output
         self.token = token
     }
 
     // MARK: - WatchSink
 
     func offer(_ delivery: WatchDelivery) -> Bool {
-        let (accepted, waiter) = state.withLock { state -> (Bool, CheckedContinuation<Void, Never>?) in
-            if state.closed { return (true, nil) }
-            if state.queuedDeliveries >= Self.maxQueuedDeliveries { return (false, nil) }
+        let (accepted, schedule) = state.withLock { state -> (Bool, Bool) in
+            if state.closed { return (true, false) }
+            if state.queuedDeliveries >= Self.maxQueuedDeliveries { return (false, false) }
             state.queue.append(.delivery(delivery))
             state.queuedDeliveries += 1
             if !delivery.events.isEmpty { state.watchers[delivery.watchID]?.idle = false }
             if delivery.compactRevision != 0 { state.watchers[delivery.watchID] = nil }
-            defer { state.waiter = nil }
-            return (true, state.waiter)
+            return (true, Self.startDrain(&state))
         }
-        waiter?.resume()
+        if schedule { scheduleDrain() }
         return accepted
     }
 
     private func enqueue(_ response: Etcdserverpb_WatchResponse) {
-        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
-            if state.closed { return nil }
+        let schedule = state.withLock { state -> Bool in
+            if state.closed { return false }
             state.queue.append(.control(response))
-            defer { state.waiter = nil }
-            return state.waiter
+            return Self.startDrain(&state)
         }
-        waiter?.resume()
+        if schedule { scheduleDrain() }
+    }
+
+    /// Whether the caller, having queued something, must schedule a drain.
+    private static func startDrain(_ state: inout State) -> Bool {
+        if state.draining { return false }
+        state.draining = true
+        return true
     }
 
     // MARK: - Requests
@@ -177,7 +227,8 @@ final class WatchStream: WatchSink, @unchecked Sendable {
             }
             response.watchID = id
             state.queue.append(.control(response))
-            state.watchers[id] = Watcher(handle: nil, progressNotify: create.progressNotify, fragment: create.fragment)
+            state.watchers[id] = Watcher(handle: nil, progressNotify: create.progressNotify, fragment: create.fragment,
+                                         encodedID: Self.encodedID(id))
             return .success(id)
         }
         switch chosen {
@@ -187,7 +238,7 @@ final class WatchStream: WatchSink, @unchecked Sendable {
             response.cancelReason = error.rawValue
             enqueue(response)
         case .success(let id):
-            wake()
+            if state.withLock({ Self.startDrain(&$0) }) { scheduleDrain() }
             // Registered with the lock released: the store may offer at once.
             let handle = member.watchable.watch(
                 watchID: id, key: key, rangeEnd: rangeEnd,
@@ -232,71 +283,137 @@ final class WatchStream: WatchSink, @unchecked Sendable {
         waiter?.resume()
     }
 
-    private func wake() {
-        let waiter = state.withLock { state in
-            defer { state.waiter = nil }
-            return state.waiter
+    /// Returns once the stream is closed or the task cancelled; throws the
+    /// output's error if sending failed (the call ended).
+    func untilClosed() async throws {
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                // Checked under the lock the cancellation handler takes, so a
+                // cancellation either is seen here or finds the waiter.
+                let ready = state.withLock { state -> Result<Void, any Error>? in
+                    if let failure = state.failure { return .failure(failure) }
+                    if state.closed || Task.isCancelled { return .success(()) }
+                    state.waiter = continuation
+                    return nil
+                }
+                if let ready { continuation.resume(with: ready) }
+            }
+        } onCancel: {
+            let waiter = state.withLock { state in
+                defer { state.waiter = nil }
+                return state.waiter
+            }
+            waiter?.resume()
         }
-        waiter?.resume()
     }
 
     // MARK: - Sending
 
-    /// Writes queued responses in order until the call ends.
-    func sendLoop(_ writer: RPCWriter<Etcdserverpb_WatchResponse>) async throws {
-        while !Task.isCancelled {
-            let batch = await nextBatch()
-            if batch.isEmpty { if state.withLock({ $0.closed }) { return } else { continue } }
-            // One write for the whole batch: grpc-swift then hops to the
-            // event loop and flushes once, not once per response.
-            var responses: [Etcdserverpb_WatchResponse] = []
-            responses.reserveCapacity(batch.count)
-            for item in batch {
-                switch item {
-                case .control(let response): responses.append(response)
-                case .delivery(let delivery): append(delivery, to: &responses)
-                }
+    private func scheduleDrain() {
+        output.schedule { [self] in drain() }
+    }
+
+    /// On the event loop: sends everything queued as one write; once it has
+    /// left, drains again (or goes idle when nothing queued meanwhile).
+    private func drain() {
+        let batch = state.withLock { state -> [(Outgoing, Watcher?)]? in
+            if state.closed || state.failure != nil || state.queue.isEmpty {
+                state.draining = false
+                return nil
             }
-            try await writer.write(contentsOf: responses)
+            let queue = state.queue
+            state.queue = []
+            state.queuedDeliveries = 0
+            return queue.map { item in
+                if case .delivery(let delivery) = item { return (item, state.watchers[delivery.watchID]) }
+                return (item, nil)
+            }
+        }
+        guard let batch else { return }
+        let frames: ByteBuffer
+        do {
+            frames = try encode(batch)
+        } catch {
+            return failed(error)
+        }
+        output.send(frames) { [self] error in
+            if let error { failed(error) } else { drain() }
         }
     }
 
-    private func nextBatch() async -> [Outgoing] {
-        await withTaskCancellationHandler {
-            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                // Checked under the lock that wake() takes, so a cancellation
-                // either is seen here or finds the waiter to resume.
-                let ready = state.withLock { state -> Bool in
-                    if !state.queue.isEmpty || state.closed || Task.isCancelled { return true }
-                    state.waiter = continuation
-                    return false
-                }
-                if ready { continuation.resume() }
-            }
-            return state.withLock { state in
-                defer { state.queue.removeAll(keepingCapacity: true); state.queuedDeliveries = 0 }
-                return state.queue
-            }
-        } onCancel: {
-            wake()
+    private func failed(_ error: any Error) {
+        let waiter = state.withLock { state in
+            state.failure = error
+            state.draining = false
+            defer { state.waiter = nil }
+            return state.waiter
         }
+        waiter?.resume(throwing: error)
     }
 
-    private func append(_ delivery: WatchDelivery, to responses: inout [Etcdserverpb_WatchResponse]) {
+    /// The batch's responses, each a gRPC message, in one buffer.
+    private func encode(_ batch: [(Outgoing, Watcher?)]) throws -> ByteBuffer {
+        var buffer = ByteBufferAllocator().buffer(capacity: 256)
+        // One header per revision in the batch (the term read once).
+        var header = member.header(revision: 0)
+        var encodedHeader: (revision: Int64, bytes: [UInt8])?
+        for (item, watcher) in batch {
+            switch item {
+            case .control(let response):
+                var framed = try response.framed()
+                buffer.writeBuffer(&framed)
+            case .delivery(let delivery):
+                let fragment = watcher?.fragment ?? false
+                if let shared = delivery.shared, delivery.compactRevision == 0, !(fragment && shared.events.count > 1) {
+                    if encodedHeader?.revision != delivery.revision {
+                        header.revision = delivery.revision
+                        var response = Etcdserverpb_WatchResponse()
+                        response.header = header
+                        encodedHeader = (delivery.revision, try response.serializedBytes())
+                    }
+                    let id = watcher?.encodedID ?? Self.encodedID(delivery.watchID)
+                    let events = shared.encodedResponse
+                    let head = encodedHeader!.bytes
+                    buffer.writeInteger(UInt8(0))
+                    buffer.writeInteger(UInt32(head.count + id.count + events.count))
+                    buffer.writeBytes(head)
+                    buffer.writeBytes(id)
+                    buffer.writeBytes(events)
+                } else {
+                    header.revision = delivery.revision
+                    for response in responses(for: delivery, header: header, fragment: fragment) {
+                        var framed = try response.framed()
+                        buffer.writeBuffer(&framed)
+                    }
+                }
+            }
+        }
+        return buffer
+    }
+
+    /// A `WatchResponse` holding only `id`, serialised (empty for id 0,
+    /// which protobuf leaves out).
+    static func encodedID(_ id: Int64) -> [UInt8] {
         var response = Etcdserverpb_WatchResponse()
-        response.header = member.header(revision: delivery.revision)
+        response.watchID = id
+        return (try? response.serializedBytes()) ?? []
+    }
+
+    /// A delivery's response, or its fragments when the watcher asked for them.
+    private func responses(for delivery: WatchDelivery, header: Etcdserverpb_ResponseHeader,
+                           fragment: Bool) -> [Etcdserverpb_WatchResponse] {
+        var response = Etcdserverpb_WatchResponse()
+        response.header = header
         response.watchID = delivery.watchID
         response.events = delivery.events
         if delivery.compactRevision != 0 {
             response.compactRevision = delivery.compactRevision
             response.canceled = true
         }
-        let fragment = state.withLock { $0.watchers[delivery.watchID]?.fragment ?? false }
         if fragment && response.events.count > 1 {
-            responses += Self.fragments(of: response, maxBytes: member.config.maxRequestBytes)
-        } else {
-            responses.append(response)
+            return Self.fragments(of: response, maxBytes: member.config.maxRequestBytes)
         }
+        return [response]
     }
 
     /// Splits a response whose events exceed `maxBytes` into several, each

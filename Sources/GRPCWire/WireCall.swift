@@ -117,6 +117,13 @@ public final class WireCall: @unchecked Sendable {
     public func onEventLoop(_ body: @escaping @Sendable () -> Void) {
         connection.submit { _ in body() }
     }
+
+    /// Runs `body` on the call's event loop in a later turn, never inline
+    /// (also when called on the loop, say from a write's completion inside
+    /// a flush); whatever it writes is flushed at the end of that turn.
+    public func onEventLoopLater(_ body: @escaping @Sendable () -> Void) {
+        connection.submitLater { _ in body() }
+    }
 }
 
 /// What a streaming method gets told about its call, on the event loop.

@@ -496,6 +496,13 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
             if !reading && !drainingInbox { flushIfNeeded() }
             return
         }
+        submitLater(work)
+    }
+
+    /// Queues `work` for a later turn of the event loop even when called on
+    /// it; the writes of that turn are flushed at its end, whatever the
+    /// connection is doing when `work` is queued.
+    func submitLater(_ work: @escaping (WireConnection) -> Void) {
         let first = inbox.withLockedValue { inbox -> Bool in
             inbox.append(work)
             return inbox.count == 1

@@ -56,6 +56,10 @@ public struct WatchDelivery: Sendable {
     /// Non-zero: the watcher's next revision was compacted away; the watcher
     /// is gone (etcd's response with `compact_revision` and `canceled`).
     public var compactRevision: Int64
+    /// For a live revision: the same `events`, in one object shared by every
+    /// watcher given exactly these events, so a stream serialises them once
+    /// for all (nil: encode `events` per delivery).
+    public var shared: SharedEvents?
 
     public init(watchID: Int64, events: [Mvccpb_Event], revision: Int64, compactRevision: Int64 = 0) {
         self.watchID = watchID
@@ -64,8 +68,45 @@ public struct WatchDelivery: Sendable {
         self.compactRevision = compactRevision
     }
 
+    /// A delivery of `shared`'s events.
+    public init(watchID: Int64, shared: SharedEvents, revision: Int64) {
+        self.init(watchID: watchID, events: shared.events, revision: revision)
+        self.shared = shared
+    }
+
     /// A progress notification: no events, no compaction.
     public var isProgress: Bool { events.isEmpty && compactRevision == 0 }
+}
+
+/// One revision's events as many watchers receive them: the list, and its
+/// serialised form made once, by whichever stream first needs it, then
+/// shared by all. The form is a `WatchResponse` holding only `events`; a
+/// stream puts the serialised header and watch id of each response in front
+/// (protobuf's concatenation of two serialised messages is their merge, and
+/// header, watch_id and events are fields 1, 2 and 11, so the bytes are the
+/// ones a whole response serialises to).
+public final class SharedEvents: @unchecked Sendable {
+    public let events: [Mvccpb_Event]
+    private let lock = NSLock()
+    private var encoded: [UInt8]?
+
+    public init(_ events: [Mvccpb_Event]) {
+        self.events = events
+    }
+
+    /// `Etcdserverpb_WatchResponse` with `events` set and nothing else,
+    /// serialised (once, on first use; any thread).
+    public var encodedResponse: [UInt8] {
+        lock.lock()
+        defer { lock.unlock() }
+        if let encoded { return encoded }
+        var response = Etcdserverpb_WatchResponse()
+        response.events = events
+        // Serialising a message built of valid fields does not fail.
+        let bytes: [UInt8] = (try? response.serializedBytes()) ?? []
+        encoded = bytes
+        return bytes
+    }
 }
 
 /// The receiving end of deliveries (the server's gRPC stream). Called with

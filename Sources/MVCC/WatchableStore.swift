@@ -91,7 +91,7 @@ public final class WatchableStore: @unchecked Sendable {
             synced.forEachMatch(byteArray(events[0].kv.key)) { watcher in
                 guard revision >= watcher.nextRev, watcher.filters.passes(type) else { return }
                 watcher.nextRev = revision + 1
-                let delivery = WatchDelivery(watchID: watcher.id, events: variants.all(prevKV: watcher.prevKV), revision: revision)
+                let delivery = WatchDelivery(watchID: watcher.id, shared: variants.all(prevKV: watcher.prevKV), revision: revision)
                 if !watcher.sink.offer(delivery) { refused.append((watcher, delivery)) }
             }
         } else {
@@ -116,7 +116,7 @@ public final class WatchableStore: @unchecked Sendable {
                 let indices: [Int]
                 let prevKV: Bool
             }
-            var subsets: [SubsetKey: [Mvccpb_Event]] = [:]
+            var subsets: [SubsetKey: SharedEvents] = [:]
             for (p, watcher) in order.enumerated() {
                 var indices = matched[p]
                 if watcher.filters.rawValue != 0 {
@@ -124,7 +124,7 @@ public final class WatchableStore: @unchecked Sendable {
                 }
                 watcher.nextRev = revision + 1
                 if indices.isEmpty { continue }
-                let list: [Mvccpb_Event]
+                let list: SharedEvents
                 if indices.count == events.count {
                     list = variants.all(prevKV: watcher.prevKV)
                 } else {
@@ -132,12 +132,12 @@ public final class WatchableStore: @unchecked Sendable {
                     if let existing = subsets[key] {
                         list = existing
                     } else {
-                        let all = variants.all(prevKV: watcher.prevKV)
-                        list = indices.map { all[$0] }
+                        let all = variants.all(prevKV: watcher.prevKV).events
+                        list = SharedEvents(indices.map { all[$0] })
                         subsets[key] = list
                     }
                 }
-                let delivery = WatchDelivery(watchID: watcher.id, events: list, revision: revision)
+                let delivery = WatchDelivery(watchID: watcher.id, shared: list, revision: revision)
                 if !watcher.sink.offer(delivery) { refused.append((watcher, delivery)) }
             }
         }
@@ -149,19 +149,20 @@ public final class WatchableStore: @unchecked Sendable {
     }
 
     /// The events of one live revision in the two shapes watchers need,
-    /// each made at most once and shared by every watcher that wants it.
+    /// each made at most once and shared (with its serialised form) by every
+    /// watcher that wants it.
     private struct LiveEvents {
         let events: [Mvccpb_Event]
         let store: KVStore
-        private var stripped: [Mvccpb_Event]?
-        private var withPrevious: [Mvccpb_Event]?
+        private var stripped: SharedEvents?
+        private var withPrevious: SharedEvents?
 
         init(events: [Mvccpb_Event], store: KVStore) {
             self.events = events
             self.store = store
         }
 
-        mutating func all(prevKV: Bool) -> [Mvccpb_Event] {
+        mutating func all(prevKV: Bool) -> SharedEvents {
             if prevKV {
                 if let withPrevious { return withPrevious }
                 var made = events
@@ -170,8 +171,9 @@ public final class WatchableStore: @unchecked Sendable {
                     // watch API does for every event.
                     made = (try? store.watchEventsWithPrevious(events)) ?? events
                 }
-                withPrevious = made
-                return made
+                let shared = SharedEvents(made)
+                withPrevious = shared
+                return shared
             }
             if let stripped { return stripped }
             var made = events
@@ -182,8 +184,9 @@ public final class WatchableStore: @unchecked Sendable {
                     return event
                 }
             }
-            stripped = made
-            return made
+            let shared = SharedEvents(made)
+            stripped = shared
+            return shared
         }
     }
 

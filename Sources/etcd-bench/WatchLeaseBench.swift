@@ -7,8 +7,11 @@ import GRPCNIOTransportHTTP2
 import Locks
 
 /// `watch`: many watchers of one key, spread over watch streams; a writer
-/// puts that key; reports events delivered per second and the put→event
-/// latency (each value carries its send time).
+/// puts that key; reports events delivered per second and two latencies:
+/// from sending the put to seeing its event (the commit included; each
+/// value carries its send time and its number), and from the put's response
+/// to the event (the notify path alone; an event seen before the put
+/// returned counts as 0).
 struct WatchLoad: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "watch", abstract: "Watch events per second and put→event latency, against a running server.")
@@ -36,7 +39,7 @@ struct WatchLoad: AsyncParsableCommand {
     func run() async throws {
         let key = Data("watch-bench-key".utf8)
         let watchers = watchers, streams = streams, puts = puts, interval = putIntervalMs
-        let tally = WatchTally()
+        let tally = WatchTally(puts: puts)
         let clock = ContinuousClock()
         let origin = clock.now
         let expected = watchers * puts
@@ -60,14 +63,19 @@ struct WatchLoad: AsyncParsableCommand {
                                 guard !message.events.isEmpty else { continue }
                                 let now = clock.now
                                 var latencies: [Duration] = []
+                                var arrivals: [(Int, ContinuousClock.Instant)] = []
                                 for event in message.events {
-                                    let sent = event.kv.value.withUnsafeBytes { $0.loadUnaligned(as: Int64.self) }
+                                    let (sent, number) = event.kv.value.withUnsafeBytes {
+                                        ($0.loadUnaligned(as: Int64.self), $0.loadUnaligned(fromByteOffset: 8, as: Int64.self))
+                                    }
                                     latencies.append(now - (origin + .nanoseconds(sent)))
+                                    arrivals.append((Int(number), now))
                                 }
                                 seen += message.events.count
                                 tally.received.withLock { state in
                                     state.events += latencies.count
                                     state.latencies += latencies
+                                    state.arrivals += arrivals
                                     state.last = now
                                 }
                                 if seen >= count * puts { return }
@@ -83,13 +91,15 @@ struct WatchLoad: AsyncParsableCommand {
                 guard tally.created.load(ordering: .relaxed) == watchers else { throw ValidationError("watchers were not all created") }
                 let kv = Etcdserverpb_KV.Client(wrapping: clients[0])
                 let start = clock.now
-                for _ in 0..<puts {
+                for number in 0..<puts {
                     var put = Etcdserverpb_PutRequest()
                     put.key = key
                     let sent = (clock.now - origin).components
-                    var nanoseconds = sent.seconds * 1_000_000_000 + sent.attoseconds / 1_000_000_000
-                    put.value = Data(bytes: &nanoseconds, count: 8)
+                    var stamp = [sent.seconds * 1_000_000_000 + sent.attoseconds / 1_000_000_000, Int64(number)]
+                    put.value = stamp.withUnsafeMutableBytes { Data($0) }
                     _ = try await kv.put(put)
+                    let returned = clock.now
+                    tally.returned.withLock { $0[number] = returned }
                     if interval > 0 { try await Task.sleep(for: .milliseconds(interval)) }
                 }
                 // Bounded wait for the last events.
@@ -101,18 +111,30 @@ struct WatchLoad: AsyncParsableCommand {
                 return (tally.received.withLock { $0.last } ?? clock.now) - start
             }
         }
-        let (events, latencies) = tally.received.withLock { ($0.events, $0.latencies) }
+        let (events, latencies, arrivals) = tally.received.withLock { ($0.events, $0.latencies, $0.arrivals) }
+        let returned = tally.returned.withLock { $0 }
+        let afterReturn = arrivals.map { number, seen in
+            returned[number].map { max(.zero, seen - $0) } ?? .zero
+        }
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
         print("watch: \(watchers) watchers on \(streams) streams, \(puts) puts; \(events) of \(expected) events in \(String(format: "%.2f", seconds)) s")
         print(String(format: "  events/s: %.0f", Double(events) / seconds))
         LoadRunner.report(label: "put→event", latencies: latencies, errors: expected - events, elapsed: elapsed)
+        LoadRunner.report(label: "put returned→event", latencies: afterReturn, errors: expected - events, elapsed: elapsed)
     }
 }
 
 /// What the watch streams have seen so far.
 final class WatchTally: Sendable {
     let created = Atomic<Int>(0)
-    let received = Mutex<(events: Int, latencies: [Duration], last: ContinuousClock.Instant?)>((0, [], nil))
+    let received = Mutex<(events: Int, latencies: [Duration], arrivals: [(Int, ContinuousClock.Instant)], last: ContinuousClock.Instant?)>(
+        (0, [], [], nil))
+    /// When each put (by number) returned.
+    let returned: Mutex<[ContinuousClock.Instant?]>
+
+    init(puts: Int) {
+        returned = Mutex([ContinuousClock.Instant?](repeating: nil, count: puts))
+    }
 }
 
 /// `lease-keepalive`: each client grants a lease, then sends keep-alives

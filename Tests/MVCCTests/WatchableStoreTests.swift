@@ -727,6 +727,43 @@ struct WatchableStoreTests {
         }
         #expect(Set(plain.map(storage)).count == 1)
         #expect(Set(withPrev.map(storage)).count == 1)
+        // One SharedEvents per shape, so the events are serialised once each.
+        #expect(plain.allSatisfy { $0.shared != nil } && withPrev.allSatisfy { $0.shared != nil })
+        #expect(Set(plain.map { ObjectIdentifier($0.shared!) }).count == 1)
+        #expect(Set(withPrev.map { ObjectIdentifier($0.shared!) }).count == 1)
+        #expect(plain[0].shared!.events == plain[0].events)
+    }
+
+    /// What a stream sends: the serialised header, watch id and shared
+    /// events joined are exactly the whole response's bytes.
+    @Test func sharedEventsJoinedWithHeaderAndIDAreTheWholeResponse() throws {
+        let f = try WatchFixture()
+        let sink = RecordingSink()
+        _ = f.watch(300, "a", "c", prevKV: true, sink: sink)
+        _ = try f.put("a", "1")
+        let rev = try f.putAll([("a", "2"), ("b", String(repeating: "x", count: 300))], deleting: [])
+        let delivery = try #require(sink.deliveries(for: 300).last)
+        #expect(delivery.revision == rev && delivery.events.count == 2)
+        let shared = try #require(delivery.shared)
+
+        var header = Etcdserverpb_ResponseHeader()
+        header.clusterID = 0x1234_5678_9ABC
+        header.memberID = 42
+        header.revision = rev
+        header.raftTerm = 3
+        var whole = Etcdserverpb_WatchResponse()
+        whole.header = header
+        whole.watchID = 300
+        whole.events = delivery.events
+        var headerOnly = Etcdserverpb_WatchResponse()
+        headerOnly.header = header
+        var idOnly = Etcdserverpb_WatchResponse()
+        idOnly.watchID = 300
+        let joined: [UInt8] = try headerOnly.serializedBytes() + idOnly.serializedBytes() + shared.encodedResponse
+        #expect(joined == (try whole.serializedBytes() as [UInt8]))
+        #expect(try Etcdserverpb_WatchResponse(serializedBytes: joined) == whole)
+        // Made once: a second caller gets the same bytes.
+        #expect(shared.encodedResponse == shared.encodedResponse)
     }
 
     @Test func catchUpIsBoundedAndCutAtRevisionBoundaries() throws {
