@@ -14,19 +14,6 @@ TOTAL=${1:-40000}
 ROUNDS=${2:-2}
 . scripts/lib/bench.sh
 
-# start BINARY NAME PORT
-start() {
-    "$1" --name "$2" --data-dir "$ROOT/$2" \
-        --listen-client-urls "http://127.0.0.1:$3" --advertise-client-urls "http://127.0.0.1:$3" \
-        --listen-peer-urls "http://127.0.0.1:$(($3 + 1))" --initial-advertise-peer-urls "http://127.0.0.1:$(($3 + 1))" \
-        --initial-cluster "$2=http://127.0.0.1:$(($3 + 1))" --log-level warn 2>"$ROOT/$2.log" &
-    PIDS+=($!)
-    for _ in $(seq 100); do
-        ETCDCTL_API=3 etcdctl --endpoints="127.0.0.1:$3" endpoint health >/dev/null 2>&1 && return
-        sleep 0.1
-    done
-    echo "$2 did not start" >&2; exit 1
-}
 
 # enable_auth PORT: root, and `bench` with read-write on every key.
 enable_auth() {

@@ -14,19 +14,6 @@ PUTS=${2:-200000}
 ROUNDS=${3:-2}
 . scripts/lib/bench.sh
 
-# start BINARY NAME PORT
-start() {
-    "$1" --name "$2" --data-dir "$ROOT/$2" --quota-backend-bytes 8589934592 \
-        --listen-client-urls "http://127.0.0.1:$3" --advertise-client-urls "http://127.0.0.1:$3" \
-        --listen-peer-urls "http://127.0.0.1:$(($3 + 1))" --initial-advertise-peer-urls "http://127.0.0.1:$(($3 + 1))" \
-        --initial-cluster "$2=http://127.0.0.1:$(($3 + 1))" --log-level warn 2>"$ROOT/$2.log" &
-    PIDS+=($!)
-    for _ in $(seq 100); do
-        ETCDCTL_API=3 etcdctl --endpoints="127.0.0.1:$3" endpoint health >/dev/null 2>&1 && return
-        sleep 0.1
-    done
-    echo "$2 did not start" >&2; exit 1
-}
 
 summary() { grep -E "requests/s|latency|errors" | tr -s ' ' | paste -sd' ' -; }
 load() { "$BENCH" put --endpoints "$1" --conns 16 --clients 256 --total "$PUTS" --key-size 16 --key-space-size 100000 | summary; }
@@ -55,8 +42,8 @@ phase() {
     echo "  defrag took $(echo "$t1 - $t0" | bc) s, store now $(($(dbsize "$ep") / 1048576)) MiB"
 }
 
-start "$OURS" ours 24800
-start "$REAL" etcd 25800
+start "$OURS" ours 24800 --quota-backend-bytes 8589934592
+start "$REAL" etcd 25800 --quota-backend-bytes 8589934592
 echo "=== filling ours"; fill 24800
 echo "=== filling etcd $($REAL --version | head -1 | awk '{print $3}')"; fill 25800
 for round in $(seq "$ROUNDS"); do

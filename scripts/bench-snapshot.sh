@@ -19,27 +19,14 @@ if [ -z "${NO_BUILD:-}" ]; then swift build -c release --scratch-path "$SCRATCH"
 UTL=$SCRATCH/release/etcdutl
 GO=(env ETCDCTL_API=3 /usr/bin/etcdctl --dial-timeout=5s --command-timeout=600s)
 
-# start BINARY NAME PORT
-start() {
-    "$1" --name "$2" --data-dir "$ROOT/$2" --quota-backend-bytes 8589934592 \
-        --listen-client-urls "http://127.0.0.1:$3" --advertise-client-urls "http://127.0.0.1:$3" \
-        --listen-peer-urls "http://127.0.0.1:$(($3 + 1))" --initial-advertise-peer-urls "http://127.0.0.1:$(($3 + 1))" \
-        --initial-cluster "$2=http://127.0.0.1:$(($3 + 1))" --log-level warn 2>"$ROOT/$2.log" &
-    PIDS+=($!)
-    for _ in $(seq 100); do
-        "${GO[@]}" --endpoints="127.0.0.1:$3" endpoint health >/dev/null 2>&1 && return
-        sleep 0.1
-    done
-    echo "$2 did not start" >&2; exit 1
-}
 
 seconds() { date +%s.%N; }
 peak_kib() { grep VmHWM "/proc/$1/status" | awk '{print $2}'; }
 
 echo "=== disk: $(dd if=/dev/zero of="$ROOT/dd" bs=1M count=1024 conv=fdatasync 2>&1 | tail -1)"
 rm -f "$ROOT/dd"
-start "$OURS" ours 24900
-start "$REAL" etcd 24910
+start "$OURS" ours 24900 --quota-backend-bytes 8589934592
+start "$REAL" etcd 24910 --quota-backend-bytes 8589934592
 for port in 24900 24910; do
     echo "fill 127.0.0.1:$port: $("$BENCH" put --endpoints "127.0.0.1:$port" --conns 16 --clients 256 --total "$KEYS" \
         --key-space-size "$KEYS" --sequential-keys --val-size "$VALUE" | summary)"

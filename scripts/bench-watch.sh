@@ -10,7 +10,7 @@
 #
 #   scripts/bench-watch.sh [rounds]
 #   env: WATCHERS (1024) STREAMS (16) PUTS (2000) LAT_WATCHERS (16)
-#        LAT_PUTS (2000) LAT_INTERVAL_MS (5: 200 puts/s) NO_BUILD SCRATCH
+#        LAT_PUTS (2000) LAT_INTERVAL_MS (5: 200 puts/s) NO_BUILD SCRATCH (.build-release)
 # Every run is bounded: etcd-bench waits at most 60 s for events.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,33 +21,9 @@ PUTS=${PUTS:-2000}
 LAT_WATCHERS=${LAT_WATCHERS:-16}
 LAT_PUTS=${LAT_PUTS:-2000}
 LAT_INTERVAL_MS=${LAT_INTERVAL_MS:-5}
-SCRATCH=${SCRATCH:-.build}
-if [ -z "${NO_BUILD:-}" ]; then
-    swift build -c release --scratch-path "$SCRATCH" --product etcd >/dev/null
-    swift build -c release --scratch-path "$SCRATCH" --product etcd-bench >/dev/null
-fi
-OURS=${OURS:-$SCRATCH/release/etcd}
-BENCH=${BENCH:-$SCRATCH/release/etcd-bench}
-REAL=/usr/bin/etcd
-ROOT=$(mktemp -d)
-PIDS=()
-trap 'kill "${PIDS[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$ROOT"' EXIT
+. scripts/lib/bench.sh
 TICK=$(getconf CLK_TCK)
 
-# start BINARY NAME PORT: sets PID
-start() {
-    "$1" --name "$2" --data-dir "$ROOT/$2" \
-        --listen-client-urls "http://127.0.0.1:$3" --advertise-client-urls "http://127.0.0.1:$3" \
-        --listen-peer-urls "http://127.0.0.1:$(($3 + 1))" --initial-advertise-peer-urls "http://127.0.0.1:$(($3 + 1))" \
-        --initial-cluster "$2=http://127.0.0.1:$(($3 + 1))" --log-level warn 2>"$ROOT/$2.log" &
-    PID=$!
-    PIDS+=("$PID")
-    for _ in $(seq 100); do
-        ETCDCTL_API=3 etcdctl --endpoints="127.0.0.1:$3" endpoint health >/dev/null 2>&1 && return
-        sleep 0.1
-    done
-    echo "$2 did not start" >&2; exit 1
-}
 
 # CPU ticks (user + system) the process has used so far.
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }

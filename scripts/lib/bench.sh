@@ -16,3 +16,23 @@ trap 'kill "${PIDS[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$
 
 # One line per etcd-bench run: its throughput and latency lines.
 summary() { grep -E "requests/s|latency" | tr -s ' ' | paste -sd' ' -; }
+
+# start BINARY NAME PORT [FLAGS...]: a single member NAME on client port PORT
+# (peer port PORT+1) with its data under $ROOT, extra FLAGS appended; waits
+# until it answers a health check. Sets PID and adds it to PIDS.
+start() {
+    local binary=$1 name=$2 port=$3
+    shift 3
+    "$binary" --name "$name" --data-dir "$ROOT/$name" \
+        --listen-client-urls "http://127.0.0.1:$port" --advertise-client-urls "http://127.0.0.1:$port" \
+        --listen-peer-urls "http://127.0.0.1:$((port + 1))" --initial-advertise-peer-urls "http://127.0.0.1:$((port + 1))" \
+        --initial-cluster "$name=http://127.0.0.1:$((port + 1))" --log-level warn "$@" 2>"$ROOT/$name.log" &
+    PID=$!
+    PIDS+=("$PID")
+    for _ in $(seq 100); do
+        ETCDCTL_API=3 etcdctl --endpoints="127.0.0.1:$port" endpoint health >/dev/null 2>&1 && return
+        sleep 0.1
+    done
+    echo "$name did not start" >&2
+    exit 1
+}
