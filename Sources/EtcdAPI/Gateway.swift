@@ -34,7 +34,12 @@ struct GatewayRoute: Sendable {
         self.grpcPath = "/" + method.fullyQualifiedMethod
         self.streaming = streaming
         decode = { body in
-            let request = try Request(jsonUTF8Bytes: Gateway.bytes(body), options: Gateway.decodingOptions)
+            let request: Request
+            do {
+                request = try Request(jsonUTF8Bytes: Gateway.bytes(body), options: Gateway.decodingOptions)
+            } catch {
+                throw WireStatus(code: .invalidArgument, message: "json: cannot decode \(Request.protoMessageName): \(error)")
+            }
             return try request.serializedBytes()
         }
         encode = { bytes in

@@ -20,6 +20,8 @@ extension HTTPService {
         let messages: [[UInt8]]
         do {
             messages = try GatewayBody.requests(request.body, route)
+        } catch let status as WireStatus {
+            return GatewayUnary.fail(status, responder)
         } catch {
             return GatewayUnary.fail(WireStatus(code: .invalidArgument, message: "\(error)"), responder)
         }

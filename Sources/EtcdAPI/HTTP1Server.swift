@@ -76,7 +76,6 @@ final class HTTP1Handler: ChannelInboundHandler, RemovableChannelHandler {
     private var body = ByteBuffer()
     private var tooLarge = false
     private var idleTimer: Scheduled<Void>?
-    private var responding = false
     private var context: ChannelHandlerContext?
     private var cancelHandlers: [@Sendable () -> Void] = []
 
@@ -110,6 +109,12 @@ final class HTTP1Handler: ChannelInboundHandler, RemovableChannelHandler {
         context.fireChannelInactive()
     }
 
+    /// A malformed request: swift-nio's error handler before us has
+    /// answered 400 (`Connection: close`); the connection then closes.
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+
     private func armIdleTimer(_ context: ChannelHandlerContext) {
         idleTimer?.cancel()
         let channel = context.channel
@@ -135,7 +140,6 @@ final class HTTP1Handler: ChannelInboundHandler, RemovableChannelHandler {
             self.head = nil
             idleTimer?.cancel()
             idleTimer = nil
-            responding = true
             let responder = HTTP1Responder(handler: NIOLoopBound(self, eventLoop: context.eventLoop), eventLoop: context.eventLoop,
                                            keepAlive: head.isKeepAlive && !tooLarge)
             if tooLarge {
@@ -171,7 +175,6 @@ final class HTTP1Handler: ChannelInboundHandler, RemovableChannelHandler {
 
     fileprivate func ended(keepAlive: Bool) {
         guard let context else { return }
-        responding = false
         cancelHandlers.removeAll()
         if keepAlive {
             armIdleTimer(context)
