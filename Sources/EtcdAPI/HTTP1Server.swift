@@ -18,11 +18,22 @@ final class ProtocolSniffer: ChannelInboundHandler, RemovableChannelHandler {
     private let idleTimeout: TimeAmount
     private var buffered: ByteBuffer?
     private var identity: PeerIdentity?
+    /// A connection that has not shown its protocol within `idleTimeout` is closed.
+    private var timer: Scheduled<Void>?
 
     init(service: HTTPService, idleTimeout: TimeAmount, addGRPC: @escaping (any Channel) throws -> Void) {
         self.service = service
         self.idleTimeout = idleTimeout
         self.addGRPC = addGRPC
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        let channel = context.channel
+        timer = context.eventLoop.scheduleTask(in: idleTimeout) { channel.close(promise: nil) }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        timer?.cancel()
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {

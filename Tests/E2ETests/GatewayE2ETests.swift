@@ -176,6 +176,11 @@ import Testing
             #expect(health.status == 200 && health.body == #"{"health":"true","reason":""}"#, "\(path): \(health)")
         }
         #expect(try Curl.request(base + "/health", method: "POST", body: "").status == 405)
+        // HTTP/2 without TLS (prior knowledge): the same answers through GRPCWire's hook.
+        let h2 = try Curl.request(base + "/health", options: ["--http2-prior-knowledge"], withVersion: true)
+        #expect(h2 == (200, #"{"health":"true","reason":""}|2"#), "\(h2)")
+        let h2Put = try Curl.request(base + "/v3/kv/put", body: #"{"key":"eQ==","value":"eQ=="}"#, options: ["--http2-prior-knowledge"])
+        #expect(h2Put.status == 200 && h2Put.body.contains(#""revision":"2""#), "\(h2Put)")
         #expect(try Curl.request(base + "/livez") == (200, "ok\n"))
         #expect(try Curl.request(base + "/livez?verbose") == (200, "[+]serializable_read ok\nok\n"))
         #expect(try Curl.request(base + "/readyz?verbose") ==
