@@ -7,6 +7,6 @@ struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "etcd-bench",
         abstract: "Benchmarks for etcd in Swift: the store, raft and a running cluster.",
-        subcommands: [PutLoad.self, RangeLoad.self, TxnPutLoad.self, GatewayPutLoad.self, GatewayRangeLoad.self, WatchLoad.self, LeaseKeepAliveLoad.self, RaftBench.self, WALBench.self, MVCCBench.self, FsyncBench.self]
+        subcommands: [PutLoad.self, RangeLoad.self, TxnPutLoad.self, WatchLoad.self, LeaseKeepAliveLoad.self, RaftBench.self, WALBench.self, MVCCBench.self, FsyncBench.self]
     )
 }

@@ -4,7 +4,8 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 
-/// Load on the JSON gateway (`POST /v3/kv/put`, `/v3/kv/range`): each
+/// Load on the JSON gateway (`put --gateway`, `range --gateway`: `POST
+/// /v3/kv/put`, `/v3/kv/range`): each
 /// client is its own HTTP/1.1 keep-alive connection sending one request at a
 /// time, through swift-nio's HTTP/1 client codec. Works against ours and the
 /// real etcd's gateway alike.
@@ -129,42 +130,5 @@ final class GatewayClientHandler: ChannelInboundHandler, @unchecked Sendable {
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         done.fail(error)
         context.close(promise: nil)
-    }
-}
-
-struct GatewayPutLoad: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "gateway-put",
-                                                    abstract: "POST /v3/kv/put through the JSON gateway, one HTTP/1.1 connection per client.")
-
-    @OptionGroup var options: LoadOptions
-
-    @Option(help: "Value size in bytes.")
-    var valSize = 256
-
-    func run() async throws {
-        let options = options
-        let value = Data(repeating: 0x61, count: valSize).base64EncodedString()
-        try await GatewayLoad.run(options, label: "gateway put", path: "/v3/kv/put") { n in
-            #"{"key":"\#(options.key(n).base64EncodedString())","value":"\#(value)"}"#
-        }
-    }
-}
-
-struct GatewayRangeLoad: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "gateway-range",
-                                                    abstract: "POST /v3/kv/range (one key) through the JSON gateway, one HTTP/1.1 connection per client.")
-
-    @OptionGroup var options: LoadOptions
-
-    @Option(help: "l (linearizable) or s (serializable).")
-    var consistency = "l"
-
-    func run() async throws {
-        let options = options
-        let serializable = consistency == "s"
-        try await GatewayLoad.run(options, label: serializable ? "gateway range (serializable)" : "gateway range (linearizable)",
-                                  path: "/v3/kv/range") { n in
-            #"{"key":"\#(options.key(n).base64EncodedString())"\#(serializable ? #","serializable":true"# : "")}"#
-        }
     }
 }

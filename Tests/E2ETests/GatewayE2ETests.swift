@@ -295,25 +295,6 @@ import Testing
         }
         #expect(try server.etcdctl(["get", "h", "--print-value-only"]).out == "2\n")
     }
-
-    /// A client that never finishes its request (or sits idle) is closed.
-    @Test func malformedAndUnfinishedRequests() throws {
-        let ours = try EtcdProcess()
-        defer { ours.terminate() }
-        // Not HTTP at all: the HTTP/1 codec answers 400 and the connection closes.
-        let garbage = try RawSocket(port: ours.port)
-        garbage.send("HELLO\r\n\r\n")
-        let started = Date()
-        #expect(garbage.readAll(timeout: 10).hasPrefix("HTTP/1.1 400"))
-        #expect(Date().timeIntervalSince(started) < 5, "closed only after \(Date().timeIntervalSince(started)) s")
-        // Keep-alive: two requests on one connection.
-        let twice = try RawSocket(port: ours.port)
-        twice.send("GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /version HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        let both = twice.readAll(timeout: 10)
-        #expect(both.components(separatedBy: "HTTP/1.1 200").count == 3, "\(both)")
-        // gRPC still works next to it.
-        #expect(try ours.etcdctl(["put", "k", "v"]).out == "OK\n")
-    }
 }
 
 /// curl, run as a process.
@@ -403,42 +384,4 @@ final class CurlStream {
 
     /// Waits for curl to give up (its --max-time).
     func waitUntilExit() { process.waitUntilExit() }
-}
-
-/// A plain TCP connection to loopback for requests curl will not send.
-final class RawSocket {
-    let fd: Int32
-
-    init(port: Int) throws {
-        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard connected == 0 else { close(fd); throw EtcdProcess.ProcessError.notReady }
-    }
-
-    deinit { close(fd) }
-
-    func send(_ text: String) {
-        _ = text.utf8CString.withUnsafeBufferPointer { Glibc.send(fd, $0.baseAddress, $0.count - 1, 0) }
-    }
-
-    /// Everything until the server closes, or `timeout` seconds.
-    func readAll(timeout: TimeInterval) -> String {
-        var data = Data()
-        let deadline = Date().addingTimeInterval(timeout)
-        var chunk = [UInt8](repeating: 0, count: 65536)
-        while Date() < deadline {
-            var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            guard poll(&poller, 1, 100) > 0 else { continue }
-            let count = recv(fd, &chunk, chunk.count, 0)
-            if count <= 0 { break }
-            data.append(contentsOf: chunk[..<count])
-        }
-        return String(decoding: data, as: UTF8.self)
-    }
 }
