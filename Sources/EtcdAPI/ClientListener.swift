@@ -20,6 +20,8 @@ public final class ClientListener: Sendable {
     public let address: ListenAddress
     /// Plaintext, TLS, or both on this one port.
     public let security: ListenerSecurity
+    /// A `--listen-metrics-urls` listener (only `/metrics` and health).
+    public let metricsOnly: Bool
     private let server: WireServer
     /// The largest HTTP request body held (beyond it: 413).
     let httpBodyLimit: Int
@@ -42,6 +44,7 @@ public final class ClientListener: Sendable {
                 metricsOnly: Bool = false) {
         self.address = address
         self.security = security
+        self.metricsOnly = metricsOnly
         let host = Self.bindHost(address)
         var configuration = WireServer.Configuration(host: host, port: address.port)
         if let member {

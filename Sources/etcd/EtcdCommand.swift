@@ -112,6 +112,10 @@ enum EtcdCommand {
             }
             for listener in listeners {
                 let port = try await listener.boundPort() ?? listener.address.port
+                if listener.metricsOnly {
+                    log("serving metrics on \(listener.security.credentials == nil ? "http" : "https")://\(listener.address.host):\(port)")
+                    continue
+                }
                 switch listener.security {
                 case .plaintext:
                     log("serving insecure client requests on \(listener.address.host):\(port), this is strongly discouraged!")
