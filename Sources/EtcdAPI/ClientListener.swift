@@ -20,7 +20,11 @@ public final class ClientListener: Sendable {
     public let address: ListenAddress
     /// Plaintext, TLS, or both on this one port.
     public let security: ListenerSecurity
+    /// A `--listen-metrics-urls` listener (only `/metrics` and health).
+    public let metricsOnly: Bool
     private let server: WireServer
+    /// The largest HTTP request body held (beyond it: 413).
+    let httpBodyLimit: Int
     private let forwarder: LeaderForwarder?
     private let bound: Mutex<BoundState> = Mutex(BoundState())
 
@@ -29,25 +33,20 @@ public final class ClientListener: Sendable {
         var waiters: [CheckedContinuation<Int?, any Error>] = []
     }
 
+    /// How long an HTTP/1 connection may sit without a request in progress.
+    public static let defaultHTTPIdleTimeout: TimeAmount = .seconds(60)
+
     /// `clientCredentials`: this member's client TLS (for forwarding to an
-    /// `https://` leader), whatever this listener speaks.
-    public init(address: ListenAddress, member: Member? = nil, security: ListenerSecurity = .plaintext, clientCredentials: TLSCredentials? = nil) {
+    /// `https://` leader), whatever this listener speaks. `metrics`: the
+    /// Prometheus exposition served at `/metrics` (nil: 404).
+    public init(address: ListenAddress, member: Member? = nil, security: ListenerSecurity = .plaintext, clientCredentials: TLSCredentials? = nil,
+                metrics: (@Sendable () -> [UInt8])? = nil, httpIdleTimeout: TimeAmount = ClientListener.defaultHTTPIdleTimeout,
+                metricsOnly: Bool = false) {
         self.address = address
         self.security = security
+        self.metricsOnly = metricsOnly
         let host = Self.bindHost(address)
         var configuration = WireServer.Configuration(host: host, port: address.port)
-        // Every connection's first byte says whether it is TLS: served when
-        // this port speaks it, else closed with a log line, never hung.
-        let description = "\(address.host):\(address.port)"
-        let logger = Logger(label: "etcd")
-        configuration.connectionSetup = { channel, addGRPC in
-            try SecureChannel.configureAccepted(channel, security: security, listener: description, logger: logger) { channel in
-                // The verified client certificate's CN reaches every call
-                // (auth's identity); plaintext connections get no extra handler.
-                if SecureChannel.isTLS(channel) { try channel.pipeline.syncOperations.addHandler(TLSIdentityBridge()) }
-                try addGRPC(channel)
-            }
-        }
         if let member {
             configuration.keepalive = Self.keepalive(member.config)
             // etcd's limit exactly: --max-request-bytes plus 512 KiB for gRPC's
@@ -58,8 +57,8 @@ public final class ClientListener: Sendable {
             configuration.maxConcurrentStreams = Int(member.config.maxConcurrentStreams)
         }
         var router = WireRouter()
-        router.addHealth(HealthService())
-        forwarder = member.map { LeaderForwarder(member: $0, credentials: clientCredentials ?? security.credentials) }
+        if !metricsOnly { router.addHealth(HealthService()) }
+        forwarder = metricsOnly ? nil : member.map { LeaderForwarder(member: $0, credentials: clientCredentials ?? security.credentials) }
         if let member, let forwarder {
             router.addKV(member: member)
             router.addWatch(WatchService(member: member))
@@ -70,7 +69,35 @@ public final class ClientListener: Sendable {
             router.requireRoot(member)
             router.refuseOnLearner(member)
         }
+        // One port, two protocols: after TLS (or plaintext), the HTTP/2
+        // preface goes to gRPC and anything else to HTTP/1 (`HTTPService`);
+        // on HTTP/2, requests that are not gRPC go to the same service.
+        let service = HTTPService(member: member, router: router, scope: metricsOnly ? .metrics : .client, metrics: metrics,
+                                  maxRequestBytes: configuration.maxReceiveMessageBytes)
+        configuration.plainBodyBytes = service.maxBodyBytes
+        httpBodyLimit = service.maxBodyBytes
+        configuration.plainRequests = { request, response in
+            service.handle(HTTPRequest(method: request.method, target: request.path, authorization: request.headers.first(name: "authorization"),
+                                       body: request.body, remotePeer: request.remotePeer, localPeer: request.localPeer,
+                                       peerCommonName: request.peerCommonName), response)
+        }
+        // Every connection's first byte says whether it is TLS: served when
+        // this port speaks it, else closed with a log line, never hung.
+        let description = "\(address.host):\(address.port)"
+        let logger = Logger(label: "etcd")
+        configuration.connectionSetup = { channel, addGRPC in
+            try SecureChannel.configureAccepted(channel, security: security, listener: description, logger: logger) { channel in
+                try channel.pipeline.syncOperations.addHandler(ProtocolSniffer(service: service, idleTimeout: httpIdleTimeout, addGRPC: addGRPC))
+            }
+        }
         server = WireServer(configuration: configuration, router: router)
+    }
+
+    /// A `--listen-metrics-urls` listener: `/metrics` and the health
+    /// endpoints over HTTP (HTTP/1.1, or h2 over TLS), nothing else.
+    public static func metricsListener(address: ListenAddress, member: Member, security: ListenerSecurity = .plaintext,
+                                       metrics: (@Sendable () -> [UInt8])? = nil) -> ClientListener {
+        ClientListener(address: address, member: member, security: security, metrics: metrics, metricsOnly: true)
     }
 
     /// etcd's keepalive flags as it hands them to grpc-go: a zero min-time
@@ -130,18 +157,5 @@ public final class ClientListener: Sendable {
     public func stop() {
         server.stop()
         forwarder?.close()
-    }
-}
-
-/// Passes the TLS layer's `PeerIdentity` on as GRPCWire's `WireTLSIdentity`
-/// (the two modules do not know each other).
-/// It leaves the pipeline once it has passed the identity on.
-final class TLSIdentityBridge: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = NIOAny
-
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        guard let identity = event as? PeerIdentity else { return context.fireUserInboundEventTriggered(event) }
-        context.fireUserInboundEventTriggered(WireTLSIdentity(commonName: identity.commonName))
-        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
     }
 }

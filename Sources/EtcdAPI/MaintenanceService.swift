@@ -116,9 +116,12 @@ struct ClusterService: Etcdserverpb_Cluster.SimpleServiceProtocol {
 
     private func members() -> [Etcdserverpb_Member] { member.memberList().map(Etcdserverpb_Member.init) }
 
+    /// etcd's Cluster responses carry cluster, member and term, no revision.
+    private func header() -> Etcdserverpb_ResponseHeader { member.header(revision: 0) }
+
     func memberList(request: Etcdserverpb_MemberListRequest, context: ServerContext) async throws -> Etcdserverpb_MemberListResponse {
         var response = Etcdserverpb_MemberListResponse()
-        response.header = member.header()
+        response.header = header()
         response.members = members()
         return response
     }
@@ -127,7 +130,7 @@ struct ClusterService: Etcdserverpb_Cluster.SimpleServiceProtocol {
         try await etcdCall {
             let added = try await member.memberAdd(peerURLs: request.peerUrls, isLearner: request.isLearner)
             var response = Etcdserverpb_MemberAddResponse()
-            response.header = member.header()
+            response.header = header()
             response.member = Etcdserverpb_Member(added)
             response.members = members()
             return response
@@ -138,7 +141,7 @@ struct ClusterService: Etcdserverpb_Cluster.SimpleServiceProtocol {
         try await etcdCall {
             try await member.memberRemove(id: request.id)
             var response = Etcdserverpb_MemberRemoveResponse()
-            response.header = member.header()
+            response.header = header()
             response.members = members()
             return response
         }
@@ -148,7 +151,7 @@ struct ClusterService: Etcdserverpb_Cluster.SimpleServiceProtocol {
         try await etcdCall {
             try await member.memberUpdate(id: request.id, peerURLs: request.peerUrls)
             var response = Etcdserverpb_MemberUpdateResponse()
-            response.header = member.header()
+            response.header = header()
             response.members = members()
             return response
         }
@@ -158,7 +161,7 @@ struct ClusterService: Etcdserverpb_Cluster.SimpleServiceProtocol {
         try await etcdCall {
             try await member.memberPromote(id: request.id)
             var response = Etcdserverpb_MemberPromoteResponse()
-            response.header = member.header()
+            response.header = header()
             response.members = members()
             return response
         }

@@ -108,7 +108,6 @@ extension EtcdFlag {
         // profiling / monitoring
         EtcdFlag("enable-pprof", .bool, "false"),
         EtcdFlag("metrics", .string, "basic"),
-        EtcdFlag("listen-metrics-urls", .string, ""),
         // logging (EtcdLogHandler writes to standard error)
         EtcdFlag("logger", .string, "zap"),
         EtcdFlag("log-outputs", .string, "default", alsoHarmless: ["stderr"]),

@@ -11,6 +11,7 @@ public enum ConfigKey: String, CaseIterable, Sendable {
     case walDir = "wal-dir"
     case listenClientURLs = "listen-client-urls"
     case advertiseClientURLs = "advertise-client-urls"
+    case listenMetricsURLs = "listen-metrics-urls"
     case listenPeerURLs = "listen-peer-urls"
     case initialAdvertisePeerURLs = "initial-advertise-peer-urls"
     case initialCluster = "initial-cluster"
@@ -126,6 +127,7 @@ extension ServerConfig {
             listenClientURLs: try urls(.listenClientURLs) ?? ["http://localhost:2379"],
             advertiseClientURLs: try urls(.advertiseClientURLs) ?? ["http://localhost:2379"]
         )
+        listenMetricsURLs = try urls(.listenMetricsURLs) ?? []
         dedicatedWALDir = settings[.walDir].flatMap { $0.isEmpty ? nil : $0 }
         if let value = try urls(.listenPeerURLs) { listenPeerURLs = value }
         if let value = try urls(.initialAdvertisePeerURLs) { initialAdvertisePeerURLs = value }
@@ -359,6 +361,9 @@ extension ServerConfig {
         peerTLS = peer
         for url in listenClientURLs where url.lowercased().hasPrefix("https://") && client.isEmpty {
             throw .unsupported("TLS key/cert (--cert-file, --key-file) must be provided for client url \(url) with HTTPS scheme")
+        }
+        for url in listenMetricsURLs where url.lowercased().hasPrefix("https://") && client.isEmpty {
+            throw .unsupported("TLS key/cert (--cert-file, --key-file) must be provided for metrics url \(url) with HTTPS scheme")
         }
         for url in listenPeerURLs where url.lowercased().hasPrefix("https://") && peer.isEmpty {
             throw .unsupported("TLS key/cert (--peer-cert-file, --peer-key-file) must be provided for peer url \(url) with HTTPS scheme")

@@ -8,6 +8,8 @@ public struct ServerConfig: Sendable {
     public var dataDir: String
     public var listenClientURLs: [String]
     public var advertiseClientURLs: [String]
+    /// --listen-metrics-urls: extra listeners for `/metrics` and the health endpoints only.
+    public var listenMetricsURLs: [String] = []
     /// --initial-advertise-peer-urls (reported by MemberList; peers come with clustering).
     public var initialAdvertisePeerURLs = ["http://localhost:2380"]
     /// --initial-cluster-token: part of every member id, so clusters started

@@ -66,7 +66,10 @@ public final class WireCall: @unchecked Sendable {
     public let peerCommonName: String?
 
     let streamID: HTTP2StreamID
-    let connection: WireConnection
+    /// The connection of a call from an HTTP/2 stream; nil for a local call.
+    let connection: WireConnection?
+    /// Where a local call's output goes (see `WireCallSink`).
+    private let sink: (any WireCallSink)?
 
     init(path: String, headers: HPACKHeaders, streamID: HTTP2StreamID, connection: WireConnection,
          eventLoop: any EventLoop, remotePeer: String, localPeer: String, peerCommonName: String? = nil) {
@@ -74,14 +77,44 @@ public final class WireCall: @unchecked Sendable {
         self.headers = headers
         self.streamID = streamID
         self.connection = connection
+        self.sink = nil
         self.eventLoop = eventLoop
         self.remotePeer = remotePeer
         self.localPeer = localPeer
         self.peerCommonName = peerCommonName
     }
 
+    /// A local call: served by a router's method like a call from a client,
+    /// its messages and status going to `sink` (on `eventLoop`, in order)
+    /// instead of an HTTP/2 stream. An HTTP gateway serves JSON this way.
+    public init(path: String, headers: HPACKHeaders, eventLoop: any EventLoop, remotePeer: String, localPeer: String,
+                peerCommonName: String?, sink: any WireCallSink) {
+        self.path = path
+        self.headers = headers
+        self.streamID = .rootStream
+        self.connection = nil
+        self.sink = sink
+        self.eventLoop = eventLoop
+        self.remotePeer = remotePeer
+        self.localPeer = localPeer
+        self.peerCommonName = peerCommonName
+    }
+
+    /// Runs `body` with a local call's sink on the event loop, always
+    /// queued (so output keeps the order it was produced in).
+    private func toSink(_ body: @escaping @Sendable (any WireCallSink) -> Void) {
+        guard let sink else { return }
+        eventLoop.execute { body(sink) }
+    }
+
     /// Sends one response message and ends the call with OK (a unary reply).
     public func respond(_ message: ByteBuffer) {
+        guard let connection else {
+            return toSink { sink in
+                sink.send(message, promise: nil)
+                sink.finish(.ok)
+            }
+        }
         connection.submit { $0.write(self.streamID, message: message, status: .ok, promise: nil) }
     }
 
@@ -91,6 +124,10 @@ public final class WireCall: @unchecked Sendable {
     @discardableResult
     public func send(_ message: ByteBuffer) -> EventLoopFuture<Void> {
         let promise = eventLoop.makePromise(of: Void.self)
+        guard let connection else {
+            toSink { $0.send(message, promise: promise) }
+            return promise.futureResult
+        }
         connection.submit { $0.write(self.streamID, message: message, status: nil, promise: promise) }
         return promise.futureResult
     }
@@ -99,6 +136,13 @@ public final class WireCall: @unchecked Sendable {
     @discardableResult
     public func send(contentsOf messages: [ByteBuffer]) -> EventLoopFuture<Void> {
         let promise = eventLoop.makePromise(of: Void.self)
+        guard let connection else {
+            toSink { sink in
+                for (index, message) in messages.enumerated() { sink.send(message, promise: index == messages.count - 1 ? promise : nil) }
+                if messages.isEmpty { promise.succeed() }
+            }
+            return promise.futureResult
+        }
         connection.submit { connection in
             for (index, message) in messages.enumerated() {
                 connection.write(self.streamID, message: message, status: nil, promise: index == messages.count - 1 ? promise : nil)
@@ -110,11 +154,13 @@ public final class WireCall: @unchecked Sendable {
 
     /// Ends the call with `status` (after any messages sent before).
     public func finish(_ status: WireStatus) {
+        guard let connection else { return toSink { $0.finish(status) } }
         connection.submit { $0.finish(self.streamID, status: status) }
     }
 
     /// Runs `body` on the call's event loop (in order with its writes).
     public func onEventLoop(_ body: @escaping @Sendable () -> Void) {
+        guard let connection else { return toSink { _ in body() } }
         connection.submit { _ in body() }
     }
 
@@ -124,6 +170,16 @@ public final class WireCall: @unchecked Sendable {
     public func onEventLoopLater(_ body: @escaping @Sendable () -> Void) {
         connection.submitLater { _ in body() }
     }
+}
+
+/// The output of a local call (`WireCall.init(path:headers:eventLoop:...)`),
+/// called on the call's event loop in the order the method produced it.
+public protocol WireCallSink: AnyObject, Sendable {
+    /// One response message, gRPC-framed (5-byte prefix); `promise`
+    /// completes once the sink has taken it (backpressure for streams).
+    func send(_ message: ByteBuffer, promise: EventLoopPromise<Void>?)
+    /// The end of the call; nothing is sent after it.
+    func finish(_ status: WireStatus)
 }
 
 /// What a streaming method gets told about its call, on the event loop.

@@ -92,8 +92,17 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
     /// Sent away: GOAWAY written, closing.
     private var closing = false
 
-    init(router: WireRouter, limits: WireLimits, keepalive: ServerKeepalive.Policy, eventLoop: any EventLoop) {
+    /// Requests that are not gRPC (see `WirePlainRequest`), with a body of
+    /// at most `plainBodyBytes`; nil: refused as grpc-go refuses them (415).
+    private let plainHandler: WirePlainHandler?
+    private let plainBodyBytes: Int
+    private var plainStreams: [HTTP2StreamID: PlainStream] = [:]
+
+    init(router: WireRouter, limits: WireLimits, keepalive: ServerKeepalive.Policy, eventLoop: any EventLoop,
+         plainHandler: WirePlainHandler? = nil, plainBodyBytes: Int = 0) {
         self.router = router
+        self.plainHandler = plainHandler
+        self.plainBodyBytes = plainBodyBytes
         self.limits = limits
         self.eventLoop = eventLoop
         self.keepalive = ServerKeepalive(policy: keepalive, now: .now())
@@ -136,6 +145,9 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
         let open = streams
         streams.removeAll()
         bufferedBytes = 0
+        let plain = plainStreams
+        plainStreams.removeAll()
+        for stream in plain.values { for cancel in stream.cancelHandlers { cancel() } }
         for stream in open.values {
             stream.handler?.cancelled()
         }
@@ -155,6 +167,8 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
             if let stream = streams[frame.streamID] {
                 // Trailers from the client end its side.
                 if headers.endStream { inboundClosed(stream) }
+            } else if let plain = plainStreams[frame.streamID] {
+                if headers.endStream { dispatchPlain(frame.streamID, plain) }
             } else {
                 open(frame.streamID, headers.headers, endStream: headers.endStream)
             }
@@ -168,7 +182,10 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
                 context.write(wrapOutboundOut(update), promise: nil)
                 needsFlush = true
             }
-            guard let stream = streams[frame.streamID] else { return }
+            guard let stream = streams[frame.streamID] else {
+                if let plain = plainStreams[frame.streamID] { receivedPlain(bytes, padding: padding, on: frame.streamID, plain, endStream: payload.endStream) }
+                return
+            }
             stream.window.received(bytes.readableBytes + padding)
             if padding > 0 { consumed(padding, on: stream, endStream: payload.endStream) }
             received(bytes, on: stream, endStream: payload.endStream)
@@ -179,6 +196,9 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
                 sendAway(context, .enhanceYourCalm, debugData: "too_many_pings")
             }
         case .rstStream:
+            if let plain = plainStreams.removeValue(forKey: frame.streamID) {
+                for cancel in plain.cancelHandlers { cancel() }
+            }
             if let stream = removeStream(frame.streamID) {
                 stream.handler?.cancelled()
                 closeIfDrained()
@@ -287,6 +307,10 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
         // `te: trailers` is not required: grpc-go serves requests without it.
         let contentType = headers.first(name: "content-type") ?? ""
         guard contentType == "application/grpc" || contentType == "application/grpc+proto" else {
+            if plainHandler != nil {
+                openPlain(id, headers, endStream: endStream)
+                return
+            }
             writeTrailersOnly(id, WireStatus(code: .invalidArgument, message: "invalid gRPC request content-type \"\(contentType)\""),
                               httpStatus: "415", resetIfOpen: !endStream)
             return
@@ -451,6 +475,86 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
     private func fail(_ stream: Stream, _ status: WireStatus) {
         finish(stream.call.streamID, status: status)
         stream.handler?.cancelled()
+    }
+
+    // MARK: - Plain (non-gRPC) requests
+
+    private func openPlain(_ id: HTTP2StreamID, _ headers: HPACKHeaders, endStream: Bool) {
+        let request = WirePlainRequest(method: headers.first(name: ":method") ?? "", path: headers.first(name: ":path") ?? "",
+                                       headers: headers, body: ByteBuffer(), remotePeer: remotePeer, localPeer: localPeer,
+                                       peerCommonName: peerCommonName)
+        let plain = PlainStream(request: request)
+        plainStreams[id] = plain
+        if endStream { dispatchPlain(id, plain) }
+    }
+
+    private func receivedPlain(_ bytes: ByteBuffer, padding: Int, on id: HTTP2StreamID, _ plain: PlainStream, endStream: Bool) {
+        guard !plain.dispatched else { return }
+        var bytes = bytes
+        if plain.request.body.readableBytes + bytes.readableBytes > plainBodyBytes {
+            // Too large to hold: answered here, and the client told to stop.
+            plain.dispatched = true
+            writePlainHead(id, status: 413, headers: [("content-type", "text/plain; charset=utf-8")])
+            writePlainBody(id, ByteBuffer(string: "request body too large\n"), promise: nil)
+            endPlain(id)
+            context?.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .rstStream(.noError))), promise: nil)
+            return
+        }
+        let size = bytes.readableBytes + padding
+        plain.request.body.writeBuffer(&bytes)
+        if endStream {
+            dispatchPlain(id, plain)
+        } else if size > 0 {
+            // Held and counted against the body limit: the stream's window back.
+            sendWindowUpdate(size, on: id)
+        }
+    }
+
+    private func dispatchPlain(_ id: HTTP2StreamID, _ plain: PlainStream) {
+        guard !plain.dispatched, let plainHandler, let context else { return }
+        plain.dispatched = true
+        plainHandler(plain.request, WirePlainResponse(streamID: id, connection: self, eventLoop: context.eventLoop))
+    }
+
+    func writePlainHead(_ id: HTTP2StreamID, status: Int, headers: [(String, String)]) {
+        eventLoop.assertInEventLoop()
+        guard let context, let plain = plainStreams[id], !plain.headSent else { return }
+        plain.headSent = true
+        var block = HPACKHeaders([(":status", String(status))])
+        for (name, value) in headers { block.add(name: name, value: value) }
+        context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .headers(.init(headers: block)))), promise: nil)
+        needsFlush = true
+    }
+
+    func writePlainBody(_ id: HTTP2StreamID, _ bytes: ByteBuffer, promise: EventLoopPromise<Void>?) {
+        eventLoop.assertInEventLoop()
+        guard let context, plainStreams[id] != nil else {
+            promise?.fail(WireStatus.cancelled("the request has ended"))
+            return
+        }
+        if plainStreams[id]?.headSent == false { writePlainHead(id, status: 200, headers: []) }
+        context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .data(.init(data: .byteBuffer(bytes))))), promise: promise)
+        needsFlush = true
+    }
+
+    func endPlain(_ id: HTTP2StreamID) {
+        eventLoop.assertInEventLoop()
+        guard let context, let plain = plainStreams.removeValue(forKey: id) else { return }
+        if !plain.headSent {
+            var block = HPACKHeaders([(":status", "200")])
+            block.add(name: "content-length", value: "0")
+            context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .headers(.init(headers: block, endStream: true)))), promise: nil)
+        } else {
+            context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .data(.init(data: .byteBuffer(ByteBuffer()), endStream: true)))),
+                          promise: nil)
+        }
+        needsFlush = true
+    }
+
+    func onPlainCancel(_ id: HTTP2StreamID, _ body: @escaping @Sendable () -> Void) {
+        eventLoop.assertInEventLoop()
+        guard let plain = plainStreams[id] else { return body() }
+        plain.cancelHandlers.append(body)
     }
 
     // MARK: - Deadlines

@@ -36,6 +36,11 @@ public final class WireServer: Sendable {
         /// example after a TLS handler, once the first bytes showed a TLS
         /// client). The handlers may be added to an active channel.
         public var connectionSetup: (@Sendable (_ channel: any Channel, _ addGRPC: @escaping @Sendable (any Channel) throws -> Void) throws -> Void)?
+        /// Serves HTTP/2 requests that are not gRPC (content-type other than
+        /// `application/grpc`), with bodies up to `plainBodyBytes`; nil:
+        /// they get grpc-go's answer (HTTP 415). gRPC calls never reach it.
+        public var plainRequests: WirePlainHandler?
+        public var plainBodyBytes = 4 * 1024 * 1024
         /// HTTP/2 connection settings beyond the ones above (rate limits).
         /// swift-nio-http2's header-block and content-length validation is
         /// off by default: it cost about 6 % of a busy server's CPU, and
@@ -126,7 +131,8 @@ public final class WireServer: Sendable {
                 let addGRPC: @Sendable (any Channel) throws -> Void = { channel in
                     let sync = channel.pipeline.syncOperations
                     try sync.addHandler(NIOHTTP2Handler(mode: .server, connectionConfiguration: connection))
-                    try sync.addHandler(WireConnection(router: router, limits: limits, keepalive: keepalive, eventLoop: channel.eventLoop))
+                    try sync.addHandler(WireConnection(router: router, limits: limits, keepalive: keepalive, eventLoop: channel.eventLoop,
+                                                       plainHandler: configuration.plainRequests, plainBodyBytes: configuration.plainBodyBytes))
                 }
                 do {
                     if let setup = configuration.connectionSetup {

@@ -225,7 +225,8 @@ public final class TLSCredentials: Sendable {
         var server = TLSConfiguration.makeServerConfiguration(
             certificateChain: identity.chain.map { .certificate($0) }, privateKey: .privateKey(identity.key))
         common(&server)
-        server.applicationProtocols = ["h2"]
+        // gRPC and HTTP/1.1 (the JSON gateway, health) share client ports.
+        server.applicationProtocols = ["h2", "http/1.1"]
         if settings.requiresClientCertificate {
             server.certificateVerification = .noHostnameVerification
             server.trustRoots = roots.map { .certificates($0) } ?? .default

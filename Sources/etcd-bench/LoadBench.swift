@@ -278,9 +278,18 @@ struct PutLoad: AsyncParsableCommand {
     @Option(help: "Value size in bytes.")
     var valSize = 256
 
+    @Flag(help: "Through the JSON gateway (POST /v3/kv/put), one HTTP/1.1 connection per client.")
+    var gateway = false
+
     func run() async throws {
         let options = options
         let value = Data(repeating: 0x61, count: valSize)
+        if gateway {
+            let text = value.base64EncodedString()
+            return try await GatewayLoad.run(options, label: "gateway put", path: "/v3/kv/put") { n in
+                #"{"key":"\#(options.key(n).base64EncodedString())","value":"\#(text)"}"#
+            }
+        }
         try await LoadRunner.run(options, label: "put", path: "/etcdserverpb.KV/Put") { n in
             var request = Etcdserverpb_PutRequest()
             request.key = options.key(n)
@@ -298,9 +307,18 @@ struct RangeLoad: AsyncParsableCommand {
     @Option(help: "l (linearizable) or s (serializable).")
     var consistency = "l"
 
+    @Flag(help: "Through the JSON gateway (POST /v3/kv/range), one HTTP/1.1 connection per client.")
+    var gateway = false
+
     func run() async throws {
         let options = options
         let serializable = consistency == "s"
+        if gateway {
+            return try await GatewayLoad.run(options, label: serializable ? "gateway range (serializable)" : "gateway range (linearizable)",
+                                             path: "/v3/kv/range") { n in
+                #"{"key":"\#(options.key(n).base64EncodedString())"\#(serializable ? #","serializable":true"# : "")}"#
+            }
+        }
         try await LoadRunner.run(options, label: serializable ? "range (serializable)" : "range (linearizable)",
                                  path: "/etcdserverpb.KV/Range") { n in
             var request = Etcdserverpb_RangeRequest()

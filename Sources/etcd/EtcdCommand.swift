@@ -69,9 +69,10 @@ enum EtcdCommand {
 
         // Certificates first: a bad file stops the start before the data dir is touched.
         var clientCredentials: TLSCredentials?
-        if addresses.contains(where: { $0.scheme == .https }) {
+        let metricsAddresses = try config.listenMetricsURLs.map { try ListenAddress(parsing: $0) }
+        if (addresses + metricsAddresses).contains(where: { $0.scheme == .https }) {
             clientCredentials = try TLSCredentials(settings: config.clientTLS, autoTLSDirectory: config.dataDir + "/fixtures/client",
-                                                   hosts: addresses.map(\.host), extendedUsage: .server)
+                                                   hosts: (addresses + metricsAddresses).map(\.host), extendedUsage: .server)
         }
         let member = try await Member.open(config: config)
         defer { member.stop() }
@@ -82,6 +83,10 @@ enum EtcdCommand {
         log("member \(String(member.memberID, radix: 16)) started in cluster \(String(member.clusterID, radix: 16)), data dir \(config.dataDir)")
 
         let listeners = clientListeners(addresses: addresses, credentials: clientCredentials, member: member)
+            + metricsAddresses.map { address in
+                let security: ListenerSecurity = address.scheme == .https ? clientCredentials.map { .tls($0) } ?? .plaintext : .plaintext
+                return ClientListener.metricsListener(address: address, member: member, security: security)
+            }
         // SIGTERM / SIGINT: stop accepting, finish in-flight calls, then the
         // deferred member.stop() commits the backend and closes the WAL.
         let signalSources = [SIGTERM, SIGINT].map { number -> any DispatchSourceSignal in
@@ -107,6 +112,10 @@ enum EtcdCommand {
             }
             for listener in listeners {
                 let port = try await listener.boundPort() ?? listener.address.port
+                if listener.metricsOnly {
+                    log("serving metrics on \(listener.security.credentials == nil ? "http" : "https")://\(listener.address.host):\(port)")
+                    continue
+                }
                 switch listener.security {
                 case .plaintext:
                     log("serving insecure client requests on \(listener.address.host):\(port), this is strongly discouraged!")
@@ -205,6 +214,7 @@ enum EtcdCommand {
             ("election-timeout '1000'", "Time (in milliseconds) for an election to timeout."),
             ("listen-peer-urls 'http://localhost:2380'", "List of URLs to listen on for peer traffic."),
             ("listen-client-urls 'http://localhost:2379'", "List of URLs to listen on for client traffic."),
+            ("listen-metrics-urls ''", "List of additional URLs to listen on that serve the /metrics and /health endpoints."),
             ("quota-backend-bytes '0'", "Raise alarms when backend size exceeds the given quota (0 defaults to 2 GiB)."),
             ("auto-compaction-retention '0'", "Auto compaction retention length. 0 means disable auto compaction."),
             ("auto-compaction-mode 'periodic'", "Interpret 'auto-compaction-retention' one of: periodic|revision. 'periodic' for duration based retention, defaulting to hours if no time unit is provided (e.g. '5m'). 'revision' for revision number based retention."),

@@ -274,8 +274,10 @@ import Testing
 
     @Test func unsupportedFlagsAndVariablesRefuseToStart() throws {
         #expect(refusal { try resolve(["--enable-pprof"]) } == "--enable-pprof is not supported yet")
-        #expect(refusal { try resolve(["--listen-metrics-urls=http://127.0.0.1:1", "--enable-pprof"]) }
-            == "--enable-pprof is not supported yet; --listen-metrics-urls is not supported yet")
+        #expect(refusal { try resolve(["--metrics=extensive", "--enable-pprof"]) }
+            == "--enable-pprof is not supported yet; --metrics is not supported yet")
+        // --listen-metrics-urls is a setting now.
+        #expect(try resolve(["--listen-metrics-urls=http://127.0.0.1:1"]).settings == [.listenMetricsURLs: "http://127.0.0.1:1"])
         #expect(refusal { try resolve([], ["ETCD_ENABLE_PPROF": "true"]) }
             == "ETCD_ENABLE_PPROF=true: --enable-pprof is not supported yet")
         // The TLS flags are settings now, on the command line and in the environment.
