@@ -168,6 +168,9 @@ public final class WireCall: @unchecked Sendable {
     /// (also when called on the loop, say from a write's completion inside
     /// a flush); whatever it writes is flushed at the end of that turn.
     public func onEventLoopLater(_ body: @escaping @Sendable () -> Void) {
+        // A local call's sink takes what it is given as it comes: a task
+        // on the loop is a later turn already.
+        guard let connection else { return eventLoop.execute(body) }
         connection.submitLater { _ in body() }
     }
 }
