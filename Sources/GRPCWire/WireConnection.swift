@@ -18,6 +18,8 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
     private final class Stream {
         let call: WireCall
         let method: WireMethod
+        /// Told of the call's messages and end (metrics); nil when unobserved.
+        let observer: (any WireMethodObserver)?
         var handler: (any WireStreamHandler)?
         /// Bytes of a request message not yet complete.
         private(set) var pending: ByteBuffer?
@@ -28,9 +30,10 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
         var window: InboundWindow
         /// The client's `grpc-timeout`, as a point in time.
         var deadline: NIODeadline?
-        init(call: WireCall, method: WireMethod, windowBytes: Int) {
+        init(call: WireCall, method: WireMethod, observer: (any WireMethodObserver)?, windowBytes: Int) {
             self.call = call
             self.method = method
+            self.observer = observer
             window = InboundWindow(size: windowBytes)
         }
 
@@ -57,6 +60,8 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
     private var draining = false
     static let drainSettle: TimeAmount = .milliseconds(200)
     private let router: WireRouter
+    /// Each routed method's observer, by path (empty: nothing observed).
+    private let observers: [String: any WireMethodObserver]
     private let limits: WireLimits
     private var streams: [HTTP2StreamID: Stream] = [:]
     private var context: ChannelHandlerContext?
@@ -92,8 +97,10 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
     /// Sent away: GOAWAY written, closing.
     private var closing = false
 
-    init(router: WireRouter, limits: WireLimits, keepalive: ServerKeepalive.Policy, eventLoop: any EventLoop) {
+    init(router: WireRouter, limits: WireLimits, keepalive: ServerKeepalive.Policy, eventLoop: any EventLoop,
+         observers: [String: any WireMethodObserver] = [:]) {
         self.router = router
+        self.observers = observers
         self.limits = limits
         self.eventLoop = eventLoop
         self.keepalive = ServerKeepalive(policy: keepalive, now: .now())
@@ -137,6 +144,7 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
         streams.removeAll()
         bufferedBytes = 0
         for stream in open.values {
+            stream.observer?.recordHandled(code: WireStatus.Code.cancelled.rawValue)
             stream.handler?.cancelled()
         }
         self.context = nil
@@ -180,6 +188,7 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
             }
         case .rstStream:
             if let stream = removeStream(frame.streamID) {
+                stream.observer?.recordHandled(code: WireStatus.Code.cancelled.rawValue)
                 stream.handler?.cancelled()
                 closeIfDrained()
             }
@@ -199,6 +208,7 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
         if let closed = event as? StreamClosedEvent {
             // Nothing after this handler wants these (one per call).
             if let stream = removeStream(closed.streamID) {
+                stream.observer?.recordHandled(code: WireStatus.Code.cancelled.rawValue)
                 stream.handler?.cancelled()
                 closeIfDrained()
             }
@@ -319,8 +329,10 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
         }
         let call = WireCall(path: path, headers: headers, streamID: id, connection: self,
                             eventLoop: context.eventLoop, remotePeer: remotePeer, localPeer: localPeer, peerCommonName: peerCommonName)
-        let stream = Stream(call: call, method: handler, windowBytes: limits.windowBytes)
+        let observer = observers.isEmpty ? nil : observers[path]
+        let stream = Stream(call: call, method: handler, observer: observer, windowBytes: limits.windowBytes)
         streams[id] = stream
+        observer?.recordStarted()
         // Past about 146 years it is no deadline (and cannot overflow one).
         if let timeout, timeout.nanoseconds < Int64.max / 2 {
             let deadline = NIODeadline.now() + timeout
@@ -425,6 +437,7 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
     }
 
     private func deliver(_ message: ByteBuffer, to stream: Stream) {
+        stream.observer?.recordReceived(messageBytes: message.readableBytes)
         switch stream.method {
         case .unary(let handle):
             if stream.unaryStarted {
@@ -534,6 +547,7 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
             context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .headers(.init(headers: Self.responseHeaders)))), promise: nil)
         }
         keepalive.sentHeadersOrData()
+        stream.observer?.recordSent(messageBytes: max(0, message.readableBytes - 5))
         context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .data(.init(data: .byteBuffer(message))))), promise: promise)
         needsFlush = true
         if let status { finish(id, status: status) }
@@ -543,6 +557,7 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
         eventLoop.assertInEventLoop()
         guard let context, let stream = removeStream(id) else { return }
         defer { closeIfDrained() }
+        stream.observer?.recordHandled(code: status.code.rawValue)
         if !stream.headersSent {
             writeTrailersOnly(id, status)
             return
