@@ -1,4 +1,5 @@
 import EtcdGRPC
+import EtcdMetrics
 import EtcdProto
 import EtcdServer
 import GRPCCore
@@ -23,6 +24,8 @@ public final class ClientListener: Sendable {
     private let server: WireServer
     private let forwarder: LeaderForwarder?
     private let bound: Mutex<BoundState> = Mutex(BoundState())
+    /// The member's Prometheus exposition, for `/metrics` (nil without a member).
+    public let metricsExposition: (@Sendable () -> [UInt8])?
 
     private struct BoundState {
         var port: Result<Int, any Error>?
@@ -56,6 +59,15 @@ public final class ClientListener: Sendable {
             configuration.maxReceiveMessageBytes = member.config.maxRequestBytes + 512 * 1024
             // --max-concurrent-streams (etcd's default: no limit, math.MaxUint32).
             configuration.maxConcurrentStreams = Int(member.config.maxConcurrentStreams)
+            // grpc_server_* and the client byte counters, per method.
+            if let recorder = member.metricsRecorder {
+                configuration.observeMethod = { path, streaming in recorder.grpcMethod(path: path, streaming: streaming) }
+            }
+        }
+        if let metrics = member?.metrics {
+            metricsExposition = { metrics.exposition() }
+        } else {
+            metricsExposition = nil
         }
         var router = WireRouter()
         router.addHealth(HealthService())
@@ -132,6 +144,8 @@ public final class ClientListener: Sendable {
         forwarder?.close()
     }
 }
+
+extension GRPCMethodMetrics: WireMethodObserver {}
 
 /// Passes the TLS layer's `PeerIdentity` on as GRPCWire's `WireTLSIdentity`
 /// (the two modules do not know each other).
