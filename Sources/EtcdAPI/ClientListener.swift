@@ -10,7 +10,7 @@ import NIOCore
 import TransportSecurity
 
 /// The client-facing gRPC listener of a member: health, and with a member KV,
-/// Watch, Lease, Maintenance and Cluster. Services that have not been built yet are not
+/// Watch, Lease, Maintenance, Cluster, Auth, Lock and Election. Services that have not been built yet are not
 /// registered, so clients get UNIMPLEMENTED for them.
 ///
 /// It serves through `GRPCWire` (gRPC over swift-nio-http2 frames): the KV
@@ -79,6 +79,8 @@ public final class ClientListener: Sendable {
             router.addMaintenance(MaintenanceService(member: member))
             router.addCluster(ClusterService(member: member))
             router.addAuth(member: member)
+            router.addLock(LockService(member: member), member: member)
+            router.addElection(ElectionService(member: member), member: member)
             router.requireRoot(member)
             router.refuseOnLearner(member)
         }
