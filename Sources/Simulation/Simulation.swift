@@ -67,6 +67,8 @@ public struct SimulationReport: Sendable, CustomStringConvertible {
     /// Auth mode: "off", or the writes refused for want of permission and
     /// the permission changes made mid-run.
     public var auth = "off"
+    /// Lock workload: "off", or how many holds it checked.
+    public var locks = "off"
     /// "linearizable", "undecided" or the failing sub-history.
     public var linearizability = ""
     public var violations: [String] = []
@@ -84,7 +86,7 @@ public struct SimulationReport: Sendable, CustomStringConvertible {
         var text = "seed \(seed) members \(members): \(passed ? "ok" : "FAILED") — \(operations) ops (\(unknownOutcomes) unknown), "
             + "\(otherChecks) other checks, \(watchStreams) watch streams (\(watchEvents) events), \(snapshotsSent) snapshots, "
             + "\(hashChecks) hash checks, \(compactHashChecks) compaction hash checks, \(compactHashMismatches) mismatched (\(corruptionsToDetect) corruptions to catch), "
-            + "auto-compaction \(autoCompaction) (\(autoCompactions) done), auth \(auth), "
+            + "auto-compaction \(autoCompaction) (\(autoCompactions) done), auth \(auth), locks \(locks), "
             + "faults [\(faultText)], \(events) events, \(simulatedMilliseconds) ms simulated, "
             + "linearizability: \(linearizability.prefix(200)), trace \(String(traceHash, radix: 16))"
         for violation in violations { text += "\n  violation: \(violation)" }
