@@ -36,7 +36,14 @@ extension SimWorld {
             _ = try SnapshotRestore.copyBuckets(from: reader, into: backend)
             try backend.forceCommit()
             let copy = try KVStore(backend: backend).hashKV(0)
-            let live = try member.hashKV(revision: copy.currentRevision)
+            // The member's hash now (revision 0): the copy is this instant's
+            // state. (Asking for the copy's revision by number would, when a
+            // compaction was just made at it, answer with the hash recorded
+            // for that compaction, whose compact revision is the one before.)
+            let live = try member.hashKV(revision: 0)
+            if live.currentRevision != copy.currentRevision {
+                violation("\(node.name): snapshot at revision \(copy.currentRevision), the member at \(live.currentRevision)")
+            }
             log("\(node.name) snapshot: \(reader.databaseBytes) bytes at revision \(copy.currentRevision)")
             if copy.hash.hash != live.hash || copy.hash.compactRevision != live.compactRevision {
                 violation("\(node.name): snapshot at revision \(copy.currentRevision) hashes \(copy.hash.hash) (compacted at \(copy.hash.compactRevision)), the member \(live.hash) (compacted at \(live.compactRevision))")
