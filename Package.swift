@@ -51,6 +51,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.4"),
         .package(url: "https://github.com/hummingbird-project/hummingbird-auth.git", from: "2.5.0"),
         .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.7.1"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     ],
     targets: [
         // MARK: generated code
@@ -144,11 +146,22 @@ let package = Package(
             ]
         ),
 
+        // Prometheus metrics with etcd's names (the registry, every metric the
+        // member exports, /proc process metrics). Not imported by the pure cores.
+        .target(
+            name: "EtcdMetrics",
+            dependencies: [
+                "Locks",
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+            ]
+        ),
+
         // MARK: the member, its API and the client
         .target(
             name: "EtcdServer",
             dependencies: [
-                "Raft", "WAL", "Backend", "Bbolt", "MVCC", "Lease", "Auth", "EtcdProto", "PeerTransport", "Locks", "TransportSecurity",
+                "Raft", "WAL", "Backend", "Bbolt", "MVCC", "Lease", "Auth", "EtcdProto", "PeerTransport", "Locks", "TransportSecurity", "EtcdMetrics",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -168,7 +181,7 @@ let package = Package(
         .target(
             name: "EtcdAPI",
             dependencies: [
-                "EtcdServer", "MVCC", "Lease", "Auth", "EtcdProto", "EtcdGRPC", "HTTP2PingResponder", "GRPCWire", "Locks", "TransportSecurity",
+                "EtcdServer", "MVCC", "Lease", "Auth", "EtcdProto", "EtcdGRPC", "HTTP2PingResponder", "GRPCWire", "Locks", "TransportSecurity", "EtcdMetrics",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOHPACK", package: "swift-nio-http2"),

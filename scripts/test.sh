@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/ensure-packages.sh
-ensure_packages liblmdb-dev protobuf-compiler libprotobuf-dev golang-etcd-server-dev etcd-client etcd-server openssl
+ensure_packages liblmdb-dev protobuf-compiler libprotobuf-dev golang-etcd-server-dev etcd-client etcd-server openssl prometheus
 swift build --build-tests
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -1,4 +1,5 @@
 import EtcdGRPC
+import EtcdMetrics
 import EtcdProto
 import EtcdServer
 import GRPCCore
@@ -9,7 +10,7 @@ import NIOCore
 import TransportSecurity
 
 /// The client-facing gRPC listener of a member: health, and with a member KV,
-/// Watch, Lease, Maintenance and Cluster. Services that have not been built yet are not
+/// Watch, Lease, Maintenance, Cluster, Auth, Lock and Election. Services that have not been built yet are not
 /// registered, so clients get UNIMPLEMENTED for them.
 ///
 /// It serves through `GRPCWire` (gRPC over swift-nio-http2 frames): the KV
@@ -27,6 +28,8 @@ public final class ClientListener: Sendable {
     let httpBodyLimit: Int
     private let forwarder: LeaderForwarder?
     private let bound: Mutex<BoundState> = Mutex(BoundState())
+    /// The member's Prometheus exposition, for `/metrics` (nil without a member).
+    public let metricsExposition: (@Sendable () -> [UInt8])?
 
     private struct BoundState {
         var port: Result<Int, any Error>?
@@ -55,6 +58,15 @@ public final class ClientListener: Sendable {
             configuration.maxReceiveMessageBytes = member.config.maxRequestBytes + 512 * 1024
             // --max-concurrent-streams (etcd's default: no limit, math.MaxUint32).
             configuration.maxConcurrentStreams = Int(member.config.maxConcurrentStreams)
+            // grpc_server_* and the client byte counters, per method.
+            if let recorder = member.metricsRecorder {
+                configuration.observeMethod = { path, streaming in recorder.grpcMethod(path: path, streaming: streaming) }
+            }
+        }
+        if let metrics = member?.metrics {
+            metricsExposition = { metrics.exposition() }
+        } else {
+            metricsExposition = nil
         }
         var router = WireRouter()
         if !metricsOnly { router.addHealth(HealthService()) }
@@ -66,13 +78,15 @@ public final class ClientListener: Sendable {
             router.addMaintenance(MaintenanceService(member: member))
             router.addCluster(ClusterService(member: member))
             router.addAuth(member: member)
+            router.addLock(LockService(member: member), member: member)
+            router.addElection(ElectionService(member: member), member: member)
             router.requireRoot(member)
             router.refuseOnLearner(member)
         }
         // One port, two protocols: after TLS (or plaintext), the HTTP/2
         // preface goes to gRPC and anything else to HTTP/1 (`HTTPService`);
         // on HTTP/2, requests that are not gRPC go to the same service.
-        let service = HTTPService(member: member, router: router, scope: metricsOnly ? .metrics : .client, metrics: metrics,
+        let service = HTTPService(member: member, router: router, scope: metricsOnly ? .metrics : .client, metrics: metrics ?? metricsExposition,
                                   maxRequestBytes: configuration.maxReceiveMessageBytes)
         configuration.plainBodyBytes = service.maxBodyBytes
         httpBodyLimit = service.maxBodyBytes
@@ -159,3 +173,5 @@ public final class ClientListener: Sendable {
         forwarder?.close()
     }
 }
+
+extension GRPCMethodMetrics: WireMethodObserver {}

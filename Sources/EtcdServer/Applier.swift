@@ -1,5 +1,6 @@
 import Auth
 import Backend
+import EtcdMetrics
 import EtcdProto
 import Foundation
 import Lease
@@ -82,10 +83,12 @@ final class Applier: @unchecked Sendable {
     /// For `corruptPut`, which makes this member's data diverge.
     let failpoints: Failpoints
     let observeCompaction: (@Sendable (UInt64, Int64) -> Void)?
+    /// etcd_mvcc_{put,delete,range,txn}_total (nil: not recorded).
+    let metrics: EtcdMetrics?
 
     init(memberID: UInt64, store: KVStore, watchable: WatchableStore, lessor: Lessor, backend: Backend,
          membership: MembershipTable, alarms: AlarmStore, auth: AuthStore, tokens: SimpleTokens, peers: any RaftTransport, leaseClock: LeaseClock, logger: Logger,
-         failpoints: Failpoints, observeApply: (@Sendable (UInt64, Int64, [Mvccpb_Event]) -> Void)?,
+         failpoints: Failpoints, metrics: EtcdMetrics?, observeApply: (@Sendable (UInt64, Int64, [Mvccpb_Event]) -> Void)?,
          observeCompaction: (@Sendable (UInt64, Int64) -> Void)?) {
         self.memberID = memberID
         self.store = store
@@ -100,6 +103,7 @@ final class Applier: @unchecked Sendable {
         self.leaseClock = leaseClock
         self.logger = logger
         self.failpoints = failpoints
+        self.metrics = metrics
         self.observeApply = observeApply
         self.observeCompaction = observeCompaction
     }
@@ -119,9 +123,17 @@ final class Applier: @unchecked Sendable {
         switch proposed {
         case .put(var put):
             if failpoints.fires(.corruptPut) { put.value = Self.flipped(put.value) }
+            metrics?.mvccPut.increment()
             return storeWrite { .put(published(try store.put(put, leaseExists: leaseExists))) }
-        case .deleteRange(let delete): return storeWrite { .deleteRange(published(try store.deleteRange(delete))) }
-        case .txn(let txn): return storeWrite { .txn(published(try store.txn(txn, leaseExists: leaseExists))) }
+        case .deleteRange(let delete):
+            metrics?.mvccDelete.increment()
+            return storeWrite { .deleteRange(published(try store.deleteRange(delete))) }
+        case .txn(let txn):
+            return storeWrite {
+                let response = published(try store.txn(txn, leaseExists: leaseExists))
+                if let metrics { Self.count(txn, response, into: metrics) }
+                return .txn(response)
+            }
         case .other(let request):
             if request.hasCompaction {
                 return storeWrite {
@@ -146,6 +158,34 @@ final class Applier: @unchecked Sendable {
             if let result = applyAuth(request, index: index) { return result }
             return .failure(.rejected(EtcdError(.unimplemented, "etcdserver: request type not supported yet")))
         }
+    }
+
+    /// A transaction's operations as etcd's mvcc counts them: each compare
+    /// is a range, then the operations of the branch taken (nested
+    /// transactions' too); a transaction of more than one operation also
+    /// counts as a txn.
+    static func count(_ txn: Etcdserverpb_TxnRequest, _ response: Etcdserverpb_TxnResponse, into metrics: EtcdMetrics) {
+        var counts = (ranges: 0, puts: 0, deletes: 0)
+        func add(_ txn: Etcdserverpb_TxnRequest, _ response: Etcdserverpb_TxnResponse) {
+            counts.ranges += txn.compare.count
+            for (index, op) in (response.succeeded ? txn.success : txn.failure).enumerated() {
+                switch op.request {
+                case .requestRange: counts.ranges += 1
+                case .requestPut: counts.puts += 1
+                case .requestDeleteRange: counts.deletes += 1
+                case .requestTxn(let inner):
+                    if index < response.responses.count, case .responseTxn(let innerResponse)? = response.responses[index].response {
+                        add(inner, innerResponse)
+                    }
+                case nil: break
+                }
+            }
+        }
+        add(txn, response)
+        if counts.ranges + counts.puts + counts.deletes > 1 { metrics.mvccTxn.increment() }
+        if counts.ranges > 0 { metrics.mvccRange.increment(by: Int64(counts.ranges)) }
+        if counts.puts > 0 { metrics.mvccPut.increment(by: Int64(counts.puts)) }
+        if counts.deletes > 0 { metrics.mvccDelete.increment(by: Int64(counts.deletes)) }
     }
 
     /// What etcd's corrupt applier refuses: Put, DeleteRange, Txn (read-only

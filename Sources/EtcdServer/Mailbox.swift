@@ -240,7 +240,8 @@ final class Mailbox: Sendable {
 
     /// Waiters past their deadline get etcd's `request timed out` (a
     /// proposal lost in a leader change).
-    func expireWaiters(now: ContinuousClock.Instant) {
+    @discardableResult
+    func expireWaiters(now: ContinuousClock.Instant) -> Int {
         let expired = state.withLock { state -> [Waiter] in
             guard state.waiters.values.contains(where: { $0.deadline <= now }) else { return [] }
             var expired: [Waiter] = []
@@ -251,6 +252,7 @@ final class Mailbox: Sendable {
             return expired
         }
         for waiter in expired { waiter.complete(.failure(EtcdError.timeout)) }
+        return expired.count
     }
 
     func publish(_ update: (inout LoopStatus) -> Void) {

@@ -1,5 +1,6 @@
 import TransportSecurity
 import Backend
+import EtcdMetrics
 import EtcdProto
 import Foundation
 import Locks
@@ -98,6 +99,7 @@ extension Member {
             logger.warning("dropped an undecodable message from peer", metadata: ["remote-peer-id": "\(String(peer, radix: 16))"])
             return
         }
+        metricsRecorder?.peerReceivedBytes(peer, data.count)
         mailbox.post { $0.incoming.append(message) }
     }
 

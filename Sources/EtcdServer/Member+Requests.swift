@@ -1,4 +1,5 @@
 import Auth
+import EtcdMetrics
 import EtcdProto
 import Foundation
 import Locks
@@ -246,7 +247,9 @@ extension Member {
     /// barrier: a serializable read, or a linearizable one after `readBarrier`.
     public func rangeNow(_ request: Etcdserverpb_RangeRequest) throws -> Etcdserverpb_RangeResponse {
         try validate { try RequestValidation.check(request) }
-        return try validate { try store.range(request) }
+        let response = try validate { try store.range(request) }
+        metricsRecorder?.mvccRange.increment()
+        return response
     }
 
     /// Checks a txn's shape and size (etcd's limits, with `--max-txn-ops`)
@@ -257,7 +260,9 @@ extension Member {
 
     /// A read-only txn over what this member has applied (after `readBarrier`).
     public func readOnlyTxnNow(_ request: Etcdserverpb_TxnRequest) throws -> Etcdserverpb_TxnResponse {
-        try validate { try store.readOnlyTxn(request) }
+        let response = try validate { try store.readOnlyTxn(request) }
+        if let metricsRecorder { Applier.count(request, response, into: metricsRecorder) }
+        return response
     }
 
     /// etcd's HashKV: a hash of the MVCC key space up to `revision` (0: now),

@@ -1,6 +1,7 @@
 import Auth
 import TransportSecurity
 import Backend
+import EtcdMetrics
 import EtcdProto
 import Foundation
 import Lease
@@ -65,6 +66,15 @@ public final class Member: Sendable {
     /// The leader's periodic and compaction hash checks (`Member+Corruption.swift`).
     let corruptionMonitor = CorruptionMonitor()
     let logger: Logger
+    /// This member's Prometheus metrics (`metrics.exposition()` is what
+    /// `/metrics` serves).
+    public let metrics: EtcdMetrics
+    /// Where the hot path records: `metrics`, or nil when the environment
+    /// variable `ETCD_SWIFT_UNMETERED` is set, which leaves every counter
+    /// and histogram fed from requests, the raft loop and the disk at 0
+    /// (only for measuring what recording costs, A/B; state gauges are
+    /// still set at exposition).
+    public let metricsRecorder: EtcdMetrics?
 
     /// Opens (or creates) the data dir and starts the raft loop. A new data
     /// dir joins the cluster `--initial-cluster` describes; with
@@ -115,6 +125,8 @@ public final class Member: Sendable {
         watchable = WatchableStore(store: parts.store)
         leaseClock = LeaseClock(environment.now)
         requestTimeout = .seconds(5) + .milliseconds(2 * config.electionTimeoutMilliseconds)
+        metrics = EtcdMetrics(serverVersion: EtcdVersion.server)
+        metricsRecorder = ProcessInfo.processInfo.environment["ETCD_SWIFT_UNMETERED"] == nil ? metrics : nil
         leaseIDs = IDGenerator(memberID: memberID, nowMilliseconds: environment.wallMilliseconds())
         encoder = ProposalEncoder(requestIDs: IDGenerator(memberID: memberID, nowMilliseconds: environment.wallMilliseconds()),
                                   maxRequestBytes: config.maxRequestBytes)
@@ -131,10 +143,10 @@ public final class Member: Sendable {
         peers = environment.makeTransport?(transportConfig, inbox) ?? PeerTransport(config: transportConfig, delegate: inbox)
         let applier = Applier(memberID: memberID, store: store, watchable: watchable, lessor: lessor, backend: backend,
                               membership: membership, alarms: alarms, auth: auth, tokens: tokens, peers: peers, leaseClock: leaseClock, logger: logger,
-                              failpoints: config.failpoints, observeApply: environment.observeApply,
+                              failpoints: config.failpoints, metrics: metricsRecorder, observeApply: environment.observeApply,
                               observeCompaction: environment.observeCompaction)
         loop = RaftLoop(config: config, environment: environment, logger: logger, bootstrap: parts, mailbox: mailbox,
-                        applier: applier, peers: peers, encoder: encoder, requestTimeout: requestTimeout)
+                        applier: applier, peers: peers, encoder: encoder, requestTimeout: requestTimeout, metrics: metricsRecorder)
         watchSyncThread = WatchSyncThread(store: watchable)
         inbox.member = self
         for record in membership.members where record.id != memberID {
@@ -149,6 +161,7 @@ public final class Member: Sendable {
         }
         startCorruptionMonitor()
         startCompactHashMonitor()
+        startMetrics()
     }
 
     // MARK: - Lifecycle

@@ -17,6 +17,7 @@ extension RaftLoop {
                 continue
             }
             guard let bytes = try? Raftpb_Message(message).serializedData() else { continue }
+            if let metrics { sent(message, bytes: bytes.count, to: metrics) }
             peers.send(bytes, to: message.to)
         }
         try config.failpoints.hit(.afterSendToPeers)
@@ -43,10 +44,12 @@ extension RaftLoop {
         guard let bytes = try? Raftpb_Message(message).serializedData() else { return }
         logger.info("sending database snapshot", metadata: [
             "remote-peer-id": "\(String(peer, radix: 16))", "snapshot-index": "\(applied)"])
-        let (backend, mailbox, logger) = (self.backend, self.mailbox, self.logger)
+        let (backend, mailbox, logger, metrics) = (self.backend, self.mailbox, self.logger, self.metrics)
+        let started = ContinuousClock.now
         peers.sendSnapshot(bytes, to: peer, writeBody: { write in
             _ = try backend.snapshot(to: write)
         }, completion: { delivered in
+            if delivered { metrics?.backendSnapshotSeconds.record((ContinuousClock.now - started).timeInSeconds) }
             if !delivered {
                 logger.warning("failed to send database snapshot", metadata: ["remote-peer-id": "\(String(peer, radix: 16))"])
             }

@@ -1,5 +1,6 @@
 import Auth
 import Backend
+import EtcdMetrics
 import EtcdProto
 import Foundation
 import Lease
@@ -37,6 +38,9 @@ final class RaftLoop: @unchecked Sendable {
     let peers: any RaftTransport
     let encoder: ProposalEncoder
     let requestTimeout: Duration
+    /// Where the loop records (nil: not recorded); see `RaftLoop+Metrics.swift`.
+    let metrics: EtcdMetrics?
+    var meter = LoopMeter()
 
     var node: RawNode
     let storage: MemoryStorage
@@ -87,7 +91,8 @@ final class RaftLoop: @unchecked Sendable {
     static let maxCheckpointsPerTick = 100
 
     init(config: ServerConfig, environment: MemberEnvironment, logger: Logger, bootstrap: Bootstrap,
-         mailbox: Mailbox, applier: Applier, peers: any RaftTransport, encoder: ProposalEncoder, requestTimeout: Duration) {
+         mailbox: Mailbox, applier: Applier, peers: any RaftTransport, encoder: ProposalEncoder, requestTimeout: Duration,
+         metrics: EtcdMetrics? = nil) {
         self.config = config
         self.environment = environment
         self.logger = logger
@@ -100,6 +105,7 @@ final class RaftLoop: @unchecked Sendable {
         self.peers = peers
         self.encoder = encoder
         self.requestTimeout = requestTimeout
+        self.metrics = metrics
         node = bootstrap.node
         storage = bootstrap.storage
         wal = bootstrap.wal
@@ -114,6 +120,9 @@ final class RaftLoop: @unchecked Sendable {
         let start = environment.now()
         nextTick = start + .milliseconds(config.heartbeatIntervalMilliseconds)
         peerContact = PeerContact(gap: .milliseconds(config.electionTimeoutMilliseconds))
+        if let metrics {
+            wal.onSync = { metrics.walFsyncSeconds.record($0.timeInSeconds) }
+        }
         autoCompactor = config.autoCompaction.map { policy in
             AutoCompactor(policy: policy, revisionCheckInterval: .milliseconds(config.autoCompactionRevisionCheckIntervalMilliseconds),
                           now: start, revision: bootstrap.store.currentRevision)
@@ -151,6 +160,7 @@ final class RaftLoop: @unchecked Sendable {
                 peerContact.heard(message.from, at: now)
                 lastSender = message.from
             }
+            if metrics != nil { heard(message) }
             try? node.step(message)
         }
         for peer in input.unreachable { node.reportUnreachable(peer) }
@@ -184,7 +194,11 @@ final class RaftLoop: @unchecked Sendable {
             try processReadies()
             let failpoints = config.failpoints
             if backend.pendingWriteCount > 0 { try failpoints.hit(.beforeBackendCommit) }
-            if try backend.commitIfDue() { try failpoints.hit(.afterBackendCommit) }
+            let commitStart = metrics != nil ? ContinuousClock.now : nil
+            if try backend.commitIfDue() {
+                if let commitStart { metrics?.backendCommitSeconds.record((ContinuousClock.now - commitStart).timeInSeconds) }
+                try failpoints.hit(.afterBackendCommit)
+            }
             if store.hasPendingCompaction {
                 try failpoints.hit(.midCompaction)
                 _ = try store.compactionStep()
@@ -206,6 +220,7 @@ final class RaftLoop: @unchecked Sendable {
             ])
             do {
                 defragStartedAt = environment.now()
+                metrics?.defragInflight.set(1.0)
                 try backend.startOnlineDefragment(run: environment.runInBackground)
             } catch {
                 logger.warning("failed to defragment", metadata: ["path": "\(backend.path)", "error": "\(error)"])
@@ -225,8 +240,10 @@ final class RaftLoop: @unchecked Sendable {
             outcome = .failure(.defragmentationAborted(reason: "the backend was replaced by a snapshot"))
         }
         let took = defragStartedAt.map { environment.now() - $0 } ?? .zero
+        metrics?.defragInflight.set(0.0)
         switch outcome {
         case .success:
+            metrics?.backendDefragSeconds.record(took.timeInSeconds)
             logger.info("finished defragmenting directory", metadata: [
                 "path": "\(backend.path)", "current-db-size-bytes": "\(backend.sizeBytes)", "took": "\(took)",
             ])
@@ -251,6 +268,7 @@ final class RaftLoop: @unchecked Sendable {
                 }
             }
         } catch {
+            metrics?.proposalsFailed.increment(by: Int64(proposals.count))
             for proposal in proposals {
                 mailbox.complete(proposal.id, .failure(node.lead == 0 ? EtcdError.noLeader : EtcdError.timeout))
             }
@@ -261,9 +279,11 @@ final class RaftLoop: @unchecked Sendable {
     /// `request timed out` (a proposal lost in a leader change, a read whose
     /// ReadIndex round never came back); lost ReadIndex rounds are asked again.
     private func expireRequests(now: ContinuousClock.Instant) {
-        mailbox.expireWaiters(now: now)
+        let expired = mailbox.expireWaiters(now: now)
+        if expired > 0 { metrics?.proposalsFailed.increment(by: Int64(expired)) }
         let retry = reads.expire(now: now, leaderKnown: node.lead != 0)
         if !retry.isEmpty {
+            metrics?.slowReadIndexes.increment(by: Int64(retry.count))
             mailbox.publish { $0.readIndexRetries += retry.count }
             for context in retry { node.readIndex(context) }
         }
@@ -297,6 +317,8 @@ final class RaftLoop: @unchecked Sendable {
             if let snapshot = ready.snapshot {
                 try storage.applySnapshot(snapshot)
                 try failpoints.hit(.beforeApplySnapshot)
+                metrics?.applySnapshotInProgress.set(1.0)
+                defer { metrics?.applySnapshotInProgress.set(0.0) }
                 try installSnapshot(snapshot)
                 metaRecorded = false
                 try failpoints.hit(.afterApplySnapshot)
@@ -306,7 +328,12 @@ final class RaftLoop: @unchecked Sendable {
                 try failpoints.hit(.afterWALAppend, index: ready.entries.last?.index)
             }
             if !leading { try send(ready.messages) }
-            for entry in ready.committedEntries { try apply(entry) }
+            if metrics != nil {
+                for entry in ready.committedEntries { try timedApply(entry) }
+                metrics?.walWriteBytes.set(Double(wal.writtenBytes))
+            } else {
+                for entry in ready.committedEntries { try apply(entry) }
+            }
             try failpoints.hit(.afterApplyBeforeBackendCommit, index: applied)
             reads.answered(ready.readStates)
             node.advance(ready)
@@ -336,7 +363,7 @@ final class RaftLoop: @unchecked Sendable {
         try ClusterVersionStore.recordStorageVersion(applier.membership.versions.version, in: backend)
     }
 
-    private func apply(_ entry: Raft.Entry) throws {
+    func apply(_ entry: Raft.Entry) throws {
         precondition(entry.index > applied, "entry \(entry.index) applied after \(applied): out of order")
         defer { applied = entry.index }
         // The backend already holds this entry (it came with a snapshot
@@ -433,6 +460,7 @@ final class RaftLoop: @unchecked Sendable {
             for id in confState.learners { if let progress = status.progress[id] { learners[id] = (progress.match, last) } }
         }
         let (term, leader, committed, applied) = (node.term, node.lead, node.committedIndex, applied)
+        if leader != meter.leader { leaderChanged(to: leader) }
         let (fromMemory, decoded) = (appliedFromMemory, appliedDecoded)
         mailbox.publish { status in
             status.appliedFromMemory = fromMemory

@@ -196,6 +196,20 @@ public protocol WireStreamHandler: AnyObject {
     func cancelled()
 }
 
+/// Told about each call of one method (metrics): called on the call's event
+/// loop, so keep it to an atomic add or two.
+public protocol WireMethodObserver: AnyObject, Sendable {
+    /// The call was routed to its method.
+    func recordStarted()
+    /// The call ended with this gRPC status code (its number); a call the
+    /// client or the connection ended first counts as CANCELLED.
+    func recordHandled(code: Int)
+    /// One request message arrived (its length, without gRPC's 5-byte prefix).
+    func recordReceived(messageBytes: Int)
+    /// One response message was written (its length, without the prefix).
+    func recordSent(messageBytes: Int)
+}
+
 /// How a method is served.
 public enum WireMethod: Sendable {
     /// Exactly one request message; called on the event loop with it. The

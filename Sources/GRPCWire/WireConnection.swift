@@ -18,6 +18,8 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
     private final class Stream {
         let call: WireCall
         let method: WireMethod
+        /// Told of the call's messages and end (metrics); nil when unobserved.
+        let observer: (any WireMethodObserver)?
         var handler: (any WireStreamHandler)?
         /// Bytes of a request message not yet complete.
         private(set) var pending: ByteBuffer?
@@ -28,9 +30,10 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
         var window: InboundWindow
         /// The client's `grpc-timeout`, as a point in time.
         var deadline: NIODeadline?
-        init(call: WireCall, method: WireMethod, windowBytes: Int) {
+        init(call: WireCall, method: WireMethod, observer: (any WireMethodObserver)?, windowBytes: Int) {
             self.call = call
             self.method = method
+            self.observer = observer
             window = InboundWindow(size: windowBytes)
         }
 
@@ -57,6 +60,8 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
     private var draining = false
     static let drainSettle: TimeAmount = .milliseconds(200)
     private let router: WireRouter
+    /// Each routed method's observer, by path (empty: nothing observed).
+    private let observers: [String: any WireMethodObserver]
     private let limits: WireLimits
     private var streams: [HTTP2StreamID: Stream] = [:]
     private var context: ChannelHandlerContext?
@@ -99,10 +104,11 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
     private var plainStreams: [HTTP2StreamID: PlainStream] = [:]
 
     init(router: WireRouter, limits: WireLimits, keepalive: ServerKeepalive.Policy, eventLoop: any EventLoop,
-         plainHandler: WirePlainHandler? = nil, plainBodyBytes: Int = 0) {
+         plainHandler: WirePlainHandler? = nil, plainBodyBytes: Int = 0, observers: [String: any WireMethodObserver] = [:]) {
         self.router = router
         self.plainHandler = plainHandler
         self.plainBodyBytes = plainBodyBytes
+        self.observers = observers
         self.limits = limits
         self.eventLoop = eventLoop
         self.keepalive = ServerKeepalive(policy: keepalive, now: .now())
@@ -149,6 +155,7 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
         plainStreams.removeAll()
         for stream in plain.values { for cancel in stream.cancelHandlers { cancel() } }
         for stream in open.values {
+            stream.observer?.recordHandled(code: WireStatus.Code.cancelled.rawValue)
             stream.handler?.cancelled()
         }
         self.context = nil
@@ -200,6 +207,7 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
                 for cancel in plain.cancelHandlers { cancel() }
             }
             if let stream = removeStream(frame.streamID) {
+                stream.observer?.recordHandled(code: WireStatus.Code.cancelled.rawValue)
                 stream.handler?.cancelled()
                 closeIfDrained()
             }
@@ -219,6 +227,7 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
         if let closed = event as? StreamClosedEvent {
             // Nothing after this handler wants these (one per call).
             if let stream = removeStream(closed.streamID) {
+                stream.observer?.recordHandled(code: WireStatus.Code.cancelled.rawValue)
                 stream.handler?.cancelled()
                 closeIfDrained()
             }
@@ -343,8 +352,10 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
         }
         let call = WireCall(path: path, headers: headers, streamID: id, connection: self,
                             eventLoop: context.eventLoop, remotePeer: remotePeer, localPeer: localPeer, peerCommonName: peerCommonName)
-        let stream = Stream(call: call, method: handler, windowBytes: limits.windowBytes)
+        let observer = observers.isEmpty ? nil : observers[path]
+        let stream = Stream(call: call, method: handler, observer: observer, windowBytes: limits.windowBytes)
         streams[id] = stream
+        observer?.recordStarted()
         // Past about 146 years it is no deadline (and cannot overflow one).
         if let timeout, timeout.nanoseconds < Int64.max / 2 {
             let deadline = NIODeadline.now() + timeout
@@ -449,6 +460,7 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
     }
 
     private func deliver(_ message: ByteBuffer, to stream: Stream) {
+        stream.observer?.recordReceived(messageBytes: message.readableBytes)
         switch stream.method {
         case .unary(let handle):
             if stream.unaryStarted {
@@ -645,6 +657,7 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
             context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .headers(.init(headers: Self.responseHeaders)))), promise: nil)
         }
         keepalive.sentHeadersOrData()
+        stream.observer?.recordSent(messageBytes: max(0, message.readableBytes - 5))
         context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .data(.init(data: .byteBuffer(message))))), promise: promise)
         needsFlush = true
         if let status { finish(id, status: status) }
@@ -654,6 +667,7 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
         eventLoop.assertInEventLoop()
         guard let context, let stream = removeStream(id) else { return }
         defer { closeIfDrained() }
+        stream.observer?.recordHandled(code: status.code.rawValue)
         if !stream.headersSent {
             writeTrailersOnly(id, status)
             return

@@ -48,6 +48,9 @@ public final class WireServer: Sendable {
         /// header being opaque metadata (a request without them gets
         /// UNIMPLEMENTED or HTTP 415).
         public var connection = WireServer.defaultConnectionConfiguration
+        /// Makes the observer of each routed method (asked once per path
+        /// when the server starts); nil: calls are not observed.
+        public var observeMethod: (@Sendable (_ path: String, _ streaming: Bool) -> any WireMethodObserver)?
         /// Keepalive as grpc-go's server does it (see `ServerKeepalive`),
         /// with etcd's defaults.
         public var keepalive = Keepalive()
@@ -122,6 +125,13 @@ public final class WireServer: Sendable {
                                 connectionBufferBytes: configuration.connectionBufferBytes)
         let keepalive = ServerKeepalive.Policy(minTime: configuration.keepalive.minTime, interval: configuration.keepalive.interval,
                                                timeout: configuration.keepalive.timeout)
+        var observers: [String: any WireMethodObserver] = [:]
+        if let observe = configuration.observeMethod {
+            for (path, method) in router.methods {
+                if case .streaming = method { observers[path] = observe(path, true) } else { observers[path] = observe(path, false) }
+            }
+        }
+        let methodObservers = observers
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -132,7 +142,8 @@ public final class WireServer: Sendable {
                     let sync = channel.pipeline.syncOperations
                     try sync.addHandler(NIOHTTP2Handler(mode: .server, connectionConfiguration: connection))
                     try sync.addHandler(WireConnection(router: router, limits: limits, keepalive: keepalive, eventLoop: channel.eventLoop,
-                                                       plainHandler: configuration.plainRequests, plainBodyBytes: configuration.plainBodyBytes))
+                                                       plainHandler: configuration.plainRequests, plainBodyBytes: configuration.plainBodyBytes,
+                                                       observers: methodObservers))
                 }
                 do {
                     if let setup = configuration.connectionSetup {

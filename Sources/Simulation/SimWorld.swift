@@ -88,10 +88,13 @@ final class SimWorld: @unchecked Sendable {
     var corruptCheckIntervalMicroseconds: Int64 = 1_000_000
     // Auth (see AuthWorkload.swift): nil on seeds without it.
     var authMode: AuthMode?
+    // Locks (see LockWorkload.swift).
+    var locks: LockWorkloadState
 
     init(options: SimulationOptions) {
         self.options = options
         random = SplitMix64(seed: options.seed &* 0x9E37_79B9 &+ 0x5EED)
+        locks = LockWorkloadState(random: SplitMix64(seed: options.seed &* 0xBF58_476D_1CE4_E5B9 &+ 0x10C4))
         root = options.rootDirectory + "/etcd-sim-\(getpid())-\(options.seed)"
         report = SimulationReport(seed: options.seed, members: options.members)
         quota = QuotaState(bytes: Self.chooseQuota(seed: options.seed))
@@ -430,6 +433,7 @@ final class SimWorld: @unchecked Sendable {
         startAuth()
         startWorkload()
         startWatchers()
+        startLocks()
         scheduleCorruptionChecks()
         if options.compactHashCheck { scheduleCompactionHashChecks(after: corruptCheckIntervalMicroseconds * 3 / 2) }
         if options.faults { scheduleFaults(until: options.workloadMilliseconds * 1000) }
@@ -445,6 +449,7 @@ final class SimWorld: @unchecked Sendable {
         checkCorruptionDetection()
         checkHistory()
         checkWatches()
+        checkLocks()
         checkAuth()
         report.quota = "\(quota.bytes >> 10) KiB (\(quota.refusals) refused, \(quota.cleared) reclaimed)"
         tearDown()

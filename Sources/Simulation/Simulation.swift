@@ -70,6 +70,8 @@ public struct SimulationReport: Sendable, CustomStringConvertible {
     /// The small space quota: its size, fill puts refused with NOSPACE and
     /// reclaims finished (compact, defragment, disarm).
     public var quota = ""
+    /// Lock workload: "off", or how many holds it checked.
+    public var locks = "off"
     /// "linearizable", "undecided" or the failing sub-history.
     public var linearizability = ""
     public var violations: [String] = []
@@ -87,7 +89,7 @@ public struct SimulationReport: Sendable, CustomStringConvertible {
         var text = "seed \(seed) members \(members): \(passed ? "ok" : "FAILED") — \(operations) ops (\(unknownOutcomes) unknown), "
             + "\(otherChecks) other checks, \(watchStreams) watch streams (\(watchEvents) events), \(snapshotsSent) snapshots, "
             + "\(hashChecks) hash checks, \(compactHashChecks) compaction hash checks, \(compactHashMismatches) mismatched (\(corruptionsToDetect) corruptions to catch), "
-            + "auto-compaction \(autoCompaction) (\(autoCompactions) done), auth \(auth), "
+            + "auto-compaction \(autoCompaction) (\(autoCompactions) done), auth \(auth), locks \(locks), "
             + "quota \(quota), "
             + "faults [\(faultText)], \(events) events, \(simulatedMilliseconds) ms simulated, "
             + "linearizability: \(linearizability.prefix(200)), trace \(String(traceHash, radix: 16))"

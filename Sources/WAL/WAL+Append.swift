@@ -106,11 +106,16 @@ extension WAL {
             try tail.write(buffer, at: tailOffset)
         }
         tailOffset += Int64(encoder.bytes.count)
+        writtenBytes += Int64(encoder.bytes.count)
         encoder.removeAll()
     }
 
     private func syncTail() throws(WALError) {
-        try tail?.sync()
+        guard let tail else { return }
+        guard let onSync else { return try tail.sync() }
+        let start = ContinuousClock.now
+        try tail.sync()
+        onSync(ContinuousClock.now - start)
     }
 
     /// Closes the current segment and starts the next one:

@@ -64,6 +64,11 @@ public final class WAL {
     /// Set by the first failed write or sync: after that the state of the
     /// file is unknown and every further write fails with the same error.
     var failure: WALError?
+    /// Told how long each fsync of a segment took (the member's metrics);
+    /// called on the appending thread.
+    public var onSync: ((Duration) -> Void)?
+    /// Bytes written to segments since this log was opened for appending.
+    public internal(set) var writtenBytes: Int64 = 0
 
     private init(directory: String, segmentSizeBytes: Int64, fs: any WALFileSystem, phase: Phase) {
         precondition(segmentSizeBytes > 0, "segment size must be positive")

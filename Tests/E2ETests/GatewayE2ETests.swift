@@ -61,7 +61,17 @@ import Testing
             Step(path: "/v3/lease/grant", body: #"{"TTL":"60","ID":"7777"}"#),
             Step(path: "/v3/lease/grant", body: #"{"TTL":"60","ID":"7777"}"#),
             Step(path: "/v3/kv/put", body: #"{"key":"bA==","value":"\#(bar)","lease":"7777"}"#),
-            Step(path: "/v3/lease/timetolive", body: #"{"ID":"7777","keys":true}"#, mask: ["TTL"]),
+            // Lock and Election on that lease ("lock/1e61", "election/1e61").
+            Step(path: "/v3/lock/lock", body: #"{"name":"bG9jaw==","lease":"7777"}"#),
+            Step(path: "/v3/lock/unlock", body: #"{"key":"bG9jay8xZTYx"}"#),
+            Step(path: "/v3/lock/lock", body: #"{"name":"bG9jaw==","lease":"12345"}"#),
+            Step(path: "/v3/election/campaign", body: #"{"name":"ZWxlY3Rpb24=","lease":"7777","value":"djE="}"#),
+            Step(path: "/v3/election/leader", body: #"{"name":"ZWxlY3Rpb24="}"#),
+            Step(path: "/v3/election/proclaim", body: #"{"leader":{"name":"ZWxlY3Rpb24=","key":"ZWxlY3Rpb24vMWU2MQ==","rev":"1","lease":"7777"},"value":"djI="}"#),
+            Step(path: "/v3/election/leader", body: #"{"name":"bm9uZQ=="}"#),
+            Step(path: "/v3/election/resign", body: #"{"leader":{"name":"ZWxlY3Rpb24=","key":"ZWxlY3Rpb24vMWU2MQ==","rev":"1","lease":"7777"}}"#),
+            // etcd lists a lease's keys in Go map order (random), so they are masked.
+            Step(path: "/v3/lease/timetolive", body: #"{"ID":"7777","keys":true}"#, mask: ["TTL", "keys"]),
             Step(path: "/v3/kv/lease/timetolive", body: #"{"ID":"7777"}"#, mask: ["TTL"]),
             Step(path: "/v3/lease/leases", body: "{}"),
             Step(path: "/v3/kv/lease/leases", body: ""),

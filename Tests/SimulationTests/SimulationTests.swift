@@ -104,6 +104,12 @@ import Testing
         #expect(auth.allSatisfy { !$0.contains(" 0 writes refused") })
         #expect(auth.contains { !$0.contains(" 0 stale at apply") }, "no write was found stale at apply")
         #expect(auth.contains { !$0.contains(" 0 grant changes") })
+        // About half the seeds run the lock workload; its clients took the
+        // lock (and, checked in each, never two at once).
+        let locks = outcome.reports.filter { !$0.contains("locks off") }
+        #expect(locks.count > 60, "\(locks.count) seeds ran the lock workload")
+        let held = locks.filter { $0.contains(" holds") && !$0.contains("locks 0 holds") }
+        #expect(held.count * 10 >= locks.count * 9, "\(locks.count - held.count) of \(locks.count) lock seeds never held it")
     }
 
     /// A seed with auth replays exactly too, and the auth check fails a run
