@@ -204,7 +204,7 @@ let package = Package(
         .executableTarget(
             name: "etcd",
             dependencies: [
-                "EtcdAPI", "EtcdServer", "TransportSecurity",
+                "EtcdAPI", "EtcdServer", "TransportSecurity", "Locks",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Logging", package: "swift-log"),
             ]

@@ -2,6 +2,7 @@ import EtcdAPI
 import EtcdServer
 import TransportSecurity
 import Foundation
+import Locks
 import Logging
 import Yams
 
@@ -87,6 +88,10 @@ enum EtcdCommand {
                 let security: ListenerSecurity = address.scheme == .https ? clientCredentials.map { .tls($0) } ?? .plaintext : .plaintext
                 return ClientListener.metricsListener(address: address, member: member, security: security)
             }
+        // Announcing the member (its serving lines, publishing its
+        // attributes through raft, "ready to serve"): a task of its own, so
+        // a signal ends it too (without a leader, publishing waits forever).
+        let announcing = Announcement()
         // SIGTERM / SIGINT: stop accepting, finish in-flight calls, then the
         // deferred member.stop() commits the backend and closes the WAL.
         let signalSources = [SIGTERM, SIGINT].map { number -> any DispatchSourceSignal in
@@ -94,6 +99,7 @@ enum EtcdCommand {
             let source = DispatchSource.makeSignalSource(signal: number)
             source.setEventHandler {
                 logger.info("received signal; shutting down", metadata: ["signal": "\(number)"])
+                announcing.cancel()
                 for listener in listeners { listener.stop() }
             }
             source.resume()
@@ -108,33 +114,50 @@ enum EtcdCommand {
             // storage error) takes the listeners down with it.
             Task {
                 await member.waitUntilStopped()
+                announcing.cancel()
                 for listener in listeners { listener.stop() }
             }
-            for listener in listeners {
-                let port = try await listener.boundPort() ?? listener.address.port
-                if listener.metricsOnly {
-                    log("serving metrics on \(listener.security.credentials == nil ? "http" : "https")://\(listener.address.host):\(port)")
-                    continue
-                }
-                switch listener.security {
-                case .plaintext:
-                    log("serving insecure client requests on \(listener.address.host):\(port), this is strongly discouraged!")
-                case .tls:
-                    log("serving client requests on \(listener.address.host):\(port)")
-                case .both:
-                    log("serving client requests on \(listener.address.host):\(port)")
-                    log("serving insecure client requests on \(listener.address.host):\(port), this is strongly discouraged!")
+            let announcement = Task {
+                do {
+                    try await Self.announce(member: member, listeners: listeners, logger: logger)
+                } catch {
+                    // Cancelled by a signal or the member's stop.
                 }
             }
-            // As etcd, a member serves once its attributes are published.
-            do { try await member.publish() } catch {
-                logger.warning("failed to publish local member to cluster through raft", metadata: ["error": "\(error)"])
-            }
-            // Operators' scripts wait for these lines, as with etcd.
-            log("enabled capabilities for version \(EtcdVersion.api)")
-            log("ready to serve client requests")
-            SystemdNotifier.notifyReady()
+            announcing.set(announcement)
         }
+    }
+
+    /// The lines operators' scripts wait for, as etcd prints them: where
+    /// it serves, then (once its attributes are published) that it is ready.
+    static func announce(member: Member, listeners: [ClientListener], logger: Logger) async throws {
+        func log(_ message: String) { logger.info("\(message)") }
+        for listener in listeners {
+            let port = try await listener.boundPort() ?? listener.address.port
+            if listener.metricsOnly {
+                log("serving metrics on \(listener.security.credentials == nil ? "http" : "https")://\(listener.address.host):\(port)")
+                continue
+            }
+            switch listener.security {
+            case .plaintext:
+                log("serving insecure client requests on \(listener.address.host):\(port), this is strongly discouraged!")
+            case .tls:
+                log("serving client requests on \(listener.address.host):\(port)")
+            case .both:
+                log("serving client requests on \(listener.address.host):\(port)")
+                log("serving insecure client requests on \(listener.address.host):\(port), this is strongly discouraged!")
+            }
+        }
+        // As etcd, a member serves once its attributes are published.
+        do { try await member.publish() } catch is CancellationError {
+            throw CancellationError()
+        } catch {
+            logger.warning("failed to publish local member to cluster through raft", metadata: ["error": "\(error)"])
+        }
+        // Operators' scripts wait for these lines, as with etcd.
+        log("enabled capabilities for version \(EtcdVersion.api)")
+        log("ready to serve client requests")
+        SystemdNotifier.notifyReady()
     }
 
     /// One listener per address; an address listed as both `http://` and
@@ -248,4 +271,25 @@ enum EtcdCommand {
 struct StartupError: Error, CustomStringConvertible {
     let description: String
     init(_ description: String) { self.description = description }
+}
+
+/// The task announcing the member, cancellable from a signal handler.
+final class Announcement: Sendable {
+    private let state = Mutex<(task: Task<Void, Never>?, cancelled: Bool)>((nil, false))
+
+    /// Also cancels `announcing` at once when a signal came first.
+    func set(_ announcing: Task<Void, Never>) {
+        let cancelled = state.withLock { state in
+            state.task = announcing
+            return state.cancelled
+        }
+        if cancelled { announcing.cancel() }
+    }
+
+    func cancel() {
+        state.withLock { state in
+            state.cancelled = true
+            return state.task
+        }?.cancel()
+    }
 }

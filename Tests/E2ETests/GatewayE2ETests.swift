@@ -227,7 +227,6 @@ import Testing
                         "--initial-advertise-peer-urls", "http://127.0.0.1:\(peer)",
                         "--initial-cluster", "a=http://127.0.0.1:\(peer),b=http://127.0.0.1:\(other)"],
             port: port, dataDir: dir, ownsDataDir: true)
-        // Without a leader our etcd does not stop on SIGTERM (it waits to publish itself).
         defer {
             ours.kill9()
             try? FileManager.default.removeItem(atPath: dir)
@@ -239,6 +238,11 @@ import Testing
         let ready = try Curl.request(base + "/readyz", timeout: 30)
         #expect(ready.status == 503 && ready.body.contains("[-]linearizable_read failed: ") && ready.body.contains("[+]serializable_read ok"),
                 "\(ready)")
+        // Still without a leader (so still publishing itself), SIGTERM stops it.
+        ours.process.terminate()
+        let deadline = Date().addingTimeInterval(20)
+        while ours.process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.1) }
+        #expect(!ours.process.isRunning, "SIGTERM did not stop a member without a leader")
     }
 
     /// `--listen-metrics-urls`: /metrics and the health endpoints, nothing else.
