@@ -200,8 +200,9 @@ import Testing
         #expect(try Curl.request(base + "/readyz/linearizable_read") == (200, "ok\n"))
         #expect(try Curl.request(base + "/livez/serializable_read?verbose") == (200, "[+]serializable_read ok\nok\n"))
         #expect(try Curl.request(base + "/readyz/nope").status == 404)
-        // /metrics is served by the metrics closure when one is installed; without, 404.
-        #expect(try Curl.request(base + "/metrics").status == 404)
+        // /metrics: the member's exposition in Prometheus' text format.
+        let metrics = try Curl.request(base + "/metrics")
+        #expect(metrics.status == 200 && metrics.body.contains("\netcd_server_has_leader 1"), "\(metrics.body.prefix(300))")
 
         // An alarm: /health fails with its reason unless excluded; a CORRUPT
         // alarm fails /readyz's data_corruption check.
@@ -256,7 +257,8 @@ import Testing
         #expect(try Curl.request(base + "/readyz/serializable_read") == (200, "ok\n"))
         #expect(try Curl.request(base + "/version").status == 404)
         #expect(try Curl.request(base + "/v3/kv/range", body: #"{"key":"Zm9v"}"#).status == 404)
-        #expect(try Curl.request(base + "/metrics").status == 404)
+        let metrics = try Curl.request(base + "/metrics")
+        #expect(metrics.status == 200 && metrics.body.contains("# TYPE etcd_server_has_leader gauge"), "\(metrics.body.prefix(300))")
     }
 
     /// The watch and keep-alive streams, as grpc-gateway streams them:
