@@ -2,7 +2,7 @@
 # Two builds of ours side by side (say, before and after a change): put with
 # 256 clients on 16 connections and linearizable range with 256 clients
 # against one fresh member of each, ROUNDS rounds in alternating order.
-# EXTRA_B: environment for B's server (e.g. ETCD_SWIFT_UNMETERED=1).
+# EXTRA_A / EXTRA_B: environment for A's / B's server (e.g. ETCD_SWIFT_UNMETERED=1).
 # Every load is bounded by --total.
 #
 #   scripts/bench-ab.sh ETCD_A ETCD_B [total-puts] [rounds]
@@ -14,10 +14,11 @@ TOTAL=${3:-40000}
 ROUNDS=${4:-3}
 . scripts/lib/bench.sh
 
-start "$A" a 24700
-# B runs through a wrapper that sets EXTRA_B (exec keeps its pid).
+# Each runs through a wrapper that sets its EXTRA_ variables (exec keeps the pid).
+printf '#!/bin/sh\nexec env %s "%s" "$@"\n' "${EXTRA_A:-}" "$A" >"$ROOT/a.sh"
 printf '#!/bin/sh\nexec env %s "%s" "$@"\n' "${EXTRA_B:-}" "$B" >"$ROOT/b.sh"
-chmod +x "$ROOT/b.sh"
+chmod +x "$ROOT/a.sh" "$ROOT/b.sh"
+start "$ROOT/a.sh" a 24700
 start "$ROOT/b.sh" b 24710
 for round in $(seq "$ROUNDS"); do
     if [ $((round % 2)) -eq 1 ]; then order="a b"; else order="b a"; fi
