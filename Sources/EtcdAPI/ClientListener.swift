@@ -40,10 +40,10 @@ public final class ClientListener: Sendable {
     public static let defaultHTTPIdleTimeout: TimeAmount = .seconds(60)
 
     /// `clientCredentials`: this member's client TLS (for forwarding to an
-    /// `https://` leader), whatever this listener speaks. `metrics`: the
-    /// Prometheus exposition served at `/metrics` (nil: 404).
+    /// `https://` leader), whatever this listener speaks. `/metrics` serves
+    /// the member's exposition (404 without a member).
     public init(address: ListenAddress, member: Member? = nil, security: ListenerSecurity = .plaintext, clientCredentials: TLSCredentials? = nil,
-                metrics: (@Sendable () -> [UInt8])? = nil, httpIdleTimeout: TimeAmount = ClientListener.defaultHTTPIdleTimeout,
+                httpIdleTimeout: TimeAmount = ClientListener.defaultHTTPIdleTimeout,
                 metricsOnly: Bool = false) {
         self.address = address
         self.security = security
@@ -86,7 +86,7 @@ public final class ClientListener: Sendable {
         // One port, two protocols: after TLS (or plaintext), the HTTP/2
         // preface goes to gRPC and anything else to HTTP/1 (`HTTPService`);
         // on HTTP/2, requests that are not gRPC go to the same service.
-        let service = HTTPService(member: member, router: router, scope: metricsOnly ? .metrics : .client, metrics: metrics ?? metricsExposition,
+        let service = HTTPService(member: member, router: router, scope: metricsOnly ? .metrics : .client, metrics: metricsExposition,
                                   maxRequestBytes: configuration.maxReceiveMessageBytes)
         configuration.plainBodyBytes = service.maxBodyBytes
         httpBodyLimit = service.maxBodyBytes
@@ -109,9 +109,8 @@ public final class ClientListener: Sendable {
 
     /// A `--listen-metrics-urls` listener: `/metrics` and the health
     /// endpoints over HTTP (HTTP/1.1, or h2 over TLS), nothing else.
-    public static func metricsListener(address: ListenAddress, member: Member, security: ListenerSecurity = .plaintext,
-                                       metrics: (@Sendable () -> [UInt8])? = nil) -> ClientListener {
-        ClientListener(address: address, member: member, security: security, metrics: metrics, metricsOnly: true)
+    public static func metricsListener(address: ListenAddress, member: Member, security: ListenerSecurity = .plaintext) -> ClientListener {
+        ClientListener(address: address, member: member, security: security, metricsOnly: true)
     }
 
     /// etcd's keepalive flags as it hands them to grpc-go: a zero min-time
