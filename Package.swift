@@ -194,9 +194,14 @@ let package = Package(
         .target(
             name: "EtcdClient",
             dependencies: [
-                "EtcdProto", "EtcdGRPC", "HTTP2PingResponder", "Locks",
+                "EtcdProto", "EtcdGRPC", "HTTP2PingResponder", "Locks", "GRPCWire",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOTLS", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ]
         ),
 

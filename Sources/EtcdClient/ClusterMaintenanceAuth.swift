@@ -14,14 +14,9 @@ typealias Transport = HTTP2ClientTransport.Posix
 // MARK: - Cluster
 
 extension EtcdClient {
-    func cluster<R: Sendable>(_ safety: CallSafety,
-                              _ body: @Sendable @escaping (Etcdserverpb_Cluster.Client<Transport>, CallOptions, Metadata) async throws -> R) async throws -> R {
-        try await call(safety) { grpc, o, m in try await body(Etcdserverpb_Cluster.Client(wrapping: grpc), o, m) }
-    }
-
     /// The cluster's members.
     public func memberList() async throws -> Etcdserverpb_MemberListResponse {
-        try await cluster(.idempotent) { c, o, m in try await c.memberList(Etcdserverpb_MemberListRequest(), metadata: m, options: o) }
+        try await unary("/etcdserverpb.Cluster/MemberList", Etcdserverpb_MemberListRequest(), .idempotent)
     }
 
     /// Adds a member (a learner when `isLearner`).
@@ -29,7 +24,7 @@ extension EtcdClient {
         var r = Etcdserverpb_MemberAddRequest()
         r.peerUrls = peerURLs
         r.isLearner = isLearner
-        return try await cluster(.mutating) { [r] c, o, m in try await c.memberAdd(r, metadata: m, options: o) }
+        return try await unary("/etcdserverpb.Cluster/MemberAdd", r, .mutating)
     }
 
     /// Removes a member.
@@ -37,7 +32,7 @@ extension EtcdClient {
     public func memberRemove(id: UInt64) async throws -> Etcdserverpb_MemberRemoveResponse {
         var r = Etcdserverpb_MemberRemoveRequest()
         r.id = id
-        return try await cluster(.mutating) { [r] c, o, m in try await c.memberRemove(r, metadata: m, options: o) }
+        return try await unary("/etcdserverpb.Cluster/MemberRemove", r, .mutating)
     }
 
     /// Changes a member's peer URLs.
@@ -46,7 +41,7 @@ extension EtcdClient {
         var r = Etcdserverpb_MemberUpdateRequest()
         r.id = id
         r.peerUrls = peerURLs
-        return try await cluster(.idempotent) { [r] c, o, m in try await c.memberUpdate(r, metadata: m, options: o) }
+        return try await unary("/etcdserverpb.Cluster/MemberUpdate", r, .idempotent)
     }
 
     /// Promotes a learner to a voting member.
@@ -54,28 +49,31 @@ extension EtcdClient {
     public func memberPromote(id: UInt64) async throws -> Etcdserverpb_MemberPromoteResponse {
         var r = Etcdserverpb_MemberPromoteRequest()
         r.id = id
-        return try await cluster(.mutating) { [r] c, o, m in try await c.memberPromote(r, metadata: m, options: o) }
+        return try await unary("/etcdserverpb.Cluster/MemberPromote", r, .mutating)
     }
 }
 
 // MARK: - Maintenance
 
 extension EtcdClient {
+    /// A call on grpc-swift's Maintenance client (the snapshot stream).
     func maintenance<R: Sendable>(_ safety: CallSafety, endpoint: String? = nil, timeout: Duration?? = nil,
                                   _ body: @Sendable @escaping (Etcdserverpb_Maintenance.Client<Transport>, CallOptions, Metadata) async throws -> R) async throws -> R {
-        try await call(safety, endpoint: endpoint, timeout: timeout) { grpc, o, m in try await body(Etcdserverpb_Maintenance.Client(wrapping: grpc), o, m) }
+        try await call(safety, endpoint: endpoint, timeout: timeout) { connection, context in
+            try await body(Etcdserverpb_Maintenance.Client(wrapping: connection.grpc), context.grpcOptions, context.grpcMetadata)
+        }
     }
 
     /// The status of one member (`endpoint`, or the active endpoint when nil).
     public func status(endpoint: String? = nil) async throws -> StatusResponse {
-        try await maintenance(.idempotent, endpoint: endpoint) { c, o, m in try await c.status(Etcdserverpb_StatusRequest(), metadata: m, options: o) }
+        try await unary("/etcdserverpb.Maintenance/Status", Etcdserverpb_StatusRequest(), .idempotent, endpoint: endpoint)
     }
 
     /// Active alarms of every member.
     public func alarmList() async throws -> Etcdserverpb_AlarmResponse {
         var r = Etcdserverpb_AlarmRequest()
         r.action = .get
-        return try await maintenance(.idempotent) { [r] c, o, m in try await c.alarm(r, metadata: m, options: o) }
+        return try await unary("/etcdserverpb.Maintenance/Alarm", r, .idempotent)
     }
 
     /// Disarms an alarm (memberID 0 and type `.none`: every alarm).
@@ -97,15 +95,13 @@ extension EtcdClient {
         r.action = .deactivate
         r.memberID = memberID
         r.alarm = alarm
-        return try await maintenance(.idempotent) { [r] c, o, m in try await c.alarm(r, metadata: m, options: o) }
+        return try await unary("/etcdserverpb.Maintenance/Alarm", r, .idempotent)
     }
 
     /// Defragments one member's backend.
     @discardableResult
     public func defragment(endpoint: String? = nil, timeout: Duration?? = nil) async throws -> Etcdserverpb_DefragmentResponse {
-        try await maintenance(.idempotent, endpoint: endpoint, timeout: timeout) { c, o, m in
-            try await c.defragment(Etcdserverpb_DefragmentRequest(), metadata: m, options: o)
-        }
+        try await unary("/etcdserverpb.Maintenance/Defragment", Etcdserverpb_DefragmentRequest(), .idempotent, endpoint: endpoint, timeout: timeout)
     }
 
     /// Maintenance.Downgrade: VALIDATE or ENABLE a downgrade to `version`
@@ -117,19 +113,19 @@ extension EtcdClient {
         var r = Etcdserverpb_DowngradeRequest()
         r.action = action
         r.version = version
-        return try await maintenance(.idempotent) { [r] c, o, m in try await c.downgrade(r, metadata: m, options: o) }
+        return try await unary("/etcdserverpb.Maintenance/Downgrade", r, .idempotent)
     }
 
     /// The hash of a member's whole backend.
     public func hash(endpoint: String? = nil) async throws -> Etcdserverpb_HashResponse {
-        try await maintenance(.idempotent, endpoint: endpoint) { c, o, m in try await c.hash(Etcdserverpb_HashRequest(), metadata: m, options: o) }
+        try await unary("/etcdserverpb.Maintenance/Hash", Etcdserverpb_HashRequest(), .idempotent, endpoint: endpoint)
     }
 
     /// The hash of a member's key-value history up to `revision` (0: all).
     public func hashKV(endpoint: String? = nil, revision: Int64 = 0) async throws -> Etcdserverpb_HashKVResponse {
         var r = Etcdserverpb_HashKVRequest()
         r.revision = revision
-        return try await maintenance(.idempotent, endpoint: endpoint) { [r] c, o, m in try await c.hashKV(r, metadata: m, options: o) }
+        return try await unary("/etcdserverpb.Maintenance/HashKV", r, .idempotent, endpoint: endpoint)
     }
 
     /// Transfers leadership to `targetID`; must be sent to the leader (`endpoint`).
@@ -137,7 +133,7 @@ extension EtcdClient {
     public func moveLeader(targetID: UInt64, endpoint: String? = nil) async throws -> Etcdserverpb_MoveLeaderResponse {
         var r = Etcdserverpb_MoveLeaderRequest()
         r.targetID = targetID
-        return try await maintenance(.mutating, endpoint: endpoint) { [r] c, o, m in try await c.moveLeader(r, metadata: m, options: o) }
+        return try await unary("/etcdserverpb.Maintenance/MoveLeader", r, .mutating, endpoint: endpoint)
     }
 
     /// Streams a backend snapshot from one member as chunks of bytes.
@@ -167,26 +163,21 @@ extension EtcdClient {
 // MARK: - Auth
 
 extension EtcdClient {
-    func auth<R: Sendable>(_ safety: CallSafety,
-                           _ body: @Sendable @escaping (Etcdserverpb_Auth.Client<Transport>, CallOptions, Metadata) async throws -> R) async throws -> R {
-        try await call(safety) { grpc, o, m in try await body(Etcdserverpb_Auth.Client(wrapping: grpc), o, m) }
-    }
-
     /// Turns authentication on (needs a `root` user with the `root` role).
     @discardableResult
     public func authEnable() async throws -> Etcdserverpb_AuthEnableResponse {
-        try await auth(.idempotent) { a, o, m in try await a.authEnable(Etcdserverpb_AuthEnableRequest(), metadata: m, options: o) }
+        try await unary("/etcdserverpb.Auth/AuthEnable", Etcdserverpb_AuthEnableRequest(), .idempotent)
     }
 
     /// Turns authentication off.
     @discardableResult
     public func authDisable() async throws -> Etcdserverpb_AuthDisableResponse {
-        try await auth(.idempotent) { a, o, m in try await a.authDisable(Etcdserverpb_AuthDisableRequest(), metadata: m, options: o) }
+        try await unary("/etcdserverpb.Auth/AuthDisable", Etcdserverpb_AuthDisableRequest(), .idempotent)
     }
 
     /// Whether authentication is enabled (etcd 3.5 and later; 3.4 answers `Unimplemented`).
     public func authStatus() async throws -> Etcdserverpb_AuthStatusResponse {
-        try await auth(.idempotent) { a, o, m in try await a.authStatus(Etcdserverpb_AuthStatusRequest(), metadata: m, options: o) }
+        try await unary("/etcdserverpb.Auth/AuthStatus", Etcdserverpb_AuthStatusRequest(), .idempotent)
     }
 
     /// Creates a user (`noPassword`: only certificate CN authentication).
@@ -198,19 +189,19 @@ extension EtcdClient {
         var options = Authpb_UserAddOptions()
         options.noPassword = noPassword
         r.options = options
-        return try await auth(.mutating) { [r] a, o, m in try await a.userAdd(r, metadata: m, options: o) }
+        return try await unary("/etcdserverpb.Auth/UserAdd", r, .mutating)
     }
 
     /// A user's roles.
     public func userGet(_ name: String) async throws -> Etcdserverpb_AuthUserGetResponse {
         var r = Etcdserverpb_AuthUserGetRequest()
         r.name = name
-        return try await auth(.idempotent) { [r] a, o, m in try await a.userGet(r, metadata: m, options: o) }
+        return try await unary("/etcdserverpb.Auth/UserGet", r, .idempotent)
     }
 
     /// All user names.
     public func userList() async throws -> Etcdserverpb_AuthUserListResponse {
-        try await auth(.idempotent) { a, o, m in try await a.userList(Etcdserverpb_AuthUserListRequest(), metadata: m, options: o) }
+        try await unary("/etcdserverpb.Auth/UserList", Etcdserverpb_AuthUserListRequest(), .idempotent)
     }
 
     /// Deletes a user.
@@ -218,7 +209,7 @@ extension EtcdClient {
     public func userDelete(_ name: String) async throws -> Etcdserverpb_AuthUserDeleteResponse {
         var r = Etcdserverpb_AuthUserDeleteRequest()
         r.name = name
-        return try await auth(.mutating) { [r] a, o, m in try await a.userDelete(r, metadata: m, options: o) }
+        return try await unary("/etcdserverpb.Auth/UserDelete", r, .mutating)
     }
 
     /// Changes a user's password.
@@ -227,7 +218,7 @@ extension EtcdClient {
         var r = Etcdserverpb_AuthUserChangePasswordRequest()
         r.name = name
         r.password = password
-        return try await auth(.idempotent) { [r] a, o, m in try await a.userChangePassword(r, metadata: m, options: o) }
+        return try await unary("/etcdserverpb.Auth/UserChangePassword", r, .idempotent)
     }
 
     /// Grants a role to a user.
@@ -236,7 +227,7 @@ extension EtcdClient {
         var r = Etcdserverpb_AuthUserGrantRoleRequest()
         r.user = user
         r.role = role
-        return try await auth(.idempotent) { [r] a, o, m in try await a.userGrantRole(r, metadata: m, options: o) }
+        return try await unary("/etcdserverpb.Auth/UserGrantRole", r, .idempotent)
     }
 
     /// Revokes a role from a user.
@@ -245,7 +236,7 @@ extension EtcdClient {
         var r = Etcdserverpb_AuthUserRevokeRoleRequest()
         r.name = user
         r.role = role
-        return try await auth(.mutating) { [r] a, o, m in try await a.userRevokeRole(r, metadata: m, options: o) }
+        return try await unary("/etcdserverpb.Auth/UserRevokeRole", r, .mutating)
     }
 
     /// Creates a role.
@@ -253,19 +244,19 @@ extension EtcdClient {
     public func roleAdd(_ name: String) async throws -> Etcdserverpb_AuthRoleAddResponse {
         var r = Etcdserverpb_AuthRoleAddRequest()
         r.name = name
-        return try await auth(.mutating) { [r] a, o, m in try await a.roleAdd(r, metadata: m, options: o) }
+        return try await unary("/etcdserverpb.Auth/RoleAdd", r, .mutating)
     }
 
     /// A role's permissions.
     public func roleGet(_ name: String) async throws -> Etcdserverpb_AuthRoleGetResponse {
         var r = Etcdserverpb_AuthRoleGetRequest()
         r.role = name
-        return try await auth(.idempotent) { [r] a, o, m in try await a.roleGet(r, metadata: m, options: o) }
+        return try await unary("/etcdserverpb.Auth/RoleGet", r, .idempotent)
     }
 
     /// All role names.
     public func roleList() async throws -> Etcdserverpb_AuthRoleListResponse {
-        try await auth(.idempotent) { a, o, m in try await a.roleList(Etcdserverpb_AuthRoleListRequest(), metadata: m, options: o) }
+        try await unary("/etcdserverpb.Auth/RoleList", Etcdserverpb_AuthRoleListRequest(), .idempotent)
     }
 
     /// Deletes a role.
@@ -273,7 +264,7 @@ extension EtcdClient {
     public func roleDelete(_ name: String) async throws -> Etcdserverpb_AuthRoleDeleteResponse {
         var r = Etcdserverpb_AuthRoleDeleteRequest()
         r.role = name
-        return try await auth(.mutating) { [r] a, o, m in try await a.roleDelete(r, metadata: m, options: o) }
+        return try await unary("/etcdserverpb.Auth/RoleDelete", r, .mutating)
     }
 
     /// Grants `type` access to `[key, rangeEnd)` (just `key` when `rangeEnd` is empty).
@@ -287,7 +278,7 @@ extension EtcdClient {
         perm.rangeEnd = rangeEnd.etcdBytes
         perm.permType = type
         r.perm = perm
-        return try await auth(.idempotent) { [r] a, o, m in try await a.roleGrantPermission(r, metadata: m, options: o) }
+        return try await unary("/etcdserverpb.Auth/RoleGrantPermission", r, .idempotent)
     }
 
     /// Revokes the permission on `[key, rangeEnd)` from a role.
@@ -297,6 +288,6 @@ extension EtcdClient {
         r.role = role
         r.key = key.etcdBytes
         r.rangeEnd = rangeEnd.etcdBytes
-        return try await auth(.mutating) { [r] a, o, m in try await a.roleRevokePermission(r, metadata: m, options: o) }
+        return try await unary("/etcdserverpb.Auth/RoleRevokePermission", r, .mutating)
     }
 }

@@ -3,8 +3,14 @@ import EtcdProto
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
+import GRPCWire
 import HTTP2PingResponder
 import Locks
+import NIOCore
+import SwiftProtobuf
+import NIOPosix
+import NIOSSL
+import NIOTLS
 
 /// Defaults shared by the library and `etcdctl`.
 public enum EtcdClientDefaults {
@@ -101,16 +107,35 @@ public struct EtcdClientOptions: Sendable {
     }
 }
 
-/// One endpoint's gRPC connection.
+/// One endpoint's connections: a lean GRPCWire connection for unary calls
+/// (made on the first call, remade after it closes) and grpc-swift's client
+/// for the streams (Watch, LeaseKeepAlive, Snapshot), which connects on the
+/// first stream only.
 final class EtcdEndpoint: Sendable {
     typealias Client = GRPCClient<HTTP2ClientTransport.Posix>
     let address: String
     let grpc: Client
     private let runner: Task<Void, Never>
+    private let host: String
+    private let port: Int
+    private let options: EtcdClientOptions
+    /// The unary connection's TLS: its context and the name checked (nil: the IP address).
+    private let tls: (context: NIOSSLContext, serverName: String?)?
+
+    private enum WireState {
+        case idle
+        case connecting(EventLoopFuture<WireClient>)
+        case ready(WireClient)
+        case closed
+    }
+    private let wire = Mutex(WireState.idle)
 
     init(address: String, options: EtcdClientOptions) throws {
         self.address = address
+        self.options = options
         let (host, port, secure) = try Self.parse(address)
+        self.host = host
+        self.port = port
         var config = HTTP2ClientTransport.Posix.Config.defaults
         config.channelDebuggingCallbacks.onCreateTCPConnection = { channel in
             HTTP2PingResponder.install(on: channel, expectsClientPreface: false)
@@ -121,6 +146,7 @@ final class EtcdEndpoint: Sendable {
         }
         let isIPv4 = host.split(separator: ".").count == 4 && host.allSatisfy({ $0.isNumber || $0 == "." })
         var security = HTTP2ClientTransport.Posix.TransportSecurity.plaintext
+        var wireTLS: (context: NIOSSLContext, serverName: String?)?
         if let tls = options.tls ?? (secure ? EtcdTLSOptions() : nil) {
             try tls.validate()
             // The name checked against the certificate (and sent as SNI); without
@@ -132,7 +158,15 @@ final class EtcdEndpoint: Sendable {
                 if let key = tls.keyFile { config.privateKey = .file(path: key, format: .pem) }
                 if tls.insecureSkipVerify { config.serverCertificateVerification = .noVerification }
             }
+            do {
+                let isAddress = host.allSatisfy { $0.isHexDigit || $0 == "." || $0 == ":" } && host.contains(where: { $0 == "." || $0 == ":" })
+                let name = tls.serverName.flatMap { $0.isEmpty ? nil : $0 } ?? (isAddress ? nil : host)
+                wireTLS = (try Self.tlsContext(tls), name)
+            } catch {
+                throw EtcdClientError.tlsConfiguration(message: "bad TLS configuration for \(address): \(EtcdClient.tlsFailure(error) ?? "\(error)")")
+            }
         }
+        tls = wireTLS
         let transport: HTTP2ClientTransport.Posix
         do {
             transport = isIPv4
@@ -146,6 +180,133 @@ final class EtcdEndpoint: Sendable {
         let grpc = GRPCClient(transport: transport)
         self.grpc = grpc
         runner = Task { try? await grpc.runConnections() }
+    }
+
+    /// A client TLS context from the options' files (ALPN h2, as gRPC wants).
+    static func tlsContext(_ tls: EtcdTLSOptions) throws -> NIOSSLContext {
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        if let ca = tls.caFile { configuration.trustRoots = .file(ca) }
+        if let cert = tls.certFile { configuration.certificateChain = try NIOSSLCertificate.fromPEMFile(cert).map { .certificate($0) } }
+        if let key = tls.keyFile { configuration.privateKey = .privateKey(try NIOSSLPrivateKey(file: key, format: .pem)) }
+        if tls.insecureSkipVerify { configuration.certificateVerification = .none }
+        configuration.applicationProtocols = ["h2"]
+        return try NIOSSLContext(configuration: configuration)
+    }
+
+    /// One unary call on the lean connection. Failures are `RPCError`s as
+    /// grpc-swift reports them: a connection that could not be made (TLS
+    /// handshake included) says "Could not establish a connection", with
+    /// the cause; a call that never left says so (see `EtcdClient.neverSent`).
+    func unary(_ path: String, _ request: ByteBuffer, token: String?, deadline: ContinuousClock.Instant?) async throws -> ByteBuffer {
+        let client = try await wireClient(deadline: deadline)
+        let metadata: [(name: String, value: String)] = token.map { [("token", $0)] } ?? []
+        let nioDeadline = deadline.map { NIODeadline.now() + ($0 - .now).timeAmount }
+        switch await client.unary(path, request, metadata: metadata, deadline: nioDeadline) {
+        case .success(let response):
+            return response
+        case .failure(let error):
+            var cause: (any Error)?
+            if error.code == .unavailable {
+                if error.message == WireClient.notSentMessage || error.message == WireClient.notHandledMessage { dropWire(client) }
+                cause = try? await client.eventLoop.submit { client.closeError }.get()
+            }
+            throw RPCError(code: RPCError.Code(Status.Code(rawValue: error.code.rawValue) ?? .unknown) ?? .unknown,
+                           message: error.message, cause: cause)
+        }
+    }
+
+    /// The open lean connection, or a new one (bounded by the dial timeout and `deadline`).
+    private func wireClient(deadline: ContinuousClock.Instant?) async throws -> WireClient {
+        enum Next { case ready(WireClient), wait(EventLoopFuture<WireClient>), connect }
+        let next = try wire.withLock { state -> Next in
+            switch state {
+            case .closed: throw EtcdClientError.closed
+            case .ready(let client) where client.isOpen: return .ready(client)
+            case .connecting(let future): return .wait(future)
+            default: return .connect
+            }
+        }
+        switch next {
+        case .ready(let client): return client
+        case .wait(let future): return try await connected(future)
+        case .connect:
+            var limit = options.dialTimeout
+            if let deadline { limit = min(limit, max(.milliseconds(1), deadline - .now)) }
+            let future = connect(limit: limit.timeAmount)
+            let raced = wire.withLock { state -> EventLoopFuture<WireClient>? in
+                switch state {
+                case .closed: return nil
+                case .connecting(let other): return other
+                case .idle, .ready: state = .connecting(future); return future
+                }
+            }
+            guard let raced else {
+                future.whenSuccess { _ = $0.close() }
+                throw EtcdClientError.closed
+            }
+            if raced === future {
+                future.whenComplete { [weak self] (result: Result<WireClient, any Error>) in
+                    self?.wire.withLock { state in
+                        guard case .connecting(let current) = state, current === future else {
+                            if case .success(let client) = result { _ = client.close() }
+                            return
+                        }
+                        switch result {
+                        case .success(let client): state = .ready(client)
+                        case .failure: state = .idle
+                        }
+                    }
+                }
+            } else {
+                future.whenSuccess { _ = $0.close() }
+            }
+            return try await connected(raced)
+        }
+    }
+
+    private func connected(_ future: EventLoopFuture<WireClient>) async throws -> WireClient {
+        do {
+            return try await future.get()
+        } catch {
+            throw RPCError(code: .unavailable, message: "Could not establish a connection to \(address): \(error)", cause: error)
+        }
+    }
+
+    /// Forgets a connection that can take no more calls (the next call makes a new one).
+    private func dropWire(_ client: WireClient) {
+        wire.withLock { state in
+            if case .ready(let current) = state, current === client { state = .idle }
+        }
+        _ = client.close()
+    }
+
+    /// TCP connect, then (with TLS) the handshake, both within `limit`.
+    private func connect(limit: TimeAmount) -> EventLoopFuture<WireClient> {
+        var configuration = WireClient.Configuration(host: host, port: port)
+        configuration.connectTimeout = limit
+        if let time = options.keepAliveTime {
+            configuration.keepalive = (time.timeAmount, options.keepAliveTimeout.timeAmount)
+        }
+        let tls = tls
+        configuration.scheme = tls == nil ? "http" : "https"
+        let handshake = Mutex<EventLoopFuture<Void>?>(nil)
+        configuration.onConnect = { channel in
+            let sync = channel.pipeline.syncOperations
+            if let tls {
+                try sync.addHandler(NIOSSLClientHandler(context: tls.context, serverHostname: tls.serverName))
+                let watcher = TLSHandshakeWatcher(promise: channel.eventLoop.makePromise(), limit: limit)
+                try sync.addHandler(watcher)
+                handshake.withLock { $0 = watcher.promise.futureResult }
+            }
+            // A Go server (real etcd) sends a BDP PING with most responses; answer them before NIOHTTP2 counts them.
+            try sync.addHandler(HTTP2PingResponder(expectsClientPreface: false))
+        }
+        return WireClient.connect(configuration, group: MultiThreadedEventLoopGroup.singleton).flatMap { client in
+            guard let done = handshake.withLock({ $0 }) else { return client.eventLoop.makeSucceededFuture(client) }
+            return done.map { client }.flatMapError { error in
+                client.close().flatMapThrowing { throw error }
+            }
+        }
     }
 
     /// Splits `host:port`, `http://host:port` or `https://host:port`.
@@ -169,6 +330,64 @@ final class EtcdEndpoint: Sendable {
 
     func close() {
         grpc.beginGracefulShutdown()
+        let open = wire.withLock { state -> WireClient? in
+            defer { state = .closed }
+            if case .ready(let client) = state { return client }
+            return nil
+        }
+        _ = open?.close()
+    }
+}
+
+extension Duration {
+    /// As NIO's TimeAmount (nanoseconds, saturating at about 292 years).
+    var timeAmount: TimeAmount {
+        let (seconds, attoseconds) = components
+        guard seconds < Int64.max / 1_000_000_000 else { return .nanoseconds(.max) }
+        return .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+    }
+}
+
+/// Completes its promise when the TLS handshake does (or fails: an alert,
+/// the connection closing, or `limit` passing first).
+final class TLSHandshakeWatcher: ChannelInboundHandler, RemovableChannelHandler, @unchecked Sendable {
+    typealias InboundIn = NIOAny
+    let promise: EventLoopPromise<Void>
+    private let limit: TimeAmount
+    private var timer: Scheduled<Void>?
+
+    init(promise: EventLoopPromise<Void>, limit: TimeAmount) {
+        self.promise = promise
+        self.limit = limit
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        let promise = promise
+        let channel = context.channel
+        timer = context.eventLoop.scheduleTask(in: limit) {
+            promise.fail(RPCError(code: .deadlineExceeded, message: "the TLS handshake did not finish in time"))
+            channel.close(promise: nil)
+        }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case TLSUserEvent.handshakeCompleted = event {
+            timer?.cancel()
+            promise.succeed()
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        timer?.cancel()
+        promise.fail(error)
+        context.fireErrorCaught(error)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        timer?.cancel()
+        promise.fail(RPCError(code: .unavailable, message: "EOF during handshake: the connection closed"))
+        context.fireChannelInactive()
     }
 }
 
@@ -258,20 +477,21 @@ public final class EtcdClient: Sendable {
         }
     }
 
-    func metadata() async throws -> Metadata {
-        if let token = options.token { return ["token": .string(token)] }
-        guard options.username != nil else { return [:] }
+    /// The auth token calls carry: the given one, the one Authenticate
+    /// returned (authenticating first when there is none yet), or nil.
+    func token() async throws -> String? {
+        if let token = options.token { return token }
+        guard options.username != nil else { return nil }
         let known = state.withLock { ($0.token, $0.authNotEnabled) }
-        if let token = known.0 { return ["token": .string(token)] }
-        if known.1 { return [:] }
+        if let token = known.0 { return token }
+        if known.1 { return nil }
         return try await authLock.withLock {
-            if let token = state.withLock({ $0.token }) { return ["token": .string(token)] }
+            if let token = state.withLock({ $0.token }) { return token }
             do {
-                let token = try await authenticateNow()
-                return ["token": .string(token)]
+                return try await authenticateNow()
             } catch let error where EtcdClientError(error) == .authNotEnabled {
                 state.withLock { $0.authNotEnabled = true }
-                return [:]
+                return nil
             } catch {
                 state.withLock { $0.authenticationFailed = true }
                 throw EtcdAuthenticationFailure(error: EtcdClientError(error))
@@ -279,14 +499,17 @@ public final class EtcdClient: Sendable {
         }
     }
 
+    /// The token as grpc-swift metadata (for the streams).
+    func metadata() async throws -> Metadata {
+        guard let token = try await token() else { return [:] }
+        return ["token": .string(token)]
+    }
+
     private func authenticateNow() async throws -> String {
         var request = Etcdserverpb_AuthenticateRequest()
         request.name = options.username ?? ""
         request.password = options.password ?? ""
-        let authRequest = request
-        let response = try await call(.idempotent, authenticated: false) { grpc, callOptions, _ in
-            try await Etcdserverpb_Auth.Client(wrapping: grpc).authenticate(authRequest, options: callOptions)
-        }
+        let response: Etcdserverpb_AuthenticateResponse = try await unary("/etcdserverpb.Auth/Authenticate", request, .idempotent, authenticated: false)
         state.withLock { $0.token = response.token }
         return response.token
     }
@@ -301,7 +524,7 @@ public final class EtcdClient: Sendable {
         endpoint: String? = nil,
         timeout: Duration?? = nil,
         authenticated: Bool = true,
-        _ body: @Sendable (EtcdEndpoint.Client, CallOptions, Metadata) async throws -> R
+        _ body: @Sendable (EtcdEndpoint, CallContext) async throws -> R
     ) async throws -> R {
         let clock = ContinuousClock()
         let start = clock.now
@@ -320,11 +543,9 @@ public final class EtcdClient: Sendable {
             if let deadline, now >= deadline { throw EtcdClientError.deadlineExceeded }
             let index = state.withLock { $0.current }
             let connection = pinned ?? connections[index]
-            var callOptions = CallOptions.defaults
-            if let deadline { callOptions.timeout = deadline - now }
             do {
-                let metadata = authenticated ? try await metadata() : [:]
-                return try await body(connection.grpc, callOptions, metadata)
+                let token = authenticated ? try await token() : nil
+                return try await body(connection, CallContext(deadline: deadline, token: token))
             } catch {
                 // Authenticate already failed over and retried on its own.
                 if let failure = error as? EtcdAuthenticationFailure { throw failure.error }
@@ -380,7 +601,8 @@ public final class EtcdClient: Sendable {
     static func neverSent(_ error: any Error) -> Bool {
         guard let rpc = error as? RPCError, rpc.code == .unavailable else { return false }
         let m = rpc.message
-        return m.contains("Could not establish a connection") || m.contains("isn't ready") || m.contains("no subchannel")
+        return m.contains("Could not establish a connection") || m == WireClient.notSentMessage || m == WireClient.notHandledMessage
+            || m.contains("isn't ready") || m.contains("no subchannel")
             || m.contains("subchannel is unavailable") || m.contains("Failed to resolve") || m.contains("channel is shutdown")
             || m.contains("Subchannel shutdown")
     }
@@ -426,12 +648,38 @@ public final class EtcdClient: Sendable {
 
     static let debug = ProcessInfo.processInfo.environment["ETCD_CLIENT_DEBUG"] != nil
 
-    // MARK: - Service clients
+    // MARK: - Unary calls
 
-    func kv<R: Sendable>(_ safety: CallSafety, timeout: Duration?? = nil,
-                         _ body: @Sendable @escaping (Etcdserverpb_KV.Client<HTTP2ClientTransport.Posix>, CallOptions, Metadata) async throws -> R) async throws -> R {
-        try await call(safety, timeout: timeout) { grpc, o, m in try await body(Etcdserverpb_KV.Client(wrapping: grpc), o, m) }
+    /// A unary call on the lean connection (see ``call(_:endpoint:timeout:authenticated:_:)``).
+    func unary<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message & Sendable>(
+        _ path: String, _ request: Request, _ safety: CallSafety, endpoint: String? = nil,
+        timeout: Duration?? = nil, authenticated: Bool = true
+    ) async throws -> Response {
+        let framed = try request.framed()
+        return try await call(safety, endpoint: endpoint, timeout: timeout, authenticated: authenticated) { connection, context in
+            let bytes = try await connection.unary(path, framed, token: context.token, deadline: context.deadline)
+            do {
+                return try Response(grpcMessage: bytes)
+            } catch {
+                throw RPCError(code: .internalError, message: "grpc: failed to unmarshal the received message: \(error)")
+            }
+        }
     }
+}
+
+/// What one attempt of a call carries: its deadline and auth token.
+struct CallContext: Sendable {
+    let deadline: ContinuousClock.Instant?
+    let token: String?
+
+    /// For grpc-swift's stream calls.
+    var grpcOptions: CallOptions {
+        var options = CallOptions.defaults
+        if let deadline { options.timeout = deadline - .now }
+        return options
+    }
+
+    var grpcMetadata: Metadata { token.map { ["token": .string($0)] } ?? [:] }
 }
 
 /// A lock usable across suspension points (FIFO, not reentrant).

@@ -266,7 +266,7 @@ extension EtcdClient {
 
     /// Sends a raw RangeRequest (retried on another endpoint when needed: reads are safe).
     public func range(_ request: Etcdserverpb_RangeRequest, timeout: Duration?? = nil) async throws -> RangeResponse {
-        try await kv(.idempotent, timeout: timeout) { kv, o, m in try await kv.range(request, metadata: m, options: o) }
+        try await unary("/etcdserverpb.KV/Range", request, .idempotent, timeout: timeout)
     }
 
     /// Writes a key.
@@ -278,7 +278,7 @@ extension EtcdClient {
     /// Sends a raw PutRequest.
     @discardableResult
     public func put(_ request: Etcdserverpb_PutRequest, timeout: Duration?? = nil) async throws -> PutResponse {
-        try await kv(.mutating, timeout: timeout) { kv, o, m in try await kv.put(request, metadata: m, options: o) }
+        try await unary("/etcdserverpb.KV/Put", request, .mutating, timeout: timeout)
     }
 
     /// Deletes a key or a range of keys.
@@ -290,7 +290,7 @@ extension EtcdClient {
     /// Sends a raw DeleteRangeRequest.
     @discardableResult
     public func deleteRange(_ request: Etcdserverpb_DeleteRangeRequest, timeout: Duration?? = nil) async throws -> DeleteResponse {
-        try await kv(.mutating, timeout: timeout) { kv, o, m in try await kv.deleteRange(request, metadata: m, options: o) }
+        try await unary("/etcdserverpb.KV/DeleteRange", request, .mutating, timeout: timeout)
     }
 
     /// Commits a transaction (retried elsewhere only when it is read-only).
@@ -302,7 +302,7 @@ extension EtcdClient {
     /// Sends a raw TxnRequest.
     @discardableResult
     public func txn(_ request: Etcdserverpb_TxnRequest, readOnly: Bool = false, timeout: Duration?? = nil) async throws -> TxnResponse {
-        try await kv(readOnly ? .idempotent : .mutating, timeout: timeout) { kv, o, m in try await kv.txn(request, metadata: m, options: o) }
+        try await unary("/etcdserverpb.KV/Txn", request, readOnly ? .idempotent : .mutating, timeout: timeout)
     }
 
     /// Compacts the key-value history up to `revision`.
@@ -312,6 +312,6 @@ extension EtcdClient {
         var r = Etcdserverpb_CompactionRequest()
         r.revision = revision
         r.physical = physical
-        return try await kv(.idempotent, timeout: timeout) { [r] kv, o, m in try await kv.compact(r, metadata: m, options: o) }
+        return try await unary("/etcdserverpb.KV/Compact", r, .idempotent, timeout: timeout)
     }
 }

@@ -12,9 +12,12 @@ public typealias LeaseTimeToLiveResponse = Etcdserverpb_LeaseTimeToLiveResponse
 public typealias LeaseLeasesResponse = Etcdserverpb_LeaseLeasesResponse
 
 extension EtcdClient {
+    /// A call on grpc-swift's Lease client (the keep-alive stream).
     func lease<R: Sendable>(_ safety: CallSafety, endpoint: String? = nil, timeout: Duration?? = nil,
                             _ body: @Sendable @escaping (Etcdserverpb_Lease.Client<HTTP2ClientTransport.Posix>, CallOptions, Metadata) async throws -> R) async throws -> R {
-        try await call(safety, endpoint: endpoint, timeout: timeout) { grpc, o, m in try await body(Etcdserverpb_Lease.Client(wrapping: grpc), o, m) }
+        try await call(safety, endpoint: endpoint, timeout: timeout) { connection, context in
+            try await body(Etcdserverpb_Lease.Client(wrapping: connection.grpc), context.grpcOptions, context.grpcMetadata)
+        }
     }
 
     /// Grants a lease of `ttl` seconds (`id` 0: the server picks the ID).
@@ -22,7 +25,7 @@ extension EtcdClient {
         var r = Etcdserverpb_LeaseGrantRequest()
         r.ttl = ttl
         r.id = id
-        let response = try await lease(.mutating) { [r] l, o, m in try await l.leaseGrant(r, metadata: m, options: o) }
+        let response: LeaseGrantResponse = try await unary("/etcdserverpb.Lease/LeaseGrant", r, .mutating)
         if !response.error.isEmpty { throw EtcdClientError.rpc(code: .unknown, message: response.error) }
         return response
     }
@@ -32,7 +35,7 @@ extension EtcdClient {
     public func leaseRevoke(id: Int64) async throws -> LeaseRevokeResponse {
         var r = Etcdserverpb_LeaseRevokeRequest()
         r.id = id
-        return try await lease(.idempotent) { [r] l, o, m in try await l.leaseRevoke(r, metadata: m, options: o) }
+        return try await unary("/etcdserverpb.Lease/LeaseRevoke", r, .idempotent)
     }
 
     /// The lease's remaining and granted TTL (and its keys when `keys`). An expired lease has TTL -1.
@@ -40,12 +43,12 @@ extension EtcdClient {
         var r = Etcdserverpb_LeaseTimeToLiveRequest()
         r.id = id
         r.keys = keys
-        return try await lease(.idempotent) { [r] l, o, m in try await l.leaseTimeToLive(r, metadata: m, options: o) }
+        return try await unary("/etcdserverpb.Lease/LeaseTimeToLive", r, .idempotent)
     }
 
     /// All leases.
     public func leases() async throws -> LeaseLeasesResponse {
-        try await lease(.idempotent) { l, o, m in try await l.leaseLeases(Etcdserverpb_LeaseLeasesRequest(), metadata: m, options: o) }
+        try await unary("/etcdserverpb.Lease/LeaseLeases", Etcdserverpb_LeaseLeasesRequest(), .idempotent)
     }
 
     /// Renews a lease once.

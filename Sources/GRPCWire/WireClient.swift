@@ -1,3 +1,4 @@
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHPACK
 import NIOHTTP2
@@ -20,6 +21,14 @@ public final class WireClient: @unchecked Sendable {
         public var onConnect: (@Sendable (any Channel) throws -> Void)?
         /// Headers sent with every call, after gRPC's own (custom metadata).
         public var metadata: [(name: String, value: String)] = []
+        /// How long the TCP connect may take.
+        public var connectTimeout = TimeAmount.seconds(10)
+        /// HTTP/2 keep-alive: while calls are open and nothing was read for
+        /// `interval`, send a PING; close the connection when its ACK does
+        /// not come within `timeout` (open calls fail with UNAVAILABLE).
+        public var keepalive: (interval: TimeAmount, timeout: TimeAmount)?
+        /// `:scheme` of every call (`https` when `onConnect` adds TLS).
+        public var scheme = "http"
 
         public init(host: String, port: Int) {
             self.host = host
@@ -50,14 +59,18 @@ public final class WireClient: @unchecked Sendable {
         connection.initialSettings = settings
         let onConnect = configuration.onConnect
         let metadata = configuration.metadata
+        let keepalive = configuration.keepalive
+        let scheme = configuration.scheme
         return ClientBootstrap(group: group)
+            .connectTimeout(configuration.connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try onConnect?(channel)
                     let sync = channel.pipeline.syncOperations
                     try sync.addHandler(NIOHTTP2Handler(mode: .client, connectionConfiguration: connection))
-                    try sync.addHandler(WireClientHandler(authority: authority, limits: limits, metadata: metadata))
+                    try sync.addHandler(WireClientHandler(authority: authority, scheme: scheme, limits: limits,
+                                                                metadata: metadata, keepalive: keepalive))
                 }
             }
             .connect(host: configuration.host, port: configuration.port)
@@ -72,16 +85,78 @@ public final class WireClient: @unchecked Sendable {
     /// without its frame prefix, or the call's status. Call on the event
     /// loop only; completion runs there too. Writes are flushed once the
     /// current read burst ends, or at once when called outside one.
-    public func unary(_ path: String, _ request: ByteBuffer,
-                      completion: @escaping (Result<ByteBuffer, WireStatus>) -> Void) {
+    ///
+    /// With a `deadline`, a call still open then is reset and completes with
+    /// DEADLINE_EXCEEDED. The returned id names the call for `cancel(_:)`.
+    /// `metadata` goes after the connection's own (a per-call auth token, say).
+    @discardableResult
+    public func unary(_ path: String, _ request: ByteBuffer, metadata: [(name: String, value: String)] = [],
+                      deadline: NIODeadline? = nil,
+                      completion: @escaping (Result<ByteBuffer, WireStatus>) -> Void) -> CallID {
         eventLoop.preconditionInEventLoop()
-        handler.start(path, request, completion)
+        return CallID(stream: handler.start(path, request, metadata: metadata, deadline: deadline, completion))
+    }
+
+    /// The UNAVAILABLE message of a call that never left: the connection
+    /// was closed (or going away) when it was started.
+    public static let notSentMessage = "the connection is closed; the call was not sent"
+    /// The UNAVAILABLE message of a call above a GOAWAY's last stream id:
+    /// the server never handled it.
+    public static let notHandledMessage = "the server is going away; the call was not handled"
+
+    /// Names a call started by `unary`.
+    public struct CallID: Sendable, Hashable {
+        let stream: HTTP2StreamID?
+    }
+
+    /// Resets a call still open; it completes with CANCELLED. Event loop only.
+    public func cancel(_ call: CallID) {
+        eventLoop.preconditionInEventLoop()
+        if let stream = call.stream { handler.cancel(stream) }
+    }
+
+    /// A unary call from async code: one hop onto the event loop to start
+    /// it and one continuation resumed by its completion. Cancelling the
+    /// task resets the call (CANCELLED).
+    public func unary(_ path: String, _ request: ByteBuffer, metadata: [(name: String, value: String)] = [],
+                      deadline: NIODeadline? = nil) async -> Result<ByteBuffer, WireStatus> {
+        let pending = PendingCall()
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Result<ByteBuffer, WireStatus>, Never>) in
+                eventLoop.execute {
+                    guard !pending.cancelled else { return continuation.resume(returning: .failure(.cancelled())) }
+                    pending.id = self.unary(path, request, metadata: metadata, deadline: deadline) { continuation.resume(returning: $0) }
+                }
+            }
+        } onCancel: {
+            eventLoop.execute {
+                pending.cancelled = true
+                if let id = pending.id { self.cancel(id) }
+            }
+        }
+    }
+
+    /// Whether the connection is still usable for new calls (it is open and
+    /// the server has not sent GOAWAY).
+    public var isOpen: Bool { channel.isActive && !handler.goingAway.withLockedValue { $0 } }
+
+    /// The error that closed the connection (a TLS alert, say), once it
+    /// closed because of one. Read it on the event loop, from a completion.
+    public var closeError: (any Error)? {
+        eventLoop.preconditionInEventLoop()
+        return handler.closeError
     }
 
     /// Closes the connection; calls still open fail with UNAVAILABLE.
     public func close() -> EventLoopFuture<Void> {
         channel.close().recover { _ in }
     }
+}
+
+/// A call started from async code: touched on the event loop only.
+private final class PendingCall: @unchecked Sendable {
+    var id: WireClient.CallID?
+    var cancelled = false
 }
 
 /// The client side of the wire: a table of open calls keyed by stream id.
@@ -94,6 +169,7 @@ final class WireClientHandler: ChannelInboundHandler, @unchecked Sendable {
         var response: ByteBuffer?
         var status: WireStatus?
         var window: InboundWindow
+        var timer: Scheduled<Void>?
         init(windowBytes: Int, _ completion: @escaping (Result<ByteBuffer, WireStatus>) -> Void) {
             self.completion = completion
             window = InboundWindow(size: windowBytes)
@@ -101,10 +177,18 @@ final class WireClientHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 
     private let authority: String
+    private let scheme: String
     private let limits: WireLimits
     private let metadata: [(name: String, value: String)]
+    private let keepalive: (interval: TimeAmount, timeout: TimeAmount)?
+    private var keepaliveTimer: RepeatedTask?
+    private var pingTimeout: Scheduled<Void>?
+    private var readSinceTick = false
+    /// Set once GOAWAY arrived (read from any thread by `WireClient.isOpen`).
+    let goingAway = NIOLockedValueBox(false)
+    private(set) var closeError: (any Error)?
     private var calls: [HTTP2StreamID: Call] = [:]
-    private var headersByPath: [String: HPACKHeaders] = [:]
+    private var headersByPath: [String: (extra: [(name: String, value: String)], headers: HPACKHeaders)] = [:]
     private var nextStreamID = HTTP2StreamID(1)
     private var context: ChannelHandlerContext?
     private var closed = false
@@ -112,21 +196,59 @@ final class WireClientHandler: ChannelInboundHandler, @unchecked Sendable {
     private var needsFlush = false
     private var connectionWindow: InboundWindow
 
-    init(authority: String, limits: WireLimits, metadata: [(name: String, value: String)]) {
+    init(authority: String, scheme: String = "http", limits: WireLimits, metadata: [(name: String, value: String)],
+         keepalive: (interval: TimeAmount, timeout: TimeAmount)? = nil) {
         self.authority = authority
+        self.scheme = scheme
         self.limits = limits
         self.metadata = metadata
+        self.keepalive = keepalive
         connectionWindow = InboundWindow(size: limits.windowBytes)
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         if context.channel.isActive { grantConnectionWindow(context) }
+        startKeepalive(context)
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        stopKeepalive()
     }
 
     func channelActive(context: ChannelHandlerContext) {
         grantConnectionWindow(context)
         context.fireChannelActive()
+    }
+
+    /// Keep-alive PING payload (any 8 bytes; ours are recognisable).
+    private static let keepalivePing = HTTP2PingData(withInteger: 0x6574_6364_6b61_6c76)
+
+    private func startKeepalive(_ context: ChannelHandlerContext) {
+        guard let keepalive, keepaliveTimer == nil else { return }
+        keepaliveTimer = context.eventLoop.scheduleRepeatedTask(initialDelay: keepalive.interval, delay: keepalive.interval) { [weak self] _ in
+            self?.keepaliveTick()
+        }
+    }
+
+    private func stopKeepalive() {
+        keepaliveTimer?.cancel()
+        keepaliveTimer = nil
+        pingTimeout?.cancel()
+        pingTimeout = nil
+    }
+
+    /// Pings when calls are open, nothing was read since the last tick and
+    /// no ping is outstanding (as grpc-go's client without PermitWithoutStream).
+    private func keepaliveTick() {
+        defer { readSinceTick = false }
+        guard let keepalive, let context, !closed, pingTimeout == nil, !calls.isEmpty, !readSinceTick else { return }
+        context.writeAndFlush(wrapOutboundOut(HTTP2Frame(streamID: .rootStream, payload: .ping(Self.keepalivePing, ack: false))), promise: nil)
+        pingTimeout = context.eventLoop.scheduleTask(in: keepalive.timeout) { [weak self] in
+            guard let self, let context = self.context else { return }
+            self.closeError = WireStatus(code: .unavailable, message: "keepalive ping not answered within \(keepalive.timeout)")
+            context.close(promise: nil)
+        }
     }
 
     private var windowGranted = false
@@ -140,29 +262,39 @@ final class WireClientHandler: ChannelInboundHandler, @unchecked Sendable {
 
     func channelInactive(context: ChannelHandlerContext) {
         closed = true
+        stopKeepalive()
         failAll(WireStatus(code: .unavailable, message: "connection closed"))
         self.context = nil
         context.fireChannelInactive()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if closeError == nil { closeError = error }
         context.close(promise: nil)
     }
 
-    func start(_ path: String, _ request: ByteBuffer, _ completion: @escaping (Result<ByteBuffer, WireStatus>) -> Void) {
+    /// Starts a call; returns its stream id (nil when it failed at once).
+    func start(_ path: String, _ request: ByteBuffer, metadata extra: [(name: String, value: String)] = [], deadline: NIODeadline? = nil,
+               _ completion: @escaping (Result<ByteBuffer, WireStatus>) -> Void) -> HTTP2StreamID? {
         guard let context, !closed else {
-            completion(.failure(WireStatus(code: .unavailable, message: "connection closed")))
-            return
+            completion(.failure(WireStatus(code: .unavailable, message: WireClient.notSentMessage)))
+            return nil
         }
         // Stream ids are odd and rise; once they run out, the connection is spent.
         guard Int(Int32(nextStreamID)) < Int(Int32.max) - 2 else {
             completion(.failure(WireStatus(code: .unavailable, message: "stream ids exhausted on this connection")))
-            return
+            return nil
         }
         let id = nextStreamID
         nextStreamID = HTTP2StreamID(Int32(id) + 2)
-        calls[id] = Call(windowBytes: limits.windowBytes, completion)
-        let headers = headersByPath[path] ?? makeHeaders(path)
+        let call = Call(windowBytes: limits.windowBytes, completion)
+        calls[id] = call
+        if let deadline {
+            call.timer = context.eventLoop.scheduleTask(deadline: deadline) { [weak self] in
+                self?.reset(id, WireStatus(code: .deadlineExceeded, message: "context deadline exceeded"))
+            }
+        }
+        let headers = headers(path, extra)
         context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .headers(.init(headers: headers)))), promise: nil)
         context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .data(.init(data: .byteBuffer(request), endStream: true)))), promise: nil)
         if reading {
@@ -170,21 +302,44 @@ final class WireClientHandler: ChannelInboundHandler, @unchecked Sendable {
         } else {
             context.flush()
         }
+        return id
     }
 
-    private func makeHeaders(_ path: String) -> HPACKHeaders {
+    /// Ends an open call with `status`, resetting its stream.
+    private func reset(_ id: HTTP2StreamID, _ status: WireStatus) {
+        guard let call = calls[id], let context else { return }
+        call.status = status
+        call.response = nil
+        context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .rstStream(.cancel))), promise: nil)
+        if reading { needsFlush = true } else { context.flush() }
+        end(id)
+    }
+
+    func cancel(_ id: HTTP2StreamID) {
+        reset(id, .cancelled("context canceled"))
+    }
+
+    /// The request headers of `path` with the call's own metadata, cached
+    /// per path while that metadata stays the same (a token, say).
+    private func headers(_ path: String, _ extra: [(name: String, value: String)]) -> HPACKHeaders {
+        if let cached = headersByPath[path], cached.extra.elementsEqual(extra, by: { $0.name == $1.name && $0.value == $1.value }) {
+            return cached.headers
+        }
         var headers: HPACKHeaders = [
-            ":method": "POST", ":scheme": "http", ":path": path, ":authority": authority,
+            ":method": "POST", ":scheme": scheme, ":path": path, ":authority": authority,
             "content-type": "application/grpc", "te": "trailers",
         ]
         for (name, value) in metadata { headers.add(name: name, value: value) }
-        headersByPath[path] = headers
+        for (name, value) in extra { headers.add(name: name, value: value) }
+        if headersByPath.count >= 256 { headersByPath.removeAll() }
+        headersByPath[path] = (extra, headers)
         return headers
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
         reading = true
+        readSinceTick = true
         switch frame.payload {
         case .headers(let headers):
             guard let call = calls[frame.streamID] else { return }
@@ -228,10 +383,14 @@ final class WireClientHandler: ChannelInboundHandler, @unchecked Sendable {
         case .goAway(let lastStreamID, _, _):
             // Calls above the last stream the server will handle never ran.
             for id in calls.keys where id > lastStreamID {
-                calls[id]?.status = WireStatus(code: .unavailable, message: "the server is going away")
+                calls[id]?.status = WireStatus(code: .unavailable, message: WireClient.notHandledMessage)
                 end(id)
             }
             closed = true
+            goingAway.withLockedValue { $0 = true }
+        case .ping(let data, ack: true) where data == Self.keepalivePing:
+            pingTimeout?.cancel()
+            pingTimeout = nil
         default:
             break
         }
@@ -256,6 +415,7 @@ final class WireClientHandler: ChannelInboundHandler, @unchecked Sendable {
     /// Completes a call: OK with exactly one whole message, or its status.
     private func end(_ id: HTTP2StreamID) {
         guard let call = calls.removeValue(forKey: id) else { return }
+        call.timer?.cancel()
         let status = call.status ?? WireStatus(code: .internalError, message: "the server ended the call without a status")
         guard status == .ok else {
             call.completion(.failure(status))

@@ -373,6 +373,44 @@ func withEtcd(_ body: (RealEtcd, EtcdClient) async throws -> Void) async throws 
         #expect(took >= .milliseconds(900) && took < .seconds(4), "took \(took)")
     }
 
+    /// Deadlines on the lean unary path: the command timeout (and a call's
+    /// own timeout) ends a call a connected server never answers.
+    @Test func timeoutsEndCallsAServerNeverAnswers() async throws {
+        let (port, fd) = try silentPort()
+        defer { close(fd) }
+        let client = try EtcdClient(endpoints: ["127.0.0.1:\(port)"], options: EtcdClientOptions(dialTimeout: .seconds(5), commandTimeout: .seconds(1)))
+        defer { client.close() }
+        let clock = ContinuousClock()
+        var start = clock.now
+        await #expect(throws: EtcdClientError.deadlineExceeded) { try await client.get("x") }
+        var took = clock.now - start
+        #expect(took >= .milliseconds(950) && took < .seconds(3), "took \(took)")
+
+        var request = Etcdserverpb_RangeRequest()
+        request.key = Data("x".utf8)
+        start = clock.now
+        await #expect(throws: EtcdClientError.deadlineExceeded) { _ = try await client.range(request, timeout: .milliseconds(300)) }
+        took = clock.now - start
+        #expect(took >= .milliseconds(290) && took < .milliseconds(900), "took \(took)")
+    }
+
+    /// Cancelling the task of a call ends it at once with `canceled`.
+    @Test func cancellingTheTaskEndsTheCall() async throws {
+        let (port, fd) = try silentPort()
+        defer { close(fd) }
+        let client = try EtcdClient(endpoints: ["127.0.0.1:\(port)"], options: EtcdClientOptions(dialTimeout: .seconds(5), commandTimeout: .seconds(30)))
+        defer { client.close() }
+        let clock = ContinuousClock()
+        let task = Task { () -> EtcdClientError? in
+            do { try await client.put("k", "v"); return nil } catch { return EtcdClientError(error) }
+        }
+        try await Task.sleep(for: .milliseconds(200))
+        let cancelled = clock.now
+        task.cancel()
+        #expect(await task.value == .canceled)
+        #expect(clock.now - cancelled < .seconds(1))
+    }
+
     @Test func clusterMemberKilledReadsAndWritesContinue() async throws {
         let cluster = try await RealEtcdCluster.start(size: 3)
         defer { cluster.cleanup() }

@@ -274,3 +274,12 @@ func deadPort() throws -> (port: Int, fd: Int32) {
     guard bound == 0 else { close(fd); throw TestError("no port") }
     return (Int(UInt16(bigEndian: address.sin_port)), fd)
 }
+
+/// A loopback port that accepts connections (the kernel completes them into
+/// the backlog) but never reads or answers: calls to it hang until their
+/// deadline. Close the descriptor when done.
+func silentPort() throws -> (port: Int, fd: Int32) {
+    let (port, fd) = try deadPort()
+    guard listen(fd, 16) == 0 else { close(fd); throw TestError("listen failed") }
+    return (port, fd)
+}

@@ -159,6 +159,116 @@ import Testing
         }
     }
 
+    /// The async call with a deadline: still open then, it is reset and
+    /// ends with DEADLINE_EXCEEDED; the connection serves the next call.
+    @Test func perCallDeadlineEndsTheCallAndKeepsTheConnection() async throws {
+        try await withServerAndClient { client, events in
+            let started = ContinuousClock.now
+            let request = WireServerTests.framed(Self.rangeRequest("hold"))
+            await #expect(throws: WireStatus(code: .deadlineExceeded, message: "context deadline exceeded")) {
+                _ = try await client.unary(Self.range, request, deadline: .now() + .milliseconds(150)).get()
+            }
+            #expect(ContinuousClock.now - started >= .milliseconds(150))
+            #expect(events.all.contains("hold"))
+            // A deadline far enough away does not touch a call answered in time.
+            let bytes = try await client.unary(Self.range, WireServerTests.framed(Self.rangeRequest("ok")), deadline: .now() + .seconds(10)).get()
+            #expect(try Etcdserverpb_RangeResponse(grpcMessage: bytes).kvs.first?.key == Data("ok".utf8))
+        }
+    }
+
+    /// Cancelling the task of an async call resets its stream: it ends
+    /// with CANCELLED and the connection serves the next call.
+    @Test func cancellingTheTaskCancelsTheCall() async throws {
+        try await withServerAndClient { client, events in
+            let request = WireServerTests.framed(Self.rangeRequest("hold"))
+            let task = Task { () -> WireStatus? in
+                if case .failure(let status) = await client.unary(Self.range, request) { return status }
+                return nil
+            }
+            let deadline = ContinuousClock.now + .seconds(10)
+            while !events.all.contains("hold") && ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            task.cancel()
+            #expect(await task.value?.code == .cancelled)
+            let bytes = try await client.unary(Self.range, WireServerTests.framed(Self.rangeRequest("after"))).get()
+            #expect(try Etcdserverpb_RangeResponse(grpcMessage: bytes).kvs.first?.key == Data("after".utf8))
+        }
+    }
+
+    /// Per-call metadata goes after the connection's own, and a new value
+    /// (a refreshed token) replaces the cached headers of the path.
+    @Test func perCallMetadataGoesWithEachCall() async throws {
+        try await withServerAndClient(metadata: [("x-conn", "c")]) { client, _ in
+            var seen: [String] = []
+            for (name, metadata) in [("token", [("token", "first")]), ("token", [("token", "first")]), ("token", [("token", "second")]),
+                                     ("token", []), ("x-conn", [("token", "t")])] as [(String, [(name: String, value: String)])] {
+                seen.append(try await Self.header(client, name, metadata))
+            }
+            #expect(seen == ["first", "first", "second", "", "c"])
+        }
+    }
+
+    /// Keep-alive: a peer that never answers PINGs (nor anything) gets the
+    /// connection closed after interval + timeout; the open call fails with
+    /// UNAVAILABLE and the close error says why.
+    @Test(.timeLimit(.minutes(1))) func keepaliveClosesAConnectionWhosePeerIsSilent() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        // Accepts and swallows every byte: no SETTINGS, no PING ACK.
+        let silent = try await ServerBootstrap(group: group)
+            .childChannelInitializer { $0.eventLoop.makeSucceededVoidFuture() }
+            .bind(host: "127.0.0.1", port: 0).get()
+        var configuration = WireClient.Configuration(host: "127.0.0.1", port: silent.localAddress!.port!)
+        configuration.keepalive = (interval: .milliseconds(100), timeout: .milliseconds(200))
+        let client = try await WireClient.connect(configuration, group: group).get()
+        let started = ContinuousClock.now
+        // The 20 s deadline is only a backstop: keep-alive must end the call long before.
+        await #expect(throws: WireStatus(code: .unavailable, message: "connection closed")) {
+            _ = try await client.unary(Self.range, WireServerTests.framed(Self.rangeRequest("x")), deadline: .now() + .seconds(20)).get()
+        }
+        let took = ContinuousClock.now - started
+        #expect(took >= .milliseconds(200) && took < .seconds(5), "took \(took)")
+        let reason = try await client.eventLoop.submit { client.closeError.map { "\($0)" } }.get()
+        #expect(reason?.contains("keepalive ping not answered") == true, "\(String(describing: reason))")
+        #expect(!client.isOpen)
+        try await silent.close()
+        try await group.shutdownGracefully()
+    }
+
+    /// Keep-alive against a server that answers: the PING's ACK clears the
+    /// timeout, so a call that outlives interval + timeout completes and the
+    /// connection serves calls after it.
+    @Test func keepaliveAnsweredKeepsTheConnection() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let events = WireServerTests.Events()
+        let server = WireServer(configuration: .init(host: "127.0.0.1", port: 0), router: WireServerTests.router(events: events), group: group)
+        let port = try await server.start()
+        var configuration = WireClient.Configuration(host: "127.0.0.1", port: port)
+        configuration.keepalive = (interval: .milliseconds(100), timeout: .milliseconds(150))
+        let client = try await WireClient.connect(configuration, group: group).get()
+        // "slow" answers after 300 ms: a PING goes out while it is open.
+        for key in ["slow", "slow", "after"] {
+            let bytes = try await client.unary(Self.range, WireServerTests.framed(Self.rangeRequest(key))).get()
+            #expect(try Etcdserverpb_RangeResponse(grpcMessage: bytes).kvs.first?.key == Data(key.utf8))
+        }
+        #expect(client.isOpen)
+        try await client.close().get()
+        server.stop()
+        try await group.shutdownGracefully()
+    }
+
+    /// The values of the request header `name` the server saw, comma-joined.
+    static func header(_ client: WireClient, _ name: String, _ metadata: [(name: String, value: String)]) async throws -> String {
+        let bytes = try await client.unary(range, WireServerTests.framed(rangeRequest("header:" + name)), metadata: metadata).get()
+        return String(decoding: try Etcdserverpb_RangeResponse(grpcMessage: bytes).kvs.first?.value ?? Data(), as: UTF8.self)
+    }
+
+    static func rangeRequest(_ key: String) -> Etcdserverpb_RangeRequest {
+        var request = Etcdserverpb_RangeRequest()
+        request.key = Data(key.utf8)
+        return request
+    }
+
     @Test func connectingToNoServerFails() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         // Bind and close a listener to find a port nobody serves.

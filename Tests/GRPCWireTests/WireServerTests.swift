@@ -37,6 +37,15 @@ import Testing
             if let text = String(data: request.key, encoding: .utf8), text.hasPrefix("fail:") {
                 return call.finish(WireStatus(code: .failedPrecondition, message: String(text.dropFirst(5))))
             }
+            // "header:NAME": answers with the values of the request's header NAME, comma-joined.
+            if let text = String(data: request.key, encoding: .utf8), text.hasPrefix("header:") {
+                var response = Etcdserverpb_RangeResponse()
+                var kv = Mvccpb_KeyValue()
+                kv.key = request.key
+                kv.value = Data(call.headers[String(text.dropFirst(7))].joined(separator: ",").utf8)
+                response.kvs = [kv]
+                return call.respond(framed(response))
+            }
             // Answer from another thread, as the member's completions do
             // ("slow": 300 ms later).
             let delay: DispatchTimeInterval = request.key == Data("slow".utf8) ? .milliseconds(300) : .nanoseconds(0)
