@@ -1,4 +1,5 @@
 import ArgumentParser
+import EtcdClient
 import EtcdGRPC
 import EtcdProto
 import Foundation
@@ -57,9 +58,18 @@ struct LoadOptions: ParsableArguments {
     @Option(help: "name:password to authenticate as (the token then goes with every request).")
     var user: String?
 
+    @Option(help: "lean (GRPCWire's client driven from its completions on the event loop) or etcdclient (the EtcdClient library, one task per client awaiting each call).")
+    var client = "lean"
+
+    @Flag(help: "Print the result as one JSON object instead of text.")
+    var json = false
+
     func validate() throws {
         guard conns > 0, clients > 0, total > 0, keySize >= 4, keySpaceSize > 0 else {
             throw ValidationError("conns, clients, total and key-space-size must be positive; key-size at least 4")
+        }
+        guard client == "lean" || client == "etcdclient" else {
+            throw ValidationError("--client must be lean or etcdclient")
         }
     }
 
@@ -94,8 +104,13 @@ enum LoadRunner {
     /// to the server being measured.
     static func run(
         _ options: LoadOptions, label: String, path: String,
-        request: @escaping @Sendable (Int) throws -> ByteBuffer
+        request: @escaping @Sendable (Int) throws -> ByteBuffer,
+        etcdClient call: (@Sendable (EtcdClient, Int) async throws -> Void)? = nil
     ) async throws {
+        if options.client == "etcdclient" {
+            guard let call else { throw ValidationError("--client etcdclient is not available for \(label)") }
+            return try await EtcdClientLoad.run(options, label: label, call: call)
+        }
         let addresses = try options.addresses()
         let group = MultiThreadedEventLoopGroup(numberOfThreads: min(max(options.conns, addresses.count), System.coreCount))
         do {
@@ -139,6 +154,7 @@ enum LoadRunner {
         }
 
         let perClient = options.total / options.clients
+        let cpu = ProcessCPU.now()
         let start = NIODeadline.now()
         let results = try await withThrowingTaskGroup(of: ([Duration], Int).self) { tasks in
             for (index, connection) in connections.enumerated() {
@@ -160,8 +176,9 @@ enum LoadRunner {
             return (all, errors)
         }
         let elapsed = Duration.nanoseconds(Int64((NIODeadline.now() - start).nanoseconds))
+        let cpuSeconds = ProcessCPU.now() - cpu
         for connection in connections { try? await connection.close().get() }
-        report(label: label, latencies: results.0, errors: results.1, elapsed: elapsed)
+        report(label: label, latencies: results.0, errors: results.1, elapsed: elapsed, cpuSeconds: cpuSeconds, options: options)
     }
 
     /// Auth.Authenticate as `user` (name:password); returns the token.
@@ -238,15 +255,37 @@ enum LoadRunner {
         }
     }
 
-    static func report(label: String, latencies: [Duration], errors: Int, elapsed: Duration) {
+    /// Prints the run: throughput, latency percentiles and histogram, and
+    /// (given `cpuSeconds`, this process's user+system CPU over the run) the
+    /// load generator's CPU per request; as one JSON object with `--json`.
+    static func report(label: String, latencies: [Duration], errors: Int, elapsed: Duration,
+                       cpuSeconds: Double? = nil, options: LoadOptions? = nil) {
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
         let sorted = latencies.map { Double($0.components.seconds) * 1e3 + Double($0.components.attoseconds) / 1e15 }.sorted()
         func percentile(_ p: Double) -> Double { sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))] }
         let average = sorted.isEmpty ? 0 : sorted.reduce(0, +) / Double(sorted.count)
+        let cpuPerCall = cpuSeconds.map { latencies.isEmpty ? 0 : $0 * 1e6 / Double(latencies.count) }
+        if options?.json == true {
+            var object: [String: Any] = [
+                "label": label, "client": options?.client ?? "lean", "requests": latencies.count, "errors": errors,
+                "seconds": seconds, "requestsPerSecond": Double(latencies.count) / seconds,
+                "latencyMs": ["avg": average, "p50": percentile(0.5), "p90": percentile(0.9), "p99": percentile(0.99),
+                              "p999": percentile(0.999), "max": sorted.last ?? 0],
+            ]
+            if let options { object["clients"] = options.clients; object["conns"] = options.conns }
+            if let cpuSeconds, let cpuPerCall { object["clientCPUSeconds"] = cpuSeconds; object["clientCPUMicrosPerRequest"] = cpuPerCall }
+            if let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) {
+                print(String(decoding: data, as: UTF8.self))
+            }
+            return
+        }
         print("\(label): \(latencies.count) requests, \(errors) errors, \(String(format: "%.2f", seconds)) s")
         print(String(format: "  requests/s: %.0f", Double(latencies.count) / seconds))
         print(String(format: "  latency ms: avg %.3f  p50 %.3f  p90 %.3f  p99 %.3f  p99.9 %.3f  max %.3f",
                      average, percentile(0.5), percentile(0.9), percentile(0.99), percentile(0.999), sorted.last ?? 0))
+        if let cpuSeconds, let cpuPerCall {
+            print(String(format: "  client CPU: %.2f s, %.1f µs/request (%@ client)", cpuSeconds, cpuPerCall, options?.client ?? "lean"))
+        }
         printHistogram(sorted)
     }
 
@@ -290,12 +329,15 @@ struct PutLoad: AsyncParsableCommand {
                 #"{"key":"\#(options.key(n).base64EncodedString())","value":"\#(text)"}"#
             }
         }
-        try await LoadRunner.run(options, label: "put", path: "/etcdserverpb.KV/Put") { n in
+        @Sendable func request(_ n: Int) -> Etcdserverpb_PutRequest {
             var request = Etcdserverpb_PutRequest()
             request.key = options.key(n)
             request.value = value
-            return try request.framed()
+            return request
         }
+        try await LoadRunner.run(options, label: "put", path: "/etcdserverpb.KV/Put",
+                                 request: { try request($0).framed() },
+                                 etcdClient: { client, n in try await client.put(request(n)) })
     }
 }
 
@@ -319,13 +361,16 @@ struct RangeLoad: AsyncParsableCommand {
                 #"{"key":"\#(options.key(n).base64EncodedString())"\#(serializable ? #","serializable":true"# : "")}"#
             }
         }
-        try await LoadRunner.run(options, label: serializable ? "range (serializable)" : "range (linearizable)",
-                                 path: "/etcdserverpb.KV/Range") { n in
+        @Sendable func request(_ n: Int) -> Etcdserverpb_RangeRequest {
             var request = Etcdserverpb_RangeRequest()
             request.key = options.key(n)
             request.serializable = serializable
-            return try request.framed()
+            return request
         }
+        try await LoadRunner.run(options, label: serializable ? "range (serializable)" : "range (linearizable)",
+                                 path: "/etcdserverpb.KV/Range",
+                                 request: { try request($0).framed() },
+                                 etcdClient: { client, n in _ = try await client.range(request(n)) })
     }
 }
 
@@ -417,5 +462,75 @@ final class LoadDriver: @unchecked Sendable {
             running -= 1
             if running == 0 { done.succeed((latencies, errors)) }
         }
+    }
+}
+
+/// This process's CPU time (user + system), in seconds.
+enum ProcessCPU {
+    static func now() -> Double {
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        func seconds(_ t: timeval) -> Double { Double(t.tv_sec) + Double(t.tv_usec) / 1e6 }
+        return seconds(usage.ru_utime) + seconds(usage.ru_stime)
+    }
+}
+
+/// The unary load through the EtcdClient library (`--client etcdclient`):
+/// `--conns` clients (one connection per endpoint each), `--clients` tasks
+/// spread over them, each awaiting its calls one after another, as an
+/// application would.
+enum EtcdClientLoad {
+    static func run(_ options: LoadOptions, label: String,
+                    call: @escaping @Sendable (EtcdClient, Int) async throws -> Void) async throws {
+        var clientOptions = EtcdClientOptions(dialTimeout: .seconds(5), commandTimeout: .seconds(30))
+        if let user = options.user {
+            let parts = user.split(separator: ":", maxSplits: 1).map(String.init)
+            guard parts.count == 2 else { throw ValidationError("--user must be name:password") }
+            (clientOptions.username, clientOptions.password) = (parts[0], parts[1])
+        }
+        if options.cacert != nil || options.cert != nil || options.key != nil {
+            clientOptions.tls = EtcdTLSOptions(caFile: options.cacert, certFile: options.cert, keyFile: options.key)
+        }
+        let endpoints = try options.addresses().map { "\($0.0):\($0.1)" }
+        let clients = try (0..<options.conns).map { index in
+            // Each client starts at another endpoint, so connections spread as the lean mode's do.
+            let rotated = Array(endpoints[(index % endpoints.count)...] + endpoints[..<(index % endpoints.count)])
+            return try EtcdClient(endpoints: rotated, options: clientOptions)
+        }
+        defer { clients.forEach { $0.close() } }
+        // Connect (and authenticate) before the clock starts, as the lean mode does.
+        for client in clients { _ = try await client.status() }
+
+        let perClient = options.total / options.clients
+        let clock = ContinuousClock()
+        let cpu = ProcessCPU.now()
+        let start = clock.now
+        let (latencies, errors) = try await withThrowingTaskGroup(of: ([Duration], Int).self) { tasks in
+            for worker in 0..<options.clients {
+                let client = clients[worker % clients.count]
+                let count = perClient + (worker < options.total % options.clients ? 1 : 0)
+                tasks.addTask {
+                    var latencies: [Duration] = []
+                    latencies.reserveCapacity(count)
+                    var errors = 0
+                    for sent in 0..<count {
+                        let begin = clock.now
+                        do { try await call(client, worker &* 1_000_003 &+ sent) } catch { errors += 1 }
+                        latencies.append(clock.now - begin)
+                    }
+                    return (latencies, errors)
+                }
+            }
+            var all: [Duration] = []
+            var errors = 0
+            for try await (latencies, failed) in tasks {
+                all += latencies
+                errors += failed
+            }
+            return (all, errors)
+        }
+        let elapsed = clock.now - start
+        let cpuSeconds = ProcessCPU.now() - cpu
+        LoadRunner.report(label: label, latencies: latencies, errors: errors, elapsed: elapsed, cpuSeconds: cpuSeconds, options: options)
     }
 }
