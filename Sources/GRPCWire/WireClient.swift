@@ -84,7 +84,8 @@ public final class WireClient: @unchecked Sendable {
     /// `ByteBuffer.grpcMessage`); `completion` gets the response message
     /// without its frame prefix, or the call's status. Call on the event
     /// loop only; completion runs there too. Writes are flushed once the
-    /// current read burst ends, or at once when called outside one.
+    /// current read burst ends, or outside one by a task queued behind the
+    /// loop's current work (so calls started by a run of tasks share a flush).
     ///
     /// With a `deadline`, a call still open then is reset and completes with
     /// DEADLINE_EXCEEDED. The returned id names the call for `cancel(_:)`.
@@ -194,6 +195,7 @@ final class WireClientHandler: ChannelInboundHandler, @unchecked Sendable {
     private var closed = false
     private var reading = false
     private var needsFlush = false
+    private var flushQueued = false
     private var connectionWindow: InboundWindow
 
     init(authority: String, scheme: String = "http", limits: WireLimits, metadata: [(name: String, value: String)],
@@ -299,8 +301,14 @@ final class WireClientHandler: ChannelInboundHandler, @unchecked Sendable {
         context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .data(.init(data: .byteBuffer(request), endStream: true)))), promise: nil)
         if reading {
             needsFlush = true
-        } else {
-            context.flush()
+        } else if !flushQueued {
+            // Started from a task on the loop (an async caller's hop): flush
+            // once the calls queued with it have started too, one write for all.
+            flushQueued = true
+            context.eventLoop.execute { [self] in
+                flushQueued = false
+                self.context?.flush()
+            }
         }
         return id
     }
