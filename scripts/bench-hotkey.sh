@@ -3,7 +3,7 @@
 # to one key (etcd's benchmark default) and over 100,000 keys, against one
 # fresh member of ours and of the real etcd, ROUNDS rounds in alternating
 # order; each line gives throughput, latency and the server's CPU per put.
-# Then each server's peak RSS. Every load is bounded by --total.
+# Then each server's peak RSS and its anonymous/file-backed split. Every load is bounded by --total.
 #
 #   scripts/bench-hotkey.sh [total-puts] [rounds]
 set -euo pipefail
@@ -32,4 +32,8 @@ for round in $(seq "$ROUNDS"); do
         run "$who" "$port" "$pid" 100000
     done
 done
-echo "peak RSS: ours $(grep VmHWM /proc/$PID_OURS/status | awk '{print $2}') KiB, etcd $(grep VmHWM /proc/$PID_ETCD/status | awk '{print $2}') KiB"
+# Peak resident memory, and what is resident now split into anonymous
+# (heap, stacks) and file-backed (code, libraries, the mapped database).
+memory() { grep -E "VmHWM|RssAnon|RssFile" "/proc/$1/status" | awk '{printf "%s %s KiB  ", $1, $2}'; }
+echo "memory ours: $(memory "$PID_OURS")"
+echo "memory etcd: $(memory "$PID_ETCD")"
