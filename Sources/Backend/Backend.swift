@@ -118,6 +118,8 @@ public final class Backend: @unchecked Sendable {
     private var needsReplay = false
     private var opsInBatch = 0
     private var batchStartNanos: UInt64 = 0
+    /// Bytes committed since the mapped pages were last given back.
+    private var writtenSinceRelease = 0
     /// The file's size after the last commit (or open), for cheap checks
     /// on any thread (the server's space quota).
     private let committedSize = Atomic<Int>(0)
@@ -363,6 +365,14 @@ public final class Backend: @unchecked Sendable {
             writeTxnThread = nil
             if rc == 0 {
                 published.withLock { $0.committing = nil }
+                // Committing reads the pages it rewrites through the map;
+                // give them back now and then so a long run of writes does
+                // not leave every page it ever touched resident.
+                writtenSinceRelease += pendingBytes.load(ordering: .relaxed) + opsInBatch * 16
+                if writtenSinceRelease >= 16 << 20 {
+                    writtenSinceRelease = 0
+                    envLock.withReadLock { ReadTx.releaseMappedPages(of: path) }
+                }
                 onlineDefrag?.journal(batch, bytes: pendingBytes.load(ordering: .relaxed) + opsInBatch * 16)
                 opsInBatch = 0
                 needsReplay = false

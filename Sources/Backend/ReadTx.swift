@@ -180,6 +180,11 @@ public struct ReadTx {
     }
 
     public func releaseMappedPages() {
+        ReadTx.releaseMappedPages(of: path)
+    }
+
+    /// `releaseMappedPages` for the database file at `path`.
+    static func releaseMappedPages(of path: String) {
         // LMDB does not tell where it mapped the file (only with
         // MDB_FIXEDMAP), so find the file's mappings in /proc/self/maps.
         guard let resolved = realpath(path, nil) else { return }
