@@ -22,11 +22,6 @@ LAT_WATCHERS=${LAT_WATCHERS:-16}
 LAT_PUTS=${LAT_PUTS:-2000}
 LAT_INTERVAL_MS=${LAT_INTERVAL_MS:-5}
 . scripts/lib/bench.sh
-TICK=$(getconf CLK_TCK)
-
-
-# CPU ticks (user + system) the process has used so far.
-cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 # measure LABEL PID PORT WATCHERS STREAMS PUTS INTERVAL
 measure() {

@@ -24,7 +24,7 @@ extension Backend {
             for bucket in Backend.bucketsInNameOrder {
                 crc.update(bucket.nameBytes)
                 let ignored = ignores.filter { $0.0 == bucket }.map(\.1)
-                try tx.forEach(bucket) { key, value in
+                try tx.scan(bucket) { key, value in
                     if !ignored.isEmpty, ignored.contains(where: { $0.withUnsafeBytes { compareBytes($0, key) } == 0 }) {
                         return true
                     }

@@ -1,4 +1,9 @@
 import CLMDB
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// A view of the backend inside `Backend.read` or `Backend.withWriteView`.
 /// Valid only inside that closure; do not keep it.
@@ -146,6 +151,72 @@ public struct ReadTx {
         let rc = mdb_stat(try txn(), dbis[bucket.ordinal], &stat)
         guard rc == 0 else { throw error(rc, "mdb_stat") }
         return stat.ms_entries
+    }
+
+    /// Unmaps the database file's pages from this process (they stay in
+    /// the kernel's page cache; a later read maps them again, a minor
+    /// fault). A scan of the whole file — rebuilding the index, a
+    /// snapshot, a hash — otherwise leaves every page it read counted in
+    /// the process's resident memory for good. Safe while other threads
+    /// read: the map is a read-only shared mapping of the file, so a page
+    /// dropped under a reader is simply read again.
+    /// `forEach` for scans that may read the whole file (rebuilding the
+    /// index, hashes): the mapped pages are given back every 64 MiB read
+    /// and at the end, so a scan's resident memory stays bounded.
+    public func scan(
+        _ bucket: Bucket, from: [UInt8]? = nil, to: [UInt8]? = nil,
+        _ body: (UnsafeRawBufferPointer, UnsafeRawBufferPointer) throws -> Bool
+    ) throws {
+        var scanned = 0
+        defer { releaseMappedPages() }
+        try forEach(bucket, from: from, to: to) { key, value in
+            scanned += key.count + value.count
+            if scanned >= 64 << 20 {
+                scanned = 0
+                releaseMappedPages()
+            }
+            return try body(key, value)
+        }
+    }
+
+    public func releaseMappedPages() {
+        ReadTx.releaseMappedPages(of: path)
+    }
+
+    /// `releaseMappedPages` for the database file at `path`.
+    static func releaseMappedPages(of path: String) {
+        // LMDB does not tell where it mapped the file (only with
+        // MDB_FIXEDMAP), so find the file's mappings in /proc/self/maps.
+        guard let resolved = realpath(path, nil) else { return }
+        let file = String(cString: resolved)
+        free(resolved)
+        for (start, end) in ReadTx.mappings(of: file) {
+            _ = madvise(UnsafeMutableRawPointer(bitPattern: start), end - start, MADV_DONTNEED)
+        }
+    }
+
+    /// The address ranges at which this process maps `file` (an absolute path).
+    static func mappings(of file: String) -> [(Int, Int)] {
+        let fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return [] }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 64 << 10)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n <= 0 { break }
+            bytes += chunk[0..<n]
+        }
+        var ranges: [(Int, Int)] = []
+        let suffix = " " + file
+        for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") where line.hasSuffix(suffix) {
+            // "start-end perms offset dev inode path"
+            let range = line.prefix { $0 != " " }.split(separator: "-")
+            if range.count == 2, let start = Int(range[0], radix: 16), let end = Int(range[1], radix: 16), end > start {
+                ranges.append((start, end))
+            }
+        }
+        return ranges
     }
 
     func pageSize() throws(BackendError) -> Int {

@@ -173,4 +173,8 @@ public final class ClientListener: Sendable {
     }
 }
 
-extension GRPCMethodMetrics: WireMethodObserver {}
+extension GRPCMethodMetrics: WireMethodObserver {
+    public func recordHandled(code: Int, duration: TimeAmount?) {
+        recordHandled(code: code, seconds: duration.map { Double($0.nanoseconds) / 1e9 })
+    }
+}

@@ -16,6 +16,8 @@ import Prometheus
 /// Thread-safe: counters are atomics, histograms and the label caches lock.
 public final class EtcdMetrics: Sendable {
     public let registry: PrometheusCollectorRegistry
+    /// `--metrics extensive`: also the gRPC handling-time histograms.
+    public let extensive: Bool
 
     // MARK: etcd_server_*
     public let hasLeader: Gauge
@@ -88,10 +90,12 @@ public final class EtcdMetrics: Sendable {
         return buckets
     }
 
-    /// `serverVersion`: etcd_server_version's label (ours says which etcd it speaks).
-    public init(serverVersion: String) {
+    /// `serverVersion`: etcd_server_version's label (ours says which etcd it
+    /// speaks). `extensive`: etcd's `--metrics extensive`.
+    public init(serverVersion: String, extensive: Bool = false) {
         let r = PrometheusCollectorRegistry()
         registry = r
+        self.extensive = extensive
         let diskBuckets = Self.exponentialBuckets(start: 0.001, factor: 2, count: 14)
 
         hasLeader = r.gauge(name: "etcd_server_has_leader", help: "Whether or not a leader exists. 1 is existence, 0 is not.")

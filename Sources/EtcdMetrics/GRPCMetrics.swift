@@ -12,6 +12,8 @@ public final class GRPCMethodMetrics: Sendable {
     private let messagesSent: Counter
     private let bytesReceived: Counter
     private let bytesSent: Counter
+    /// grpc_server_handling_seconds, with `--metrics extensive` only (as etcd).
+    private let handling: ValueHistogram?
 
     /// grpc-go's names of the status codes, by their number.
     public static let codeNames = [
@@ -34,13 +36,25 @@ public final class GRPCMethodMetrics: Sendable {
                                  help: "Total number of gRPC stream messages sent by the server.")
         bytesReceived = metrics.clientGRPCReceivedBytes
         bytesSent = metrics.clientGRPCSentBytes
+        handling = metrics.extensive
+            ? r.histogram(name: "grpc_server_handling_seconds", labels: labels, buckets: Self.handlingBuckets,
+                          help: "Histogram of response latency (seconds) of gRPC that had been application-level handled by the server.")
+            : nil
     }
+
+    /// Prometheus' default buckets, which go-grpc-prometheus uses for handling times.
+    static let handlingBuckets: [Double] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
 
     public func recordStarted() { started.increment() }
 
-    /// The call ended with gRPC status `code` (its number).
-    public func recordHandled(code: Int) {
+    /// Whether calls are timed (`--metrics extensive`).
+    public var timesCalls: Bool { handling != nil }
+
+    /// The call ended with gRPC status `code` (its number), `seconds` after
+    /// it started (recorded with `--metrics extensive`).
+    public func recordHandled(code: Int, seconds: Double? = nil) {
         handled[handled.indices.contains(code) ? code : 2].increment()
+        if let handling, let seconds { handling.record(seconds) }
     }
 
     public func recordReceived(messageBytes: Int) {

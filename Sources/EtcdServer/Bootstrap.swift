@@ -85,7 +85,10 @@ struct Bootstrap {
         if let interval = environment.backendBatchIntervalMilliseconds { backendConfig.batchIntervalMilliseconds = interval }
         if let limit = environment.backendBatchLimitOps { backendConfig.batchLimitOps = limit }
         let backend = try Backend(path: config.backendPath, config: backendConfig)
-        let store = try KVStore(backend: backend, config: StoreConfig(maxTxnOps: config.maxTxnOps))
+        // Events leave prevKv out: a put then costs no read of the value it
+        // replaces, and the watchable store looks previous values up once
+        // per revision, only when some watcher asked for them (as etcd does).
+        let store = try KVStore(backend: backend, config: StoreConfig(maxTxnOps: config.maxTxnOps, eventsIncludePrevKv: false))
         let lessor: Lessor
         do {
             // As etcd: an expired lease whose revoke got lost is retried after

@@ -107,7 +107,6 @@ extension EtcdFlag {
         EtcdFlag("host-whitelist", .string, "*"),
         // profiling / monitoring
         EtcdFlag("enable-pprof", .bool, "false"),
-        EtcdFlag("metrics", .string, "basic"),
         // logging (EtcdLogHandler writes to standard error)
         EtcdFlag("logger", .string, "zap"),
         EtcdFlag("log-outputs", .string, "default", alsoHarmless: ["stderr"]),

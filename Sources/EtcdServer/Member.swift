@@ -125,7 +125,7 @@ public final class Member: Sendable {
         watchable = WatchableStore(store: parts.store)
         leaseClock = LeaseClock(environment.now)
         requestTimeout = .seconds(5) + .milliseconds(2 * config.electionTimeoutMilliseconds)
-        metrics = EtcdMetrics(serverVersion: EtcdVersion.server)
+        metrics = EtcdMetrics(serverVersion: EtcdVersion.server, extensive: config.extensiveMetrics)
         metricsRecorder = ProcessInfo.processInfo.environment["ETCD_SWIFT_UNMETERED"] == nil ? metrics : nil
         leaseIDs = IDGenerator(memberID: memberID, nowMilliseconds: environment.wallMilliseconds())
         encoder = ProposalEncoder(requestIDs: IDGenerator(memberID: memberID, nowMilliseconds: environment.wallMilliseconds()),

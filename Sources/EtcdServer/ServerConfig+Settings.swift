@@ -24,6 +24,7 @@ public enum ConfigKey: String, CaseIterable, Sendable {
     case maxTxnOps = "max-txn-ops"
     case quotaBackendBytes = "quota-backend-bytes"
     case logLevel = "log-level"
+    case metrics
     case watchProgressNotifyInterval = "experimental-watch-progress-notify-interval"
     case preVote = "pre-vote"
     case snapshotCatchUpEntries = "experimental-snapshot-catchup-entries"
@@ -148,6 +149,12 @@ extension ServerConfig {
                 throw .invalid(key: ConfigKey.logLevel.rawValue, value: level, reason: "expected debug, info, warn, error, panic or fatal")
             }
             logLevel = level
+        }
+        if let level = settings[.metrics] {
+            guard ["basic", "extensive"].contains(level) else {
+                throw .invalid(key: ConfigKey.metrics.rawValue, value: level, reason: "expected basic or extensive")
+            }
+            extensiveMetrics = level == "extensive"
         }
         if let value = try duration(.watchProgressNotifyInterval, minimumMilliseconds: 1) { watchProgressNotifyIntervalMilliseconds = value }
         if let value: UInt32 = try integer(.maxConcurrentStreams, 1...UInt32.max) { maxConcurrentStreams = value }

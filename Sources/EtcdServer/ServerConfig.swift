@@ -10,6 +10,9 @@ public struct ServerConfig: Sendable {
     public var advertiseClientURLs: [String]
     /// --listen-metrics-urls: extra listeners for `/metrics` and the health endpoints only.
     public var listenMetricsURLs: [String] = []
+    /// --metrics extensive: also grpc_server_handling_seconds (etcd's
+    /// default, basic, leaves the histograms out).
+    public var extensiveMetrics = false
     /// --initial-advertise-peer-urls (reported by MemberList; peers come with clustering).
     public var initialAdvertisePeerURLs = ["http://localhost:2380"]
     /// --initial-cluster-token: part of every member id, so clusters started

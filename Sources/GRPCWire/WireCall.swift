@@ -201,9 +201,13 @@ public protocol WireStreamHandler: AnyObject {
 public protocol WireMethodObserver: AnyObject, Sendable {
     /// The call was routed to its method.
     func recordStarted()
+    /// Whether `recordHandled` wants each call's duration (then every call
+    /// of the method is timed from the moment it was routed).
+    var timesCalls: Bool { get }
     /// The call ended with this gRPC status code (its number); a call the
-    /// client or the connection ended first counts as CANCELLED.
-    func recordHandled(code: Int)
+    /// client or the connection ended first counts as CANCELLED. `duration`:
+    /// since the call was routed, when `timesCalls`.
+    func recordHandled(code: Int, duration: TimeAmount?)
     /// One request message arrived (its length, without gRPC's 5-byte prefix).
     func recordReceived(messageBytes: Int)
     /// One response message was written (its length, without the prefix).

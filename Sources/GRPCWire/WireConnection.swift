@@ -30,11 +30,20 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
         var window: InboundWindow
         /// The client's `grpc-timeout`, as a point in time.
         var deadline: NIODeadline?
+        /// When the call was routed, if its observer times calls.
+        let started: NIODeadline?
         init(call: WireCall, method: WireMethod, observer: (any WireMethodObserver)?, windowBytes: Int) {
             self.call = call
             self.method = method
             self.observer = observer
+            started = observer?.timesCalls == true ? .now() : nil
             window = InboundWindow(size: windowBytes)
+        }
+
+        /// Tells the observer the call ended with `code`.
+        func recordHandled(_ code: WireStatus.Code) {
+            guard let observer else { return }
+            observer.recordHandled(code: code.rawValue, duration: started.map { .now() - $0 })
         }
 
         /// Takes the partial message out to append to it without a copy (it
@@ -155,7 +164,7 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
         plainStreams.removeAll()
         for stream in plain.values { for cancel in stream.cancelHandlers { cancel() } }
         for stream in open.values {
-            stream.observer?.recordHandled(code: WireStatus.Code.cancelled.rawValue)
+            stream.recordHandled(.cancelled)
             stream.handler?.cancelled()
         }
         self.context = nil
@@ -207,7 +216,7 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
                 for cancel in plain.cancelHandlers { cancel() }
             }
             if let stream = removeStream(frame.streamID) {
-                stream.observer?.recordHandled(code: WireStatus.Code.cancelled.rawValue)
+                stream.recordHandled(.cancelled)
                 stream.handler?.cancelled()
                 closeIfDrained()
             }
@@ -227,7 +236,7 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
         if let closed = event as? StreamClosedEvent {
             // Nothing after this handler wants these (one per call).
             if let stream = removeStream(closed.streamID) {
-                stream.observer?.recordHandled(code: WireStatus.Code.cancelled.rawValue)
+                stream.recordHandled(.cancelled)
                 stream.handler?.cancelled()
                 closeIfDrained()
             }
@@ -667,7 +676,7 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
         eventLoop.assertInEventLoop()
         guard let context, let stream = removeStream(id) else { return }
         defer { closeIfDrained() }
-        stream.observer?.recordHandled(code: status.code.rawValue)
+        stream.recordHandled(status.code)
         if !stream.headersSent {
             writeTrailersOnly(id, status)
             return

@@ -216,7 +216,7 @@ extension KVStore {
         crc.update(Bucket.key.nameBytes)
         do {
             try backend.read { tx in
-                try tx.forEach(.key) { key, value in
+                try tx.scan(.key) { key, value in
                     guard let (entry, _) = RevisionKey.decode(key) else { return true }
                     if entry.main > upTo { return false }
                     if entry.main <= compact && !keep.isEmpty && !keep.contains(entry) { return true }

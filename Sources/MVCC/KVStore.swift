@@ -164,7 +164,7 @@ public final class KVStore: @unchecked Sendable {
                    let decoded = RevisionKey.decode(bytes) {
                     scheduled = decoded.revision.main
                 }
-                try tx.forEach(.key) { rawKey, rawValue in
+                try tx.scan(.key) { rawKey, rawValue in
                     guard let (revision, isTombstone) = RevisionKey.decode(rawKey) else {
                         throw MVCCError.corruptEntry("bad revision key of \(rawKey.count) bytes")
                     }

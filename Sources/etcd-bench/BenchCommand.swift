@@ -10,3 +10,10 @@ struct BenchCommand: AsyncParsableCommand {
         subcommands: [PutLoad.self, RangeLoad.self, TxnPutLoad.self, WatchLoad.self, LeaseKeepAliveLoad.self, RaftBench.self, WALBench.self, MVCCBench.self, FsyncBench.self]
     )
 }
+
+extension Duration {
+    /// The duration in seconds, for rates in the benchmarks' output.
+    var seconds: Double {
+        Double(components.seconds) + Double(components.attoseconds) / 1e18
+    }
+}

@@ -260,7 +260,7 @@ enum LoadRunner {
     /// load generator's CPU per request; as one JSON object with `--json`.
     static func report(label: String, latencies: [Duration], errors: Int, elapsed: Duration,
                        cpuSeconds: Double? = nil, options: LoadOptions? = nil) {
-        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        let seconds = elapsed.seconds
         let sorted = latencies.map { Double($0.components.seconds) * 1e3 + Double($0.components.attoseconds) / 1e15 }.sorted()
         func percentile(_ p: Double) -> Double { sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))] }
         let average = sorted.isEmpty ? 0 : sorted.reduce(0, +) / Double(sorted.count)

@@ -45,7 +45,7 @@ struct MVCCBench: ParsableCommand {
             }
             try backend.forceCommit()
         }
-        let putSeconds = seconds(putTime)
+        let putSeconds = putTime.seconds
         let putCPU = threadCPUSeconds() - cpuStart
         print(String(format: "put:   %d puts of %d-byte values in %.3f s = %.0f puts/s (%.2f µs/op); CPU %.3f s = %.0f puts per CPU-second",
                      puts, valueBytes, putSeconds, Double(puts) / putSeconds, putSeconds * 1e6 / Double(puts),
@@ -64,7 +64,7 @@ struct MVCCBench: ParsableCommand {
             }
         }
         precondition(found == ranges, "missing keys")
-        let rangeSeconds = seconds(rangeTime)
+        let rangeSeconds = rangeTime.seconds
         let rangeCPU = threadCPUSeconds() - cpuStart
         print(String(format: "range: %d single-key ranges in %.3f s = %.0f ranges/s (%.2f µs/op); CPU %.3f s = %.0f ranges per CPU-second",
                      ranges, rangeSeconds, Double(ranges) / rangeSeconds, rangeSeconds * 1e6 / Double(ranges),
@@ -78,9 +78,5 @@ struct MVCCBench: ParsableCommand {
         var ts = timespec()
         clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
         return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-    }
-
-    private func seconds(_ d: Duration) -> Double {
-        Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
     }
 }

@@ -82,7 +82,7 @@ struct RaftBench: ParsableCommand {
             try cluster.pump()
         }
         let elapsed = clock.now - start
-        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        let seconds = elapsed.seconds
         let committed = cluster.committedProposals - baseCommitted
         let perProposal = { (x: Int) in Double(x) / Double(committed) }
         print("raft bench: \(nodes) nodes, \(payloadBytes)-byte proposals, batch \(batch), pipeline \(pipeline)")

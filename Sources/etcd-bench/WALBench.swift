@@ -85,12 +85,6 @@ struct WALBench: ParsableCommand {
     }
 }
 
-extension Duration {
-    fileprivate var seconds: Double {
-        Double(components.seconds) + Double(components.attoseconds) / 1e18
-    }
-}
-
 /// The real file system, counting file and directory fsyncs.
 private final class SyncCountingFileSystem: WALFileSystem {
     let base = PosixFileSystem()

@@ -11,15 +11,20 @@ import Locks
 /// from sending the put to seeing its event (the commit included; each
 /// value carries its send time and its number), and from the put's response
 /// to the event (the notify path alone; an event seen before the put
-/// returned counts as 0).
+/// returned counts as 0). With `--distinct-keys` every watcher watches a
+/// key of its own and the puts go round the keys (one event per put): the
+/// cost of many idle watchers, as a Kubernetes apiserver holds them.
 struct WatchLoad: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "watch", abstract: "Watch events per second and put→event latency, against a running server.")
 
     @OptionGroup var options: LoadOptions
 
-    @Option(help: "Watchers in all, all on the same key.")
+    @Option(help: "Watchers in all, all on the same key (or each on its own, with --distinct-keys).")
     var watchers = 1000
+
+    @Flag(help: "Each watcher watches a key of its own; the puts go round the keys.")
+    var distinctKeys = false
 
     @Option(help: "Watch streams the watchers are spread over.")
     var streams = 10
@@ -37,23 +42,27 @@ struct WatchLoad: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let key = Data("watch-bench-key".utf8)
-        let watchers = watchers, streams = streams, puts = puts, interval = putIntervalMs
+        let watchers = watchers, streams = streams, puts = puts, interval = putIntervalMs, distinct = distinctKeys
+        // Watcher w watches key(w); stream s holds watchers s, s + streams, ...
+        let key: @Sendable (Int) -> Data = { watcher in Data((distinct ? "watch-bench-key/\(watcher)" : "watch-bench-key").utf8) }
+        // Events watcher w sees: every put, or the puts of its own key.
+        let eventsOf: @Sendable (Int) -> Int = { watcher in distinct ? puts / watchers + (watcher < puts % watchers ? 1 : 0) : puts }
         let tally = WatchTally(puts: puts)
         let clock = ContinuousClock()
         let origin = clock.now
-        let expected = watchers * puts
+        let expected = (0..<watchers).reduce(0) { $0 + eventsOf($1) }
 
         let elapsed = try await LoadRunner.withConnections(options) { clients in
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for stream in 0..<streams {
                     let client = Etcdserverpb_Watch.Client(wrapping: clients[stream % clients.count])
-                    let count = watchers / streams + (stream < watchers % streams ? 1 : 0)
+                    let mine = Array(stride(from: stream, to: watchers, by: streams))
+                    let streamEvents = mine.reduce(0) { $0 + eventsOf($1) }
                     group.addTask {
                         try await client.watch(requestProducer: { writer in
-                            for _ in 0..<count {
+                            for watcher in mine {
                                 var request = Etcdserverpb_WatchRequest()
-                                request.createRequest.key = key
+                                request.createRequest.key = key(watcher)
                                 try await writer.write(request)
                             }
                         }, onResponse: { response in
@@ -78,7 +87,7 @@ struct WatchLoad: AsyncParsableCommand {
                                     state.arrivals += arrivals
                                     state.last = now
                                 }
-                                if seen >= count * puts { return }
+                                if seen >= streamEvents { return }
                             }
                         })
                     }
@@ -93,7 +102,7 @@ struct WatchLoad: AsyncParsableCommand {
                 let start = clock.now
                 for number in 0..<puts {
                     var put = Etcdserverpb_PutRequest()
-                    put.key = key
+                    put.key = key(number % watchers)
                     let sent = (clock.now - origin).components
                     var stamp = [sent.seconds * 1_000_000_000 + sent.attoseconds / 1_000_000_000, Int64(number)]
                     put.value = stamp.withUnsafeMutableBytes { Data($0) }
@@ -116,8 +125,8 @@ struct WatchLoad: AsyncParsableCommand {
         let afterReturn = arrivals.map { number, seen in
             returned[number].map { max(.zero, seen - $0) } ?? .zero
         }
-        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-        print("watch: \(watchers) watchers on \(streams) streams, \(puts) puts; \(events) of \(expected) events in \(String(format: "%.2f", seconds)) s")
+        let seconds = elapsed.seconds
+        print("watch: \(watchers) watchers\(distinct ? " on distinct keys" : "") on \(streams) streams, \(puts) puts; \(events) of \(expected) events in \(String(format: "%.2f", seconds)) s")
         print(String(format: "  events/s: %.0f", Double(events) / seconds))
         LoadRunner.report(label: "put→event", latencies: latencies, errors: expected - events, elapsed: elapsed)
         LoadRunner.report(label: "put returned→event", latencies: afterReturn, errors: expected - events, elapsed: elapsed)
@@ -139,24 +148,60 @@ final class WatchTally: Sendable {
 
 /// `lease-keepalive`: each client grants a lease, then sends keep-alives
 /// on its own stream one after another; reports keep-alives per second.
+/// With `--leases N` the clients first grant N leases between them (not
+/// timed), then each keeps its share alive in turn: keep-alive throughput
+/// with many leases held.
 struct LeaseKeepAliveLoad: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "lease-keepalive", abstract: "Lease keep-alives against a running server.")
 
     @OptionGroup var options: LoadOptions
 
+    @Option(help: "Leases granted before the keep-alives start, spread over the clients (default: one per client).")
+    var leases: Int?
+
+    @Option(help: "TTL of each lease, in seconds.")
+    var ttl: Int64 = 600
+
+    func validate() throws {
+        if let leases, leases < options.clients {
+            throw ValidationError("--leases must be at least --clients")
+        }
+    }
+
     func run() async throws {
-        let options = options
+        let options = options, ttl = ttl
+        let leaseCount = leases ?? options.clients
         let clock = ContinuousClock()
         let result = try await LoadRunner.withConnections(options) { clients in
-            try await LoadRunner.runWorkers(options, clients) { _, count, client in
+            // Grant every lease first (client c grants leases c, c + clients, ...).
+            let granted = clock.now
+            let ids = try await withThrowingTaskGroup(of: [Int64].self) { group in
+                for worker in 0..<options.clients {
+                    let lease = Etcdserverpb_Lease.Client(wrapping: clients[worker % clients.count])
+                    group.addTask {
+                        var ids: [Int64] = []
+                        for _ in stride(from: worker, to: leaseCount, by: options.clients) {
+                            var grant = Etcdserverpb_LeaseGrantRequest()
+                            grant.ttl = ttl
+                            ids.append(try await lease.leaseGrant(grant).id)
+                        }
+                        return ids
+                    }
+                }
+                var byWorker: [[Int64]] = []
+                for try await ids in group { byWorker.append(ids) }
+                return byWorker
+            }
+            let grantSeconds = (clock.now - granted).seconds
+            print(String(format: "granted %d leases in %.2f s (%.0f/s)", leaseCount, grantSeconds, Double(leaseCount) / grantSeconds))
+            let shares = Mutex(ids)
+            return try await LoadRunner.runWorkers(options, clients) { _, count, client in
                 let lease = Etcdserverpb_Lease.Client(wrapping: client)
-                var grant = Etcdserverpb_LeaseGrantRequest()
-                grant.ttl = 60
-                let id = try await lease.leaseGrant(grant).id
+                let mine = shares.withLock { $0.removeLast() }
                 let (requests, continuation) = AsyncStream<Etcdserverpb_LeaseKeepAliveRequest>.makeStream()
                 var keepAlive = Etcdserverpb_LeaseKeepAliveRequest()
-                keepAlive.id = id
+                keepAlive.id = mine[0]
                 let request = keepAlive
                 // The first keep-alive goes out before the response stream
                 // opens: a Go server sends its headers only with its first answer.
@@ -172,7 +217,9 @@ struct LeaseKeepAliveLoad: AsyncParsableCommand {
                     for sent in 0..<count {
                         if sent > 0 {
                             begin = clock.now
-                            continuation.yield(request)
+                            var next = request
+                            next.id = mine[sent % mine.count]
+                            continuation.yield(next)
                         }
                         guard let answer = try await messages.next() else { errors += 1; break }
                         if answer.ttl <= 0 { errors += 1 }

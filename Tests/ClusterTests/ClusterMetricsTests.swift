@@ -8,10 +8,19 @@ import Testing
 @Suite(.serialized, .timeLimit(.minutes(2))) struct ClusterMetricsTests {
     @Test func leadershipPeerBytesAndRoundTrips() async throws {
         try await TestCluster.with(size: 3) { cluster in
-            let leader = try await cluster.waitForLeader()
-            for i in 0..<10 { _ = try await cluster.retrying { try await cluster.running[leader].put(putRequest("k\(i)", "v")) } }
+            let first = try await cluster.waitForLeader()
+            for i in 0..<10 { _ = try await cluster.retrying { try await cluster.running[first].put(putRequest("k\(i)", "v")) } }
             _ = try await cluster.converged()
-            let samples = cluster.running.map { samplesOf($0.metrics.exposition()) }
+            // On a loaded machine (20 ms heartbeats) leadership may move
+            // meanwhile: sample while one leader holds before and after.
+            var leader = try await cluster.waitForLeader()
+            var samples = cluster.running.map { samplesOf($0.metrics.exposition()) }
+            for _ in 0..<10 {
+                let after = try await cluster.waitForLeader()
+                if after == leader { break }
+                leader = after
+                samples = cluster.running.map { samplesOf($0.metrics.exposition()) }
+            }
             let leaderID = cluster.running[leader].memberID
             #expect(samples.map { $0["etcd_server_is_leader"] } == cluster.running.map { $0.memberID == leaderID ? 1.0 : 0.0 } as [Double?])
             #expect(samples.allSatisfy { $0["etcd_server_has_leader"] == 1 })

@@ -67,6 +67,36 @@ import Testing
         }
     }
 
+    /// `--metrics extensive` adds go-grpc-prometheus' handling-time
+    /// histogram per method (Prometheus' default buckets), which etcd's
+    /// etcdGRPCRequestsSlow alert reads; the default, basic, has none.
+    @Test func extensiveMetricsTimeEveryCall() async throws {
+        let put = #"grpc_type="unary",grpc_service="etcdserverpb.KV",grpc_method="Put""#
+        for extensive in [false, true] {
+            try await withServedMember(configure: { config in
+                // As `--metrics` sets it (its parsing: ServerConfigTests).
+                let parsed = try ServerConfig(settings: [.metrics: extensive ? "extensive" : "basic"])
+                config.extensiveMetrics = parsed.extensiveMetrics
+            }) { member, client in
+                let kv = Etcdserverpb_KV.Client(wrapping: client)
+                for i in 0..<5 { _ = try await kv.put(WatchServiceTests.put("k\(i)", "v")) }
+                await #expect(throws: RPCError.self) { _ = try await kv.put(WatchServiceTests.put("", "no key")) }
+                let exposition = Exposition(member.metrics.exposition())
+                if extensive {
+                    #expect(exposition.types["grpc_server_handling_seconds"] == "histogram")
+                    #expect(exposition["grpc_server_handling_seconds_count{\(put)}"] == 6)
+                    #expect(exposition["grpc_server_handling_seconds_bucket{\(put),le=\"10.0\"}"] == 6)
+                    #expect(exposition["grpc_server_handling_seconds_bucket{\(put),le=\"+Inf\"}"] == 6)
+                    let sum = try #require(exposition["grpc_server_handling_seconds_sum{\(put)}"])
+                    #expect(sum > 0 && sum < 60)
+                } else {
+                    #expect(exposition.types["grpc_server_handling_seconds"] == nil)
+                    #expect(exposition["grpc_server_handled_total{\(put),grpc_code=\"OK\"}"] == 5)
+                }
+            }
+        }
+    }
+
     @Test func promtoolAcceptsTheExpositionAfterLoad() async throws {
         try await withServedMember { member, client in
             let kv = Etcdserverpb_KV.Client(wrapping: client)

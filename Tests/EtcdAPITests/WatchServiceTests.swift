@@ -172,6 +172,7 @@ import Testing
 func withServedMember(
     maxRequestBytes: Int = 1_572_864,
     progressNotifyMilliseconds: Int = 600_000,
+    configure: (inout ServerConfig) throws -> Void = { _ in },
     _ body: (Member, GRPCClient<HTTP2ClientTransport.Posix>) async throws -> Void
 ) async throws {
     let dir = FileManager.default.temporaryDirectory.appendingPathComponent("api-\(UUID().uuidString)").path
@@ -179,6 +180,7 @@ func withServedMember(
     var config = ServerConfig(name: "api", dataDir: dir)
     config.maxRequestBytes = maxRequestBytes
     config.watchProgressNotifyIntervalMilliseconds = progressNotifyMilliseconds
+    try configure(&config)
     let member = try Member(config: config)
     defer { member.stop() }
     try await withListener(on: member) { client in try await body(member, client) }

@@ -37,6 +37,9 @@ import Testing
         #expect(config.listenClientURLs == ["http://127.0.0.1:2379", "http://[::1]:2379"])
         #expect(config.electionTicks == 10)
         #expect(config.snapshotCount == 100)
+        #expect(!config.extensiveMetrics)
+        #expect(try ServerConfig(settings: [.metrics: "extensive"]).extensiveMetrics)
+        #expect(try !ServerConfig(settings: [.metrics: "basic"]).extensiveMetrics)
     }
 
     @Test func durationsUseGoSyntax() throws {
@@ -62,6 +65,7 @@ import Testing
         ([.listenClientURLs: "localhost:2379"], "listen-client-urls"),
         ([.initialClusterState: "maybe"], "initial-cluster-state"),
         ([.logLevel: "loud"], "log-level"),
+        ([.metrics: "verbose"], "metrics"),
         ([.initialCluster: "other=http://localhost:2380"], "initial-cluster"),
         ([.initialCluster: "default=http://localhost:9999"], "initial-cluster"),
         ([.initialCluster: "default=http://localhost:2380,twin=http://localhost:2380"], "initial-cluster"),
@@ -274,9 +278,10 @@ import Testing
 
     @Test func unsupportedFlagsAndVariablesRefuseToStart() throws {
         #expect(refusal { try resolve(["--enable-pprof"]) } == "--enable-pprof is not supported yet")
-        #expect(refusal { try resolve(["--metrics=extensive", "--enable-pprof"]) }
-            == "--enable-pprof is not supported yet; --metrics is not supported yet")
-        // --listen-metrics-urls is a setting now.
+        #expect(refusal { try resolve(["--enable-grpc-gateway=false", "--enable-pprof"]) }
+            == "--enable-grpc-gateway is not supported yet; --enable-pprof is not supported yet")
+        // --listen-metrics-urls and --metrics are settings now.
+        #expect(try resolve(["--metrics=extensive"]).settings == [.metrics: "extensive"])
         #expect(try resolve(["--listen-metrics-urls=http://127.0.0.1:1"]).settings == [.listenMetricsURLs: "http://127.0.0.1:1"])
         #expect(refusal { try resolve([], ["ETCD_ENABLE_PPROF": "true"]) }
             == "ETCD_ENABLE_PPROF=true: --enable-pprof is not supported yet")

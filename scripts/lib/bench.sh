@@ -14,6 +14,12 @@ ROOT=$(mktemp -d)
 PIDS=()
 trap 'kill "${PIDS[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$ROOT"' EXIT
 
+TICK=$(getconf CLK_TCK)
+# CPU ticks (user + system, 1/TICK s each) process PID has used so far.
+cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# Microseconds of CPU per request: ticks BEFORE AFTER over REQUESTS.
+cpu_us_per() { awk -v b="$1" -v a="$2" -v n="$3" -v t="$TICK" 'BEGIN {printf "%.1f", (a - b) * 1e6 / t / n}'; }
+
 # One line per etcd-bench run: its throughput and latency lines.
 summary() { grep -E "requests/s|latency" | tr -s ' ' | paste -sd' ' -; }
 
