@@ -260,7 +260,7 @@ let package = Package(
         .testTarget(name: "ChecksumTests", dependencies: ["Checksum"]),
         .testTarget(name: "BboltTests", dependencies: ["Bbolt", "Checksum", .product(name: "Crypto", package: "swift-crypto")]),
         .testTarget(name: "WALTests", dependencies: ["WAL", "EtcdProto", "SimulatedDisk", "Locks"]),
-        .testTarget(name: "BackendTests", dependencies: ["Backend", "Locks"]),
+        .testTarget(name: "BackendTests", dependencies: ["Backend", "Bbolt", "Locks"]),
         .testTarget(
             name: "MVCCTests",
             dependencies: ["MVCC", "Backend", "EtcdProto", .product(name: "SwiftProtobuf", package: "swift-protobuf")]

@@ -20,20 +20,47 @@ extension Backend {
     public func writeBbolt(to destination: String, sync: Bool = true) throws -> BboltWriter.Summary {
         let writer = try BboltWriter(path: destination)
         do {
-            try read { tx in
-                for bucket in Backend.bucketsInNameOrder {
-                    try writer.beginBucket(bucket.nameBytes)
-                    try tx.forEach(bucket) { key, value in
-                        try writer.put(key: key, value: value)
-                        return true
-                    }
-                    try writer.endBucket()
-                }
-            }
+            try read { tx in try Backend.copyBuckets(tx.frozen(), into: writer) }
             return try writer.finish(sync: sync)
         } catch {
             unlink(destination)
             throw error
+        }
+    }
+
+    /// The same copy as `writeBbolt`, without a file: the bytes go to `emit`
+    /// in blocks, from the file's first byte on, as they are made. Two passes
+    /// over one read transaction (the open batch copied once, so both see the
+    /// same data): the first lays the file out and tells `layout` its size
+    /// before any byte is emitted, the second writes it. `emit` may block
+    /// (that holds the read transaction open, as a slow reader of etcd's
+    /// snapshot holds bbolt's); an error it throws ends the copy. Any thread.
+    @discardableResult
+    public func streamBbolt(
+        blockBytes: Int = BboltWriter.defaultBlockBytes,
+        layout: (BboltWriter.Summary) throws -> Void,
+        emit: @escaping (BboltBlock) throws -> Void
+    ) throws -> BboltWriter.Summary {
+        try read { tx in
+            let view = tx.frozen()
+            let measuring = try BboltWriter.measuring()
+            try Backend.copyBuckets(view, into: measuring)
+            let planned = try measuring.finish()
+            try layout(planned)
+            let writer = try BboltWriter(streaming: planned, blockBytes: blockBytes, emit: emit)
+            try Backend.copyBuckets(view, into: writer)
+            return try writer.finish()
+        }
+    }
+
+    private static func copyBuckets(_ tx: ReadTx, into writer: BboltWriter) throws {
+        for bucket in Backend.bucketsInNameOrder {
+            try writer.beginBucket(bucket.nameBytes)
+            try tx.forEach(bucket) { key, value in
+                try writer.put(key: key, value: value)
+                return true
+            }
+            try writer.endBucket()
         }
     }
 }

@@ -28,6 +28,22 @@ final class PendingBatch: Sendable {
         buckets = Mutex(tables)
     }
 
+    /// One batch holding what `batches` (newest first) hold together: per
+    /// key, the newest batch's write. A copy: later writes to `batches` do
+    /// not reach it.
+    init(merging batches: [PendingBatch]) {
+        var tables = Array(repeating: [ByteKey: PendingValue](), count: Bucket.allCases.count)
+        for batch in batches.reversed() {
+            batch.buckets.withLock { source in
+                for (ordinal, table) in source.enumerated() {
+                    tables[ordinal].merge(table) { _, newer in newer }
+                }
+            }
+        }
+        buckets = Mutex(tables)
+        recorded.store(tables.contains { !$0.isEmpty }, ordering: .relaxed)
+    }
+
     func record(_ bucket: Bucket, _ key: [UInt8], _ value: PendingValue) {
         buckets.withLock { $0[bucket.ordinal][ByteKey(key)] = value }
         recorded.store(true, ordering: .releasing)

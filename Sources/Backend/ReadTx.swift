@@ -38,6 +38,15 @@ public struct ReadTx {
         self.maxReaders = maxReaders
     }
 
+    /// This view with the open batch copied as it is now: LMDB's side is a
+    /// snapshot already, and with this the batch's side no longer moves
+    /// either, so every pass over the view sees the same data (the bbolt
+    /// copy takes two). The writer's own view is returned as it is.
+    public func frozen() -> ReadTx {
+        guard let readTxn, !pending.isEmpty else { return self }
+        return ReadTx(txn: readTxn, dbis: dbis, pending: [PendingBatch(merging: pending)], path: path, maxReaders: maxReaders)
+    }
+
     private func txn() throws(BackendError) -> OpaquePointer {
         if let readTxn { return readTxn }
         return try writer!.openWriteTxnForView()

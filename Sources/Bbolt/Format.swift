@@ -79,6 +79,13 @@ extension UnsafeRawBufferPointer {
     func le64(_ offset: Int) -> UInt64 { UInt64(littleEndian: loadUnaligned(fromByteOffset: offset, as: UInt64.self)) }
 }
 
+extension UnsafeMutableRawBufferPointer {
+    @inline(__always)
+    func putLE<T: FixedWidthInteger>(_ value: T, at offset: Int) {
+        storeBytes(of: value.littleEndian, toByteOffset: offset, as: T.self)
+    }
+}
+
 extension Array where Element == UInt8 {
     @inline(__always)
     mutating func putLE<T: FixedWidthInteger>(_ value: T, at offset: Int) {

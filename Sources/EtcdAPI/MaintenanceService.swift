@@ -64,8 +64,11 @@ struct MaintenanceService: Etcdserverpb_Maintenance.SimpleServiceProtocol {
 
     /// As etcd: the backend as a bbolt file in 32 KiB chunks, each with the
     /// bytes still to come, then one message with the file's SHA-256 (and,
-    /// as 3.6 does, the storage version on every message). The copy is taken
-    /// from one read transaction on a thread of its own; writes go on.
+    /// as 3.6 does, the storage version on every message). The copy is
+    /// taken from one read transaction on a thread of its own and sent while
+    /// it is written (`BackendSnapshot`): each 1 MiB block it hands over
+    /// goes out as 32 chunks in one write, and the next block is taken once
+    /// that write has reached the socket. Writes go on meanwhile.
     func snapshot(request: Etcdserverpb_SnapshotRequest, response: RPCWriter<Etcdserverpb_SnapshotResponse>, context: ServerContext) async throws {
         let member = self.member
         let snapshot: BackendSnapshot
@@ -74,25 +77,38 @@ struct MaintenanceService: Etcdserverpb_Maintenance.SimpleServiceProtocol {
         } catch {
             throw RPCError(code: .unknown, message: "\(error)")
         }
+        defer { snapshot.cancel() }
         let version = EtcdVersion.api + ".0"
-        func message(_ blob: [UInt8], remaining: Int) -> Etcdserverpb_SnapshotResponse {
+        func message(_ blob: Data, remaining: Int) -> Etcdserverpb_SnapshotResponse {
             var out = Etcdserverpb_SnapshotResponse()
             out.header = member.header()
             out.remainingBytes = UInt64(remaining)
-            out.blob = Data(blob)
+            out.blob = blob
             out.version = version
             return out
         }
+        var sent = 0
         while true {
-            let chunk: [UInt8]?
-            do { chunk = try snapshot.next(limit: Self.snapshotChunkBytes) } catch { throw RPCError(code: .unknown, message: "\(error)") }
-            guard let chunk else { break }
-            try await response.write(message(chunk, remaining: snapshot.remaining))
+            let block: Data?
+            do { block = try await snapshot.nextBlock() } catch is CancellationError { throw CancellationError() } catch {
+                throw RPCError(code: .unknown, message: "\(error)")
+            }
+            guard let block else { break }
+            var messages: [Etcdserverpb_SnapshotResponse] = []
+            var start = block.startIndex
+            while start < block.endIndex {
+                let end = min(start + Self.snapshotChunkBytes, block.endIndex)
+                sent += end - start
+                messages.append(message(block[start..<end], remaining: snapshot.size - sent))
+                start = end
+            }
+            try await response.write(contentsOf: messages)
         }
-        try await response.write(message(snapshot.digest(), remaining: 0))
+        try await response.write(message(Data(snapshot.digest()), remaining: 0))
     }
 
-    /// etcd's snapshotSendBufferSize.
+    /// etcd's snapshotSendBufferSize. Blocks (`BboltWriter.defaultBlockBytes`)
+    /// are a multiple of it, so every chunk but the last is full.
     static let snapshotChunkBytes = 32 * 1024
 
     func moveLeader(request: Etcdserverpb_MoveLeaderRequest, context: ServerContext) async throws -> Etcdserverpb_MoveLeaderResponse {

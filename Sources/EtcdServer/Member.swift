@@ -65,6 +65,8 @@ public final class Member: Sendable {
     private let watchSyncThread: WatchSyncThread
     /// The leader's periodic and compaction hash checks (`Member+Corruption.swift`).
     let corruptionMonitor = CorruptionMonitor()
+    /// The backend snapshots being streamed (`Member+Snapshot.swift`).
+    let snapshotStreams = SnapshotStreams()
     let logger: Logger
     /// This member's Prometheus metrics (`metrics.exposition()` is what
     /// `/metrics` serves).
@@ -172,6 +174,7 @@ public final class Member: Sendable {
     /// have the same file open twice in one process.
     public func stop() {
         corruptionMonitor.stop()
+        snapshotStreams.cancelAll()
         if environment.manualLoop {
             mailbox.stop()
             while step() {}
@@ -216,6 +219,7 @@ public final class Member: Sendable {
     package func crash() {
         precondition(environment.manualLoop, "crash() is for manual-loop members")
         loop.crashed = true
+        snapshotStreams.cancelAll()
         mailbox.stop()
         while step() {}
     }

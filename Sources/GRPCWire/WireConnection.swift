@@ -667,7 +667,14 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
         }
         keepalive.sentHeadersOrData()
         stream.observer?.recordSent(messageBytes: max(0, message.readableBytes - 5))
-        context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .data(.init(data: .byteBuffer(message))))), promise: promise)
+        // grpc-go forgives a client's PING after every DATA frame it writes
+        // out, which can be long after the frame was queued: a burst of
+        // messages waits for the client's window, and a Go client sends its
+        // bandwidth-estimation PINGs while it arrives. So mark again when
+        // this message has gone out.
+        let written = promise ?? context.eventLoop.makePromise(of: Void.self)
+        written.futureResult.whenSuccess { [weak self] in self?.keepalive.sentHeadersOrData() }
+        context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .data(.init(data: .byteBuffer(message))))), promise: written)
         needsFlush = true
         if let status { finish(id, status: status) }
     }

@@ -147,11 +147,15 @@ final class RawHTTP2Connection {
     /// Preface and SETTINGS out (with the largest windows, so the server is
     /// never held up sending), the server's SETTINGS in and acknowledged (so
     /// its settings are in force).
-    func handshake() throws {
+    /// With `largestWindows` false, HTTP/2's default windows (64 KiB): the
+    /// client then grants more as it reads.
+    func handshake(largestWindows: Bool = true) throws {
         let largestWindow: UInt32 = 0x7FFF_FFFF
         let settings = [0, 4] + RawFrame.uint32(largestWindow)  // SETTINGS_INITIAL_WINDOW_SIZE
         let grant = RawFrame(type: RawFrame.windowUpdate, payload: RawFrame.uint32(largestWindow - 65_535))
-        guard send(RawFrame.preface + RawFrame(type: RawFrame.settings, payload: settings).bytes() + grant.bytes()) else {
+        let opening = largestWindows ? RawFrame(type: RawFrame.settings, payload: settings).bytes() + grant.bytes()
+            : RawFrame(type: RawFrame.settings).bytes()
+        guard send(RawFrame.preface + opening) else {
             throw Failure.socket("send")
         }
         while let frame = nextFrame() {

@@ -45,6 +45,48 @@ import Testing
         }
     }
 
+    /// A burst of messages larger than the client's window leaves as the
+    /// client grants room. A client that PINGs as a Go client estimating
+    /// bandwidth does (after a DATA frame, once its last PING is answered)
+    /// is not sent away: data has gone out since its last PING (grpc-go
+    /// forgives a PING after each DATA frame it writes; counting only when
+    /// the burst was queued sent Go's `etcdctl snapshot save` away).
+    @Test func pingsWhileABurstDrainsAreNotStrikes() async throws {
+        try await withServer(.init()) { port in
+            let connection = try RawHTTP2Connection(port: port)
+            try connection.handshake(largestWindows: false)
+            connection.send(RawFrame(type: RawFrame.headers, flags: RawFrame.endHeaders, stream: 1,
+                                     payload: connection.headerBlock(RawHTTP2Connection.requestHeaders(path: "/etcdserverpb.Maintenance/Snapshot"))),
+                            RawFrame(type: RawFrame.data, flags: RawFrame.endStream, stream: 1,
+                                     payload: Array(try Etcdserverpb_SnapshotRequest().framed().readableBytesView)))
+            var received = 0
+            var pings: UInt8 = 0
+            var pingOutstanding = false
+            var ended = false
+            var goAway: (errorCode: UInt32, debugData: String)?
+            while !ended, goAway == nil, let frame = connection.nextFrame() {
+                goAway = frame.goAway
+                if frame.type == RawFrame.ping, frame.flags & RawFrame.ack != 0 { pingOutstanding = false }
+                guard frame.stream == 1 else { continue }
+                if frame.type == RawFrame.headers, frame.flags & RawFrame.endStream != 0 { ended = true }
+                guard frame.type == RawFrame.data, !frame.payload.isEmpty else { continue }
+                received += frame.payload.count
+                let increment = RawFrame.uint32(UInt32(frame.payload.count))
+                connection.send(RawFrame(type: RawFrame.windowUpdate, payload: increment),
+                                RawFrame(type: RawFrame.windowUpdate, stream: 1, payload: increment))
+                if !pingOutstanding {
+                    pings &+= 1
+                    pingOutstanding = true
+                    connection.send(Self.ping(pings))
+                }
+            }
+            #expect(goAway == nil)
+            #expect(ended)
+            #expect(pings > 10)
+            #expect(received == WireServerTests.BurstStream.messages.reduce(0) { $0 + $1.readableBytes })
+        }
+    }
+
     /// Idle past the interval, the client is pinged. One that answers is
     /// pinged again a while later and still served; one that stays silent
     /// past the timeout is closed.

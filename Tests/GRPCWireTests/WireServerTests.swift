@@ -61,7 +61,29 @@ import Testing
         router["/etcdserverpb.Watch/Watch"] = .streaming { call in
             EchoStream(call: call, events: events)
         }
+        router["/etcdserverpb.Maintenance/Snapshot"] = .streaming { call in
+            BurstStream(call: call)
+        }
         return router
+    }
+
+    /// Answers its request with `BurstStream.messages` in one send (far
+    /// more than a client's first window), then ends the call.
+    final class BurstStream: WireStreamHandler {
+        static let messages = (0..<32).map { i -> ByteBuffer in
+            var response = Etcdserverpb_SnapshotResponse()
+            response.blob = Data(repeating: UInt8(i), count: 32 * 1024)
+            response.remainingBytes = UInt64(31 - i)
+            return framed(response)
+        }
+        let call: WireCall
+        init(call: WireCall) { self.call = call }
+        func received(_ message: ByteBuffer) {
+            let call = self.call
+            call.send(contentsOf: Self.messages).whenComplete { _ in call.finish(.ok) }
+        }
+        func inboundClosed() {}
+        func cancelled() {}
     }
 
     final class Events: Sendable {
