@@ -56,7 +56,9 @@ extension Backend {
     private static func copyBuckets(_ tx: ReadTx, into writer: BboltWriter) throws {
         for bucket in Backend.bucketsInNameOrder {
             try writer.beginBucket(bucket.nameBytes)
-            try tx.forEach(bucket) { key, value in
+            // `scan`: the copy reads the whole file through the map; its
+            // pages are given back as it goes.
+            try tx.scan(bucket) { key, value in
                 try writer.put(key: key, value: value)
                 return true
             }

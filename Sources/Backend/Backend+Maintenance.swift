@@ -141,7 +141,10 @@ extension Backend {
     /// Writes a compacted copy of the committed data to a new file at
     /// `destination` (which must not exist). Any thread.
     public func copy(to destination: String) throws(BackendError) {
-        let rc: Int32 = try withSharedEnvironment { env throws(BackendError) in try Backend.compactingCopy(env, to: destination) }
+        let rc: Int32 = try withSharedEnvironment { env throws(BackendError) in
+            defer { ReadTx.releaseMappedPages(of: path) }
+            return try Backend.compactingCopy(env, to: destination)
+        }
         guard rc == 0 else { throw lmdbError(rc, "mdb_env_copyfd2 \(destination)") }
         try Backend.fsyncFile(destination)
     }
@@ -165,7 +168,11 @@ extension Backend {
         unlink(name)
         let rc: Int32
         do {
-            rc = try withSharedEnvironment { env in mdb_env_copyfd2(env, fd, UInt32(MDB_CP_COMPACT)) }
+            rc = try withSharedEnvironment { env in
+                // LMDB's copy reads every page through the map: give them back.
+                defer { ReadTx.releaseMappedPages(of: path) }
+                return mdb_env_copyfd2(env, fd, UInt32(MDB_CP_COMPACT))
+            }
         } catch {
             systemClose(fd)
             throw error

@@ -670,10 +670,15 @@ final class WireConnection: ChannelInboundHandler, @unchecked Sendable {
         // grpc-go forgives a client's PING after every DATA frame it writes
         // out, which can be long after the frame was queued: a burst of
         // messages waits for the client's window, and a Go client sends its
-        // bandwidth-estimation PINGs while it arrives. So mark again when
-        // this message has gone out.
-        let written = promise ?? context.eventLoop.makePromise(of: Void.self)
-        written.futureResult.whenSuccess { [weak self] in self?.keepalive.sentHeadersOrData() }
+        // bandwidth-estimation PINGs while it arrives. So a stream's message
+        // marks again when it has gone out. (A unary response goes out with
+        // its trailers at the next flush: no promise on that hot path.)
+        var written = promise
+        if status == nil {
+            let promise = promise ?? context.eventLoop.makePromise(of: Void.self)
+            promise.futureResult.whenSuccess { [weak self] in self?.keepalive.sentHeadersOrData() }
+            written = promise
+        }
         context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .data(.init(data: .byteBuffer(message))))), promise: written)
         needsFlush = true
         if let status { finish(id, status: status) }
