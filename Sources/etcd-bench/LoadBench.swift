@@ -167,13 +167,7 @@ enum LoadRunner {
                 }
                 tasks.addTask { try await done.futureResult.get() }
             }
-            var all: [Duration] = []
-            var errors = 0
-            for try await (latencies, failed) in tasks {
-                all += latencies
-                errors += failed
-            }
-            return (all, errors)
+            return try await LoadRunner.gather(&tasks)
         }
         let elapsed = Duration.nanoseconds(Int64((NIODeadline.now() - start).nanoseconds))
         let cpuSeconds = ProcessCPU.now() - cpu
@@ -218,13 +212,7 @@ enum LoadRunner {
                 let count = perClient + (worker < options.total % options.clients ? 1 : 0)
                 workers.addTask { try await work(worker, count, client) }
             }
-            var all: [Duration] = []
-            var errors = 0
-            for try await (latencies, failed) in workers {
-                all += latencies
-                errors += failed
-            }
-            return (all, errors)
+            return try await LoadRunner.gather(&workers)
         }
         return (outcome.0, outcome.1, clock.now - start)
     }
@@ -253,6 +241,17 @@ enum LoadRunner {
             defer { grpcClients.forEach { $0.beginGracefulShutdown() } }
             return try await body(grpcClients)
         }
+    }
+
+    /// Every worker's latencies and error count, together.
+    static func gather(_ group: inout ThrowingTaskGroup<([Duration], Int), any Error>) async throws -> ([Duration], Int) {
+        var all: [Duration] = []
+        var errors = 0
+        for try await (latencies, failed) in group {
+            all += latencies
+            errors += failed
+        }
+        return (all, errors)
     }
 
     /// Prints the run: throughput, latency percentiles and histogram, and
@@ -521,13 +520,7 @@ enum EtcdClientLoad {
                     return (latencies, errors)
                 }
             }
-            var all: [Duration] = []
-            var errors = 0
-            for try await (latencies, failed) in tasks {
-                all += latencies
-                errors += failed
-            }
-            return (all, errors)
+            return try await LoadRunner.gather(&tasks)
         }
         let elapsed = clock.now - start
         let cpuSeconds = ProcessCPU.now() - cpu
