@@ -32,8 +32,5 @@ for round in $(seq "$ROUNDS"); do
         run "$who" "$port" "$pid" 100000
     done
 done
-# Peak resident memory, and what is resident now split into anonymous
-# (heap, stacks) and file-backed (code, libraries, the mapped database).
-memory() { grep -E "VmHWM|RssAnon|RssFile" "/proc/$1/status" | awk '{printf "%s %s KiB  ", $1, $2}'; }
 echo "memory ours: $(memory "$PID_OURS")"
 echo "memory etcd: $(memory "$PID_ETCD")"

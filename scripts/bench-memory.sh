@@ -14,7 +14,6 @@ KEYS=${1:-1000000}
 VALUE=${2:-256}
 . scripts/lib/bench.sh
 
-memory() { grep -E "VmHWM|VmRSS|RssAnon|RssFile" "/proc/$1/status" | awk '{printf "%s %s KiB  ", $1, $2}'; }
 
 port=24920
 for who in ours etcd; do

@@ -16,7 +16,6 @@ WATCHERS=${1:-10000}
 LEASES=${2:-100000}
 . scripts/lib/bench.sh
 
-kib() { grep "$2" "/proc/$1/status" | awk '{print $2}'; }
 
 port=24940
 for who in ours etcd; do

@@ -21,10 +21,6 @@ GO=(env ETCDCTL_API=3 /usr/bin/etcdctl --dial-timeout=5s --command-timeout=600s)
 
 
 seconds() { date +%s.%N; }
-peak_kib() { grep VmHWM "/proc/$1/status" | awk '{print $2}'; }
-# The server's resident memory now, anonymous and file-backed (LMDB's or
-# bbolt's mapped file pages), in KiB.
-rss_split() { awk '/RssAnon|RssFile/ {printf "%s %s KiB ", $1, $2}' "/proc/$1/status"; }
 
 echo "=== disk: $(dd if=/dev/zero of="$ROOT/dd" bs=1M count=1024 conv=fdatasync 2>&1 | tail -1)"
 rm -f "$ROOT/dd"
@@ -45,7 +41,7 @@ for round in $(seq "$ROUNDS"); do
         "${GO[@]}" --endpoints="127.0.0.1:$port" snapshot save "$file" >/dev/null 2>&1
         took=$(echo "$(seconds) - $start_time" | bc)
         size=$(stat -c %s "$file")
-        echo "round $round $name save: $(printf '%.2f' "$took") s, $(echo "$size / 1048576" | bc) MiB, $(echo "$size / 1048576 / $took" | bc) MiB/s, server peak RSS $(peak_kib "$pid") KiB (after: $(rss_split "$pid"))"
+        echo "round $round $name save: $(printf '%.2f' "$took") s, $(echo "$size / 1048576" | bc) MiB, $(echo "$size / 1048576 / $took" | bc) MiB/s, server peak RSS $(kib "$pid" VmHWM) KiB (after: $(memory "$pid"))"
         rm -rf "$ROOT/restore-$name"
         if [ "$name" = ours ]; then
             restore=("$UTL" snapshot restore "$file" --data-dir "$ROOT/restore-$name")

@@ -368,12 +368,13 @@ public final class Backend: @unchecked Sendable {
                 // Committing reads the pages it rewrites through the map;
                 // give them back now and then so a long run of writes does
                 // not leave every page it ever touched resident.
-                writtenSinceRelease += pendingBytes.load(ordering: .relaxed) + opsInBatch * 16
+                let batchBytes = pendingBytes.load(ordering: .relaxed) + opsInBatch * 16
+                writtenSinceRelease += batchBytes
                 if writtenSinceRelease >= 16 << 20 {
                     writtenSinceRelease = 0
                     envLock.withReadLock { ReadTx.releaseMappedPages(of: path) }
                 }
-                onlineDefrag?.journal(batch, bytes: pendingBytes.load(ordering: .relaxed) + opsInBatch * 16)
+                onlineDefrag?.journal(batch, bytes: batchBytes)
                 opsInBatch = 0
                 needsReplay = false
                 committedSize.store(sizeBytes, ordering: .relaxed)

@@ -162,22 +162,17 @@ public struct ReadTx {
         return stat.ms_entries
     }
 
-    /// Unmaps the database file's pages from this process (they stay in
-    /// the kernel's page cache; a later read maps them again, a minor
-    /// fault). A scan of the whole file — rebuilding the index, a
-    /// snapshot, a hash — otherwise leaves every page it read counted in
-    /// the process's resident memory for good. Safe while other threads
-    /// read: the map is a read-only shared mapping of the file, so a page
-    /// dropped under a reader is simply read again.
     /// `forEach` for scans that may read the whole file (rebuilding the
-    /// index, hashes): the mapped pages are given back every 64 MiB read
-    /// and at the end, so a scan's resident memory stays bounded.
+    /// index, hashes, snapshot copies): the mapped pages are given back
+    /// every 64 MiB read and at the end (unless the scan read under 1 MiB
+    /// since the last time, as a small bucket's does), so a scan's
+    /// resident memory stays bounded.
     public func scan(
         _ bucket: Bucket, from: [UInt8]? = nil, to: [UInt8]? = nil,
         _ body: (UnsafeRawBufferPointer, UnsafeRawBufferPointer) throws -> Bool
     ) throws {
         var scanned = 0
-        defer { releaseMappedPages() }
+        defer { if scanned >= 1 << 20 { releaseMappedPages() } }
         try forEach(bucket, from: from, to: to) { key, value in
             scanned += key.count + value.count
             if scanned >= 64 << 20 {
@@ -188,6 +183,12 @@ public struct ReadTx {
         }
     }
 
+    /// Unmaps the database file's pages from this process (they stay in
+    /// the kernel's page cache; a later read maps them again, a minor
+    /// fault). A scan of the whole file otherwise leaves every page it read
+    /// counted in the process's resident memory for good. Safe while other
+    /// threads read: the map is a read-only shared mapping of the file, so
+    /// a page dropped under a reader is simply read again.
     public func releaseMappedPages() {
         ReadTx.releaseMappedPages(of: path)
     }

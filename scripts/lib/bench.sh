@@ -20,6 +20,12 @@ cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # Microseconds of CPU per request: ticks BEFORE AFTER over REQUESTS.
 cpu_us_per() { awk -v b="$1" -v a="$2" -v n="$3" -v t="$TICK" 'BEGIN {printf "%.1f", (a - b) * 1e6 / t / n}'; }
 
+# kib PID FIELD: a /proc/PID/status field in KiB (VmHWM, VmRSS, RssAnon...).
+kib() { grep "^$2:" "/proc/$1/status" | awk '{print $2}'; }
+# memory PID: peak and current resident memory, the current split into
+# anonymous (heap, stacks) and file-backed (code, libraries, the mapped database).
+memory() { grep -E "^(VmHWM|VmRSS|RssAnon|RssFile):" "/proc/$1/status" | awk '{printf "%s %s KiB  ", $1, $2}'; }
+
 # One line per etcd-bench run: its throughput and latency lines.
 summary() { grep -E "requests/s|latency" | tr -s ' ' | paste -sd' ' -; }
 
