@@ -95,7 +95,8 @@ public final class Backend: @unchecked Sendable {
     // lock; readers hold its read lock for the duration of a transaction.
     private let envLock = ReadWriteLock()
     private var env: OpaquePointer?
-    private var dbis: [MDB_dbi] = []
+    /// The buckets' LMDB handles, in `Bucket` order (internal for `BulkLoad`).
+    private(set) var dbis: [MDB_dbi] = []
     private var mapSizeBytes: Int = 0
     private let readerPool = Mutex<[Handle]>([])
     private static let readerPoolLimit = 16
@@ -122,7 +123,7 @@ public final class Backend: @unchecked Sendable {
     private var writtenSinceRelease = 0
     /// The file's size after the last commit (or open), for cheap checks
     /// on any thread (the server's space quota).
-    private let committedSize = Atomic<Int>(0)
+    let committedSize = Atomic<Int>(0)
     /// Key and value bytes put into the open batch (not yet in the file).
     private let pendingBytes = Atomic<Int>(0)
     /// The raft position set for the open batch and not yet put into it
@@ -365,19 +366,11 @@ public final class Backend: @unchecked Sendable {
             writeTxnThread = nil
             if rc == 0 {
                 published.withLock { $0.committing = nil }
-                // Committing reads the pages it rewrites through the map;
-                // give them back now and then so a long run of writes does
-                // not leave every page it ever touched resident.
                 let batchBytes = pendingBytes.load(ordering: .relaxed) + opsInBatch * 16
-                writtenSinceRelease += batchBytes
-                if writtenSinceRelease >= 16 << 20 {
-                    writtenSinceRelease = 0
-                    envLock.withReadLock { ReadTx.releaseMappedPages(of: path) }
-                }
+                noteCommitted(bytes: batchBytes)
                 onlineDefrag?.journal(batch, bytes: batchBytes)
                 opsInBatch = 0
                 needsReplay = false
-                committedSize.store(sizeBytes, ordering: .relaxed)
                 pendingBytes.store(0, ordering: .relaxed)
                 return
             }
@@ -395,6 +388,19 @@ public final class Backend: @unchecked Sendable {
             }
             throw lmdbError(rc, "mdb_txn_commit")
         }
+    }
+
+    /// After a commit of about `bytes`: the committed size, and now and
+    /// then the mapped pages given back (committing reads the pages it
+    /// rewrites through the map; a long run of writes would otherwise leave
+    /// every page it touched resident). Writer thread.
+    func noteCommitted(bytes: Int) {
+        writtenSinceRelease += bytes
+        if writtenSinceRelease >= 16 << 20 {
+            writtenSinceRelease = 0
+            envLock.withReadLock { ReadTx.releaseMappedPages(of: path) }
+        }
+        committedSize.store(sizeBytes, ordering: .relaxed)
     }
 
     /// Flushes committed batches to disk (for `.noSync`, or before the
