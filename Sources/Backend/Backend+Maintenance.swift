@@ -191,7 +191,8 @@ extension Backend {
         guard fsync(fd) == 0 else { throw .io(operation: "fsync", path: path, errno: errno) }
     }
 
-    static func fsyncDirectory(of path: String) throws(BackendError) {
+    /// Flushes the directory holding `path` (a rename or create in it).
+    public static func fsyncDirectory(of path: String) throws(BackendError) {
         var directory = path
         if let slash = directory.lastIndex(of: "/") {
             directory = String(directory[..<slash])

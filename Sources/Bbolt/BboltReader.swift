@@ -231,34 +231,38 @@ public final class BboltReader {
     }
 
     /// Validates and visits the elements of a leaf page (stored or inline).
-    private func checkedElements(page raw: UnsafeRawBufferPointer, pageID: UInt64?, label: String,
+    private func checkedElements(page raw: UnsafeRawBufferPointer, pageID: UInt64?, label: @autoclosure () -> String,
                                  visit: (UInt32, UnsafeRawBufferPointer, UnsafeRawBufferPointer) throws -> Void) throws {
-        guard raw.count >= BboltFormat.pageHeaderSize else { throw invalid("\(label) is shorter than a page header") }
+        guard raw.count >= BboltFormat.pageHeaderSize else { throw invalid("\(label()) is shorter than a page header") }
         if pageID == nil {
-            guard raw.le16(8) == BboltFormat.leafPageFlag else { throw invalid("\(label) is not a leaf page") }
+            guard raw.le16(8) == BboltFormat.leafPageFlag else { throw invalid("\(label()) is not a leaf page") }
         }
         let count = Int(raw.le16(10))
-        try checkElementArray(raw, count: count, id: pageID, label: label)
+        try checkElementArray(raw, count: count, id: pageID, label: label())
         for i in 0..<count {
             let element = BboltFormat.pageHeaderSize + BboltFormat.elementSize * i
             let flags = raw.le32(element)
             let pos = Int(raw.le32(element + 4))
             let ksize = Int(raw.le32(element + 8)), vsize = Int(raw.le32(element + 12))
-            let key = try slice(raw, element + pos, ksize, "\(label) element \(i) key")
-            let value = try slice(raw, element + pos + ksize, vsize, "\(label) element \(i) value")
+            let key = try slice(raw, element + pos, ksize, "\(label()) element \(i) key")
+            let value = try slice(raw, element + pos + ksize, vsize, "\(label()) element \(i) value")
             try visit(flags, key, value)
         }
     }
 
-    private func checkElementArray(_ raw: UnsafeRawBufferPointer, count: Int, id: UInt64?, label: String? = nil) throws(BboltError) {
+    private func checkElementArray(_ raw: UnsafeRawBufferPointer, count: Int, id: UInt64?,
+                                   label: @autoclosure () -> String? = nil) throws(BboltError) {
         guard BboltFormat.pageHeaderSize + BboltFormat.elementSize * count <= raw.count else {
-            throw invalid("\(label ?? "page \(id ?? 0)") claims \(count) elements, more than fit")
+            throw invalid("\(label() ?? "page \(id ?? 0)") claims \(count) elements, more than fit")
         }
     }
 
-    private func slice(_ raw: UnsafeRawBufferPointer, _ start: Int, _ count: Int, _ what: String) throws(BboltError) -> UnsafeRawBufferPointer {
+    /// `what` names the bytes in the error (built only then: this runs for
+    /// every key and value).
+    private func slice(_ raw: UnsafeRawBufferPointer, _ start: Int, _ count: Int,
+                       _ what: @autoclosure () -> String) throws(BboltError) -> UnsafeRawBufferPointer {
         guard start >= 0, count >= 0, start <= raw.count, count <= raw.count - start else {
-            throw invalid("\(what) (\(count) bytes at offset \(start)) runs past its page")
+            throw invalid("\(what()) (\(count) bytes at offset \(start)) runs past its page")
         }
         return UnsafeRawBufferPointer(rebasing: raw[start..<(start + count)])
     }

@@ -30,12 +30,10 @@ enum BboltConversion {
         try? fm.removeItem(atPath: staging + "-lock")
         let reader = try BboltReader(path: source)
         let started = Date()
-        let limit = Bootstrap.backendLimitBytes(quotaBytes: max(8 << 30, 2 * reader.databaseBytes))
-        let backend = try Backend(path: staging, config: BackendConfig(quotaBytes: limit))
+        let backend = try Backend(path: staging, config: SnapshotRestore.loadingConfig(for: reader, quotaBytes: 8 << 30))
         let copied: (keys: Int, latestRevision: Int64)
         do {
             copied = try SnapshotRestore.copyBuckets(from: reader, into: backend)
-            try backend.forceCommit()
             try backend.sync()
             try backend.close()
         } catch {

@@ -73,9 +73,15 @@ public struct SnapshotRestore {
         }
         let clusterID = MemberIdentity.clusterID(memberIDs: members.map(\.id))
 
-        try checkHash()
+        // The hash is checked on a thread of its own while the copy runs;
+        // its verdict is awaited before anything is moved into place, and a
+        // file that fails both reports the hash (as etcd, which checks it
+        // first).
+        let hash = try HashCheck.start(path: snapshotPath, skip: skipHashCheck)
+        defer { _ = hash?.wait() }
+        func hashFailureOr(_ error: any Error) -> any Error { hash?.wait() ?? error }
         let reader: BboltReader
-        do { reader = try BboltReader(path: snapshotPath) } catch { throw Failure("\(error)") }
+        do { reader = try BboltReader(path: snapshotPath) } catch { throw hashFailureOr(Failure("\(error)")) }
 
         // Build beside the targets, move into place at the end.
         let suffix = ".restoring-\(getpid())"
@@ -88,47 +94,20 @@ public struct SnapshotRestore {
         do {
             let keys = try Self.writeBackend(from: reader, to: staged, members: members, bumpRevision: bumpRevision)
             try Self.writeWAL(staged, memberID: me.id, clusterID: clusterID, voters: members.map(\.id).sorted())
+            if let failure = hash?.wait() { throw failure }
             if let stagingWAL {
                 try fm.createDirectory(atPath: URL(fileURLWithPath: walDir).deletingLastPathComponent().path, withIntermediateDirectories: true)
                 try fm.moveItem(atPath: stagingWAL, toPath: walDir)
             }
             try fm.moveItem(atPath: stagingData, toPath: dataDir)
+            try? Backend.fsyncDirectory(of: dataDir)
             return Result(dataDir: dataDir, memberID: me.id, clusterID: clusterID, keyCount: keys)
         } catch {
             try? fm.removeItem(atPath: stagingData)
             if let stagingWAL { try? fm.removeItem(atPath: stagingWAL) }
+            let error = hashFailureOr(error)
             if let failure = error as? Failure { throw failure }
             throw Failure("\(error)")
-        }
-    }
-
-    /// etcd's rule: a file whose size is 32 past a multiple of 512 ends with
-    /// the SHA-256 of what precedes it.
-    private func checkHash() throws {
-        guard let handle = FileHandle(forReadingAtPath: snapshotPath) else { throw Failure("open \(snapshotPath): permission denied") }
-        defer { try? handle.close() }
-        let size = Int((try? handle.seekToEnd()) ?? 0)
-        let hasHash = size % 512 == SHA256.byteCount
-        if !hasHash {
-            if skipHashCheck { return }
-            throw Failure("snapshot missing hash but --skip-hash-check=false")
-        }
-        if skipHashCheck { return }
-        try handle.seek(toOffset: 0)
-        var sha = SHA256()
-        var left = size - SHA256.byteCount
-        while left > 0 {
-            guard let chunk = try handle.read(upToCount: min(left, 1 << 20)), !chunk.isEmpty else {
-                throw Failure("\(snapshotPath): truncated while hashing")
-            }
-            sha.update(data: chunk)
-            left -= chunk.count
-        }
-        let stored = Array(try handle.read(upToCount: SHA256.byteCount) ?? Data())
-        let computed = Array(sha.finalize())
-        guard stored == computed else {
-            func goBytes(_ bytes: [UInt8]) -> String { "[" + bytes.map(String.init).joined(separator: " ") + "]" }
-            throw Failure("expected sha256 \(goBytes(stored)), got \(goBytes(computed))")
         }
     }
 
@@ -153,8 +132,7 @@ public struct SnapshotRestore {
     private static func writeBackend(from reader: BboltReader, to config: ServerConfig, members: [MemberRecord],
                                      bumpRevision: UInt64) throws -> Int {
         try FileManager.default.createDirectory(atPath: config.snapDir, withIntermediateDirectories: true)
-        let limit = Bootstrap.backendLimitBytes(quotaBytes: max(config.quotaBackendBytes, 2 * reader.databaseBytes))
-        let backend = try Backend(path: config.backendPath, config: BackendConfig(quotaBytes: limit))
+        let backend = try Backend(path: config.backendPath, config: loadingConfig(for: reader, quotaBytes: config.quotaBackendBytes))
         do {
             let copied = try copyBuckets(from: reader, into: backend, skipping: [.members, .membersRemoved])
             if bumpRevision > 0 {
@@ -175,7 +153,8 @@ public struct SnapshotRestore {
             try backend.put(.meta, key: MetaKey.confState,
                             value: RaftLoop.confStateJSON(Raft.ConfState(voters: members.map(\.id).sorted())))
             try backend.setConsistentIndex(1, term: 1)
-            try backend.forceCommit()
+            // The load committed without flushing: one flush of everything.
+            try backend.sync()
             try backend.close()
             return copied.keys
         } catch {
@@ -184,8 +163,18 @@ public struct SnapshotRestore {
         }
     }
 
+    /// A backend to load `reader`'s data into: the map reserved up front
+    /// for twice the bbolt file (or the quota, if more), so it need not grow
+    /// during the load, and commits that do not flush (`Backend.load`): the
+    /// caller `sync()`s once at the end.
+    static func loadingConfig(for reader: BboltReader, quotaBytes: Int) -> BackendConfig {
+        let limit = Bootstrap.backendLimitBytes(quotaBytes: max(quotaBytes, 2 * reader.databaseBytes))
+        return BackendConfig(initialMapSizeBytes: limit, quotaBytes: limit, syncMode: .noSync)
+    }
+
     /// Puts every pair of every bucket of an etcd snapshot (except those in
-    /// `skipping`) into `backend`, committing every 10,000 pairs; an unknown
+    /// `skipping`) into `backend` (`Backend.load`: bbolt's buckets come in
+    /// key order, so the pairs are appended); an unknown
     /// bucket or a `key` entry that is not a revision is an error. Returns
     /// the pairs copied and the last revision in the `key` bucket. Writer
     /// thread of `backend`.
@@ -198,20 +187,21 @@ public struct SnapshotRestore {
         }
         var keys = 0
         var latest: Int64 = 0
-        for bucket in buckets {
-            let target = known[bucket.name]!
-            if skipping.contains(target) { continue }
-            try reader.forEach(in: bucket) { key, value in
-                if target == .key {
-                    guard let decoded = RevisionKey.decode(key) else {
-                        throw Failure("\(reader.path): bucket \"key\" holds a \(key.count)-byte key, not a revision")
+        try backend.load { loader in
+            for bucket in buckets {
+                let target = known[bucket.name]!
+                if skipping.contains(target) { continue }
+                try reader.forEach(in: bucket) { key, value in
+                    if target == .key {
+                        guard let decoded = RevisionKey.decode(key) else {
+                            throw Failure("\(reader.path): bucket \"key\" holds a \(key.count)-byte key, not a revision")
+                        }
+                        latest = decoded.revision.main
                     }
-                    latest = decoded.revision.main
+                    try loader.put(target, key: key, value: value)
                 }
-                try backend.put(target, key: Array(key), value: Array(value))
-                keys += 1
-                if keys % 10_000 == 0 { try backend.forceCommit() }
             }
+            keys = loader.count
         }
         return (keys, latest)
     }
@@ -228,5 +218,93 @@ public struct SnapshotRestore {
         defer { wal.close() }
         try wal.saveSnapshot(WALSnapshot(index: 1, term: 1, confState: Raftpb_ConfState(Raft.ConfState(voters: voters))))
         try wal.save(hardState: Raftpb_HardState(Raft.HardState(term: 1, vote: 0, commit: 1)), entries: [], mustSync: true)
+    }
+}
+
+/// etcd's snapshot hash check, on a thread of its own: a file whose size is
+/// 32 past a multiple of 512 ends with the SHA-256 of what precedes it.
+/// `start` decides at once whether there is a hash to check (a file without
+/// one is refused unless the check is skipped); `wait` returns the verdict.
+final class HashCheck: @unchecked Sendable {
+    private let path: String
+    private let hashedBytes: Int
+    private let done = DispatchSemaphore(value: 0)
+    /// Written by the thread before it signals `done`, read after.
+    private var failure: SnapshotRestore.Failure?
+    private var finished = false
+    /// Bytes read per `pread`.
+    static let chunkBytes = 4 << 20
+
+    /// The running check, or nil when skipped.
+    static func start(path: String, skip: Bool) throws -> HashCheck? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw SnapshotRestore.Failure("open \(path): permission denied") }
+        var info = stat()
+        let size = fstat(fd, &info) == 0 ? Int(info.st_size) : 0
+        close(fd)
+        if skip { return nil }
+        guard size % 512 == SHA256.byteCount else {
+            throw SnapshotRestore.Failure("snapshot missing hash but --skip-hash-check=false")
+        }
+        let check = HashCheck(path: path, hashedBytes: size - SHA256.byteCount)
+        let thread = Thread { check.run() }
+        thread.name = "snapshot-hash"
+        thread.start()
+        return check
+    }
+
+    private init(path: String, hashedBytes: Int) {
+        self.path = path
+        self.hashedBytes = hashedBytes
+    }
+
+    /// Waits for the check; nil when the hash matched. Any number of calls.
+    func wait() -> SnapshotRestore.Failure? {
+        if !finished {
+            done.wait()
+            finished = true
+        }
+        return failure
+    }
+
+    private func run() {
+        defer { done.signal() }
+        do { try check() } catch { failure = error as? SnapshotRestore.Failure ?? SnapshotRestore.Failure("\(error)") }
+    }
+
+    private func check() throws {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw SnapshotRestore.Failure("open \(path): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        _ = posix_fadvise(fd, 0, 0, Int32(POSIX_FADV_SEQUENTIAL))
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.chunkBytes, alignment: 16)
+        defer { buffer.deallocate() }
+        var sha = SHA256()
+        var offset = 0
+        while offset < hashedBytes {
+            let n = try readFully(fd, into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<min(buffer.count, hashedBytes - offset)]), at: offset)
+            sha.update(bufferPointer: UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
+            offset += n
+        }
+        let stored = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<SHA256.byteCount])
+        _ = try readFully(fd, into: stored, at: hashedBytes)
+        let computed = Array(sha.finalize())
+        guard Array(stored) == computed else {
+            func goBytes(_ bytes: [UInt8]) -> String { "[" + bytes.map(String.init).joined(separator: " ") + "]" }
+            throw SnapshotRestore.Failure("expected sha256 \(goBytes(Array(stored))), got \(goBytes(computed))")
+        }
+    }
+
+    /// Fills `buffer` from `offset`; a file that ends first is an error.
+    private func readFully(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, at offset: Int) throws -> Int {
+        var done = 0
+        while done < buffer.count {
+            let n = pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset + done))
+            if n < 0, errno == EINTR { continue }
+            if n < 0 { throw SnapshotRestore.Failure("read \(path): \(String(cString: strerror(errno)))") }
+            if n == 0 { throw SnapshotRestore.Failure("\(path): truncated while hashing") }
+            done += n
+        }
+        return done
     }
 }
