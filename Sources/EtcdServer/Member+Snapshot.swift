@@ -275,13 +275,16 @@ extension Member {
         streams.add(pipe)
         let thread = Thread {
             defer { streams.remove(pipe) }
-            var sha = SHA256()
+            // The SHA-256 trailer is computed on a second thread, off the
+            // page building: each block goes to the reader and the hasher.
+            let hasher = BlockHasher()
+            defer { hasher.cancel() }
             do {
                 try backend.streamBbolt(layout: { try pipe.setLayout($0) }, emit: { block in
-                    sha.update(bufferPointer: block.bytes)
+                    try hasher.submit(block)
                     try pipe.push(block)
                 })
-                pipe.finish(digest: Array(sha.finalize()))
+                pipe.finish(digest: try hasher.finish())
             } catch {
                 pipe.fail(error)
             }
@@ -293,6 +296,78 @@ extension Member {
         } catch {
             pipe.cancel()
             throw error
+        }
+    }
+}
+
+/// SHA-256 over a sequence of blocks, on a thread of its own: `submit`
+/// queues a block (waiting while `capacityBlocks` wait to be hashed),
+/// `finish` waits for the last and returns the digest. Blocks are not
+/// changed once submitted (the writer starts a new one after each), so the
+/// hasher and the snapshot's reader share them. After `cancel` the thread
+/// ends and `submit`/`finish` throw.
+final class BlockHasher: @unchecked Sendable {
+    static let capacityBlocks = 8
+
+    private let condition = NSCondition()
+    // Under `condition`.
+    private var queue: [BboltBlock] = []
+    private var closed = false
+    private var cancelled = false
+    private var digest: [UInt8]?
+
+    init() {
+        let thread = Thread { [self] in run() }
+        thread.name = "etcd-snapshot-hash"
+        thread.start()
+    }
+
+    func submit(_ block: BboltBlock) throws {
+        condition.lock()
+        defer { condition.unlock() }
+        while queue.count >= Self.capacityBlocks, !cancelled { condition.wait() }
+        if cancelled { throw CancellationError() }
+        queue.append(block)
+        condition.broadcast()
+    }
+
+    /// The digest of every block submitted, once all are hashed.
+    func finish() throws -> [UInt8] {
+        condition.lock()
+        defer { condition.unlock() }
+        closed = true
+        condition.broadcast()
+        while digest == nil, !cancelled { condition.wait() }
+        if let digest { return digest }
+        throw CancellationError()
+    }
+
+    func cancel() {
+        condition.lock()
+        cancelled = true
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    private func run() {
+        var sha = SHA256()
+        while true {
+            condition.lock()
+            while queue.isEmpty, !closed, !cancelled { condition.wait() }
+            if cancelled || queue.isEmpty {
+                // Cancelled, or closed with everything hashed.
+                if !cancelled { digest = Array(sha.finalize()) }
+                condition.broadcast()
+                condition.unlock()
+                return
+            }
+            let block = queue[0]
+            condition.unlock()
+            sha.update(bufferPointer: block.bytes)
+            condition.lock()
+            queue.removeFirst()
+            condition.broadcast()
+            condition.unlock()
         }
     }
 }

@@ -1,5 +1,5 @@
 import Backend
-import Bbolt
+@testable import Bbolt
 import Crypto
 @testable import EtcdServer
 import EtcdProto
@@ -88,5 +88,28 @@ import Testing
         #expect(throws: (any Error).self) { while try snapshot.next(limit: 32 * 1024) != nil {} }
         if !ended { snapshot.cancel() }  // so that a failure here does not hang the run
         await stopped.value
+    }
+
+    /// The snapshot's SHA-256 is computed on a thread of its own.
+    @Test func theBlockHasherDigestsBlocksInOrder() throws {
+        let hasher = BlockHasher()
+        var all: [UInt8] = []
+        for n in 0..<40 {
+            let block = BboltBlock(capacity: 4096 + n * 97)
+            for i in 0..<block.capacity { block.storage[i] = UInt8(truncatingIfNeeded: i * 31 + n) }
+            block.count = block.capacity - n
+            all += block.bytes
+            try hasher.submit(block)
+        }
+        #expect(try hasher.finish() == Array(SHA256.hash(data: all)))
+        hasher.cancel()
+    }
+
+    @Test func aCancelledBlockHasherRefusesBlocks() throws {
+        let hasher = BlockHasher()
+        try hasher.submit(BboltBlock(capacity: 16))
+        hasher.cancel()
+        #expect(throws: CancellationError.self) { try hasher.submit(BboltBlock(capacity: 16)) }
+        #expect(throws: CancellationError.self) { _ = try hasher.finish() }
     }
 }
