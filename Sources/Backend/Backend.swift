@@ -69,7 +69,7 @@ struct Handle: @unchecked Sendable {
 ///
 /// Threading rules:
 /// - **Writer methods** (`put`, `delete`, `withWriteView`, `setConsistentIndex`,
-///   `commitIfDue`, `forceCommit`, `defragment`, `replace`, `close`) must all
+///   `commitIfDue`, `forceCommit`, `load`, `defragment`, `replace`, `close`) must all
 ///   be called from one thread at a time, and a batch must be committed on
 ///   the thread that started it: LMDB's writer lock is an OS mutex owned by
 ///   that thread.
