@@ -37,7 +37,11 @@ public final class BboltWriter {
     /// A node that does not fit in what is left of `block` is built here.
     private var scratch: UnsafeMutableRawBufferPointer?
     private var buckets: [(name: [UInt8], root: UInt64)] = []
-    private var tree: TreeState?
+    /// The open bucket's tree (valid while `bucketOpen`). Changed in
+    /// place: moving it out and back per pair cost a retain and a release
+    /// of each of its arrays.
+    private var tree = TreeState()
+    private var bucketOpen = false
     private var finished = false
     private var keyCount = 0
     public static let defaultBlockBytes = 1 << 20
@@ -123,7 +127,7 @@ public final class BboltWriter {
 
     /// Starts the next bucket; `name` must sort after the previous bucket's.
     public func beginBucket(_ name: [UInt8]) throws {
-        guard !finished, tree == nil else { throw BboltError.usage("beginBucket while a bucket is open or after finish") }
+        guard !finished, !bucketOpen else { throw BboltError.usage("beginBucket while a bucket is open or after finish") }
         guard !name.isEmpty else { throw BboltError.usage("empty bucket name") }
         if let last = buckets.last?.name {
             let order = last.withUnsafeBytes { a in name.withUnsafeBytes { b in compareKeys(a, b) } }
@@ -131,23 +135,22 @@ public final class BboltWriter {
         }
         buckets.append((name, 0))
         tree = TreeState()
+        bucketOpen = true
     }
 
     /// Adds a pair to the open bucket; `key` must sort after the previous key.
     public func put(key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) throws {
-        guard var state = tree else { throw BboltError.usage("put without an open bucket") }
-        tree = nil
-        defer { tree = state }
+        guard bucketOpen else { throw BboltError.usage("put without an open bucket") }
         guard key.count > 0 else { throw BboltError.usage("empty key") }
-        if state.hasLastKey {
-            guard state.lastKey.withUnsafeBytes({ compareKeys($0, key) }) < 0 else {
+        if tree.hasLastKey {
+            guard tree.lastKey.withUnsafeBytes({ compareKeys($0, key) }) < 0 else {
                 throw BboltError.usage("keys not ascending")
             }
         }
-        state.lastKey.removeAll(keepingCapacity: true)
-        state.lastKey.append(contentsOf: key)
-        state.hasLastKey = true
-        try add(&state, flags: 0, key: key, value: value)
+        tree.lastKey.removeAll(keepingCapacity: true)
+        tree.lastKey.append(contentsOf: key)
+        tree.hasLastKey = true
+        try add(&tree, flags: 0, key: key, value: value)
         keyCount += 1
     }
 
@@ -159,16 +162,17 @@ public final class BboltWriter {
 
     /// Closes the open bucket: writes its last leaf and its branch levels.
     public func endBucket() throws {
-        guard var state = tree else { throw BboltError.usage("endBucket without an open bucket") }
-        tree = nil
-        buckets[buckets.count - 1].root = try finishTree(&state)
+        guard bucketOpen else { throw BboltError.usage("endBucket without an open bucket") }
+        bucketOpen = false
+        buckets[buckets.count - 1].root = try finishTree(&tree)
+        tree = TreeState()
     }
 
     /// Writes the root bucket and, in file mode, the (empty) freelist and
     /// both meta pages, then fsyncs the file (unless `sync` is false).
     @discardableResult
     public func finish(sync: Bool = true) throws -> Summary {
-        guard !finished, tree == nil else { throw BboltError.usage("finish while a bucket is open or twice") }
+        guard !finished, !bucketOpen else { throw BboltError.usage("finish while a bucket is open or twice") }
         var root = TreeState()
         for bucket in buckets {
             var header = [UInt8](repeating: 0, count: BboltFormat.bucketHeaderSize)
