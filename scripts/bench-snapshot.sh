@@ -4,8 +4,9 @@
 # keys of VALUE bytes (default 1,000,000 × 1 KiB, about 1 GiB); then, per
 # round, the Go etcdctl saves a snapshot from each (wall time, throughput,
 # the server's peak RSS), each snapshot is restored with its own system's
-# tool (our etcdutl, Go's etcdctl 3.4; wall time and peak RSS), and the
-# disk's sequential write speed (dd, 1 GiB with fdatasync) is the yardstick.
+# tool (our etcdutl, Go's etcdctl 3.4; wall time and peak RSS). The dd line
+# at the start is a rough look at the disk; scripts/bench-snapshot-disk.sh
+# measures the save against it round by round.
 # Release build; not part of CI (minutes, GiBs of disk).
 #
 #   scripts/bench-snapshot.sh [keys] [value-bytes] [rounds]
@@ -17,18 +18,14 @@ ROUNDS=${3:-2}
 . scripts/lib/bench.sh
 if [ -z "${NO_BUILD:-}" ]; then swift build -c release --scratch-path "$SCRATCH" --product etcdutl >/dev/null; fi
 UTL=$SCRATCH/release/etcdutl
-GO=(env ETCDCTL_API=3 /usr/bin/etcdctl --dial-timeout=5s --command-timeout=600s)
-
-
-seconds() { date +%s.%N; }
+GO=("${GO_ETCDCTL[@]}")
 
 echo "=== disk: $(dd if=/dev/zero of="$ROOT/dd" bs=1M count=1024 conv=fdatasync 2>&1 | tail -1)"
 rm -f "$ROOT/dd"
 start "$OURS" ours 24900 --quota-backend-bytes 8589934592
 start "$REAL" etcd 24910 --quota-backend-bytes 8589934592
 for port in 24900 24910; do
-    echo "fill 127.0.0.1:$port: $("$BENCH" put --endpoints "127.0.0.1:$port" --conns 16 --clients 256 --total "$KEYS" \
-        --key-space-size "$KEYS" --sequential-keys --val-size "$VALUE" | summary)"
+    echo "fill 127.0.0.1:$port: $(fill_keys "$port" "$KEYS" "$VALUE")"
 done
 NAMES=(ours etcd)
 PORTS=(24900 24910)

@@ -29,6 +29,17 @@ memory() { grep -E "^(VmHWM|VmRSS|RssAnon|RssFile):" "/proc/$1/status" | awk '{p
 # One line per etcd-bench run: its throughput and latency lines.
 summary() { grep -E "requests/s|latency" | tr -s ' ' | paste -sd' ' -; }
 
+# Wall-clock seconds, for differences (bc).
+seconds() { date +%s.%N; }
+# Go's etcdctl (Debian's etcd-client, 3.4) with timeouts fit for whole-store calls.
+GO_ETCDCTL=(env ETCDCTL_API=3 /usr/bin/etcdctl --dial-timeout=5s --command-timeout=600s)
+# fill_keys PORT KEYS VALUE: KEYS sequential keys of VALUE bytes into the
+# member on client port PORT; prints the run's summary line.
+fill_keys() {
+    "$BENCH" put --endpoints "127.0.0.1:$1" --conns 16 --clients 256 --total "$2" \
+        --key-space-size "$2" --sequential-keys --val-size "$3" | summary
+}
+
 # start BINARY NAME PORT [FLAGS...]: a single member NAME on client port PORT
 # (peer port PORT+1) with its data under $ROOT, extra FLAGS appended; waits
 # until it answers a health check. Sets PID and adds it to PIDS.
