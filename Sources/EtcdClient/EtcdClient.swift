@@ -628,14 +628,13 @@ public final class EtcdClient: Sendable {
         }
     }
 
-    /// True when the RPC certainly never reached a server (no connection).
+    /// True when the RPC certainly never reached a server: no connection
+    /// could be made, or the connection was closed or going away before
+    /// the call left (GRPCWire's messages for those).
     static func neverSent(_ error: any Error) -> Bool {
         guard let rpc = error as? RPCError, rpc.code == .unavailable else { return false }
         let m = rpc.message
-        return m.contains("Could not establish a connection") || m == WireClient.notSentMessage || m == WireClient.notHandledMessage
-            || m.contains("isn't ready") || m.contains("no subchannel")
-            || m.contains("subchannel is unavailable") || m.contains("Failed to resolve") || m.contains("channel is shutdown")
-            || m.contains("Subchannel shutdown")
+        return m.hasPrefix("Could not establish a connection") || m == WireClient.notSentMessage || m == WireClient.notHandledMessage
     }
 
     /// True when the connection broke (the request may or may not have been applied).
@@ -651,9 +650,8 @@ public final class EtcdClient: Sendable {
             guard let e = current else { return nil }
             let typeName = String(reflecting: type(of: e))
             if typeName.contains("NIOSSL") || typeName.contains("BoringSSL") { return describeTLS(e) }
-            if let rpc = e as? RPCError { current = rpc.cause }
-            else if let runtime = e as? RuntimeError { current = runtime.cause }
-            else { return nil }
+            guard let rpc = e as? RPCError else { return nil }
+            current = rpc.cause
         }
         return nil
     }
