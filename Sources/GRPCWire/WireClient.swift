@@ -4,10 +4,11 @@ import NIOHPACK
 import NIOHTTP2
 import NIOPosix
 
-/// A lean gRPC client connection for unary calls, on swift-nio-http2 in
-/// frame mode: no child channel, task or async sequence per call. Calls are
-/// made and completed on the connection's event loop, which is what a load
-/// generator wants (etcd-bench drives its clients from completions).
+/// A lean gRPC client connection, on swift-nio-http2 in frame mode: no child
+/// channel, task or async sequence per call. Unary calls are made and
+/// completed on the connection's event loop, which is what a load generator
+/// wants (etcd-bench drives its clients from completions); streaming calls
+/// (`stream`) hand their messages to a `WireStream` that async code reads.
 public final class WireClient: @unchecked Sendable {
     public struct Configuration: Sendable {
         public var host: String
