@@ -399,7 +399,8 @@ final class WireClientHandler: ChannelInboundHandler, @unchecked Sendable {
             guard blocks else { return }
             call.stream?.sendersWaiting(-1)
             if case .failure = result {
-                done(call.status ?? WireStatus.cancelled("the stream has ended"))
+                // It never went out: the call ended first (with OK too, when the server ended it).
+                done(call.status.flatMap { $0 == .ok ? nil : $0 } ?? WireStatus.cancelled("the stream has ended"))
             } else {
                 done(nil)
             }

@@ -236,6 +236,14 @@ import Testing
             let (messages, status) = await end(of: client.stream(Self.fail, request: .grpcMessage([0])))
             #expect(messages == [ByteBuffer(bytes: [1]), ByteBuffer(bytes: [2])])
             #expect(status == WireStatus(code: .failedPrecondition, message: "not 100% ✓ done"))
+            // The same on a bidirectional stream whose side is still open: it
+            // ends too (reset NO_ERROR), and sending on it fails.
+            let open = client.stream(Self.fail)
+            try await open.send(.grpcMessage([0]))
+            let (bidiMessages, bidiStatus) = await end(of: open)
+            #expect(bidiMessages.count == 2)
+            #expect(bidiStatus?.code == .failedPrecondition)
+            await #expect(throws: WireStatus.self) { try await open.send(.grpcMessage([1])) }
             // A method the server does not serve.
             let (_, unknown) = await end(of: client.stream("/test.Stream/Nope", request: .grpcMessage([0])))
             #expect(unknown?.code == .unimplemented)
