@@ -268,7 +268,12 @@ let package = Package(
         ),
         // The client and our etcdctl against the real etcd 3.4 (Debian's
         // etcd-server), and our etcdctl's output against the Go etcdctl's.
-        .testTarget(name: "EtcdClientTests", dependencies: ["EtcdClient", "EtcdProto", "Locks"]),
+        // (And against a GRPCWire server, for what its streams carry.)
+        .testTarget(
+            name: "EtcdClientTests",
+            dependencies: ["EtcdClient", "EtcdProto", "Locks", "GRPCWire", .product(name: "NIOCore", package: "swift-nio"),
+                           .product(name: "SwiftProtobuf", package: "swift-protobuf")]
+        ),
         .testTarget(name: "EtcdctlTests", dependencies: ["EtcdClient"]),
         .testTarget(
             name: "LeaseTests",
