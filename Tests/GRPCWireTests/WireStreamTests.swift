@@ -230,6 +230,19 @@ import Testing
         }
     }
 
+    /// A stream still open at its deadline is reset and ends with DEADLINE_EXCEEDED.
+    @Test(.timeLimit(.minutes(1))) func deadlineEndsAStream() async throws {
+        try await withServerAndClient { client, _, log in
+            let started = ContinuousClock.now
+            let stream = client.stream(Self.hold, deadline: .now() + .milliseconds(150))
+            try await stream.send(.grpcMessage([0]))
+            let (_, status) = await end(of: stream)
+            #expect(status == WireStatus(code: .deadlineExceeded, message: "context deadline exceeded"))
+            #expect(ContinuousClock.now - started >= .milliseconds(150))
+            try await waitUntil { log.count("cancelled") == 1 }
+        }
+    }
+
     /// The messages before an error status arrive, then the status, its message percent-decoded.
     @Test func serverErrorStatus() async throws {
         try await withServerAndClient { client, _, _ in
