@@ -6,7 +6,7 @@
 //   etcd, etcdctl, etcdutl, etcd-bench      thin executables
 //   EtcdAPI            gRPC services, HTTP endpoints        -> EtcdServer, EtcdGRPC, GRPCWire
 //   GRPCWire           gRPC over swift-nio-http2 frames      -> NIO, SwiftProtobuf
-//   EtcdClient         Swift client library                  -> EtcdGRPC
+//   EtcdClient         Swift client library                  -> GRPCWire, EtcdProto
 //   EtcdServer         the member (raft loop, apply, ...)    -> everything below
 //   MVCC, Lease, Auth  pure state over the backend           -> Backend, EtcdProto
 //   WAL                write-ahead log + snapshot files      -> EtcdProto, Checksum
@@ -194,9 +194,10 @@ let package = Package(
         .target(
             name: "EtcdClient",
             dependencies: [
-                "EtcdProto", "EtcdGRPC", "HTTP2PingResponder", "Locks", "GRPCWire",
+                "EtcdProto", "HTTP2PingResponder", "Locks", "GRPCWire",
+                // RPCError's codes are in the public error type (EtcdClientError);
+                // calls and streams go over GRPCWire, not grpc-swift's client.
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
-                .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOTLS", package: "swift-nio"),
@@ -267,7 +268,12 @@ let package = Package(
         ),
         // The client and our etcdctl against the real etcd 3.4 (Debian's
         // etcd-server), and our etcdctl's output against the Go etcdctl's.
-        .testTarget(name: "EtcdClientTests", dependencies: ["EtcdClient", "EtcdProto", "Locks"]),
+        // (And against a GRPCWire server, for what its streams carry.)
+        .testTarget(
+            name: "EtcdClientTests",
+            dependencies: ["EtcdClient", "EtcdProto", "Locks", "GRPCWire", .product(name: "NIOCore", package: "swift-nio"),
+                           .product(name: "SwiftProtobuf", package: "swift-protobuf")]
+        ),
         .testTarget(name: "EtcdctlTests", dependencies: ["EtcdClient"]),
         .testTarget(
             name: "LeaseTests",

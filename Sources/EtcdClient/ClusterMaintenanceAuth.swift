@@ -1,15 +1,11 @@
-import EtcdGRPC
 import EtcdProto
 import Foundation
 import GRPCCore
-import GRPCNIOTransportHTTP2
 
 public typealias Member = Etcdserverpb_Member
 public typealias StatusResponse = Etcdserverpb_StatusResponse
 public typealias AlarmMember = Etcdserverpb_AlarmMember
 public typealias Permission = Authpb_Permission
-
-typealias Transport = HTTP2ClientTransport.Posix
 
 // MARK: - Cluster
 
@@ -56,14 +52,6 @@ extension EtcdClient {
 // MARK: - Maintenance
 
 extension EtcdClient {
-    /// A call on grpc-swift's Maintenance client (the snapshot stream).
-    func maintenance<R: Sendable>(_ safety: CallSafety, endpoint: String? = nil, timeout: Duration?? = nil,
-                                  _ body: @Sendable @escaping (Etcdserverpb_Maintenance.Client<Transport>, CallOptions, Metadata) async throws -> R) async throws -> R {
-        try await call(safety, endpoint: endpoint, timeout: timeout) { connection, context in
-            try await body(Etcdserverpb_Maintenance.Client(wrapping: connection.grpc), context.grpcOptions, context.grpcMetadata)
-        }
-    }
-
     /// The status of one member (`endpoint`, or the active endpoint when nil).
     public func status(endpoint: String? = nil) async throws -> StatusResponse {
         try await unary("/etcdserverpb.Maintenance/Status", Etcdserverpb_StatusRequest(), .idempotent, endpoint: endpoint)
@@ -138,16 +126,31 @@ extension EtcdClient {
 
     /// Streams a backend snapshot from one member as chunks of bytes.
     ///
-    /// The stream has no time limit; cancel the iteration to stop it.
+    /// The stream has no time limit; cancel the iteration to stop it. A
+    /// consumer that is behind makes the member wait (a few chunks are
+    /// buffered). Opening the stream fails over and retries until the first
+    /// chunk; a failure after it ends the sequence with the error.
     public func snapshot(endpoint: String? = nil) -> AsyncThrowingStream<Data, any Error> {
-        let (stream, continuation) = AsyncThrowingStream<Data, any Error>.makeStream()
+        let (stream, continuation) = AsyncThrowingStream<Data, any Error>.makeStream(bufferingPolicy: .bufferingOldest(4))
         let task = Task {
             do {
-                try await self.maintenance(.idempotent, endpoint: endpoint, timeout: .some(nil)) { c, o, m in
-                    try await c.snapshot(Etcdserverpb_SnapshotRequest(), metadata: m, options: o) { response in
-                        for try await chunk in response.messages {
-                            continuation.yield(chunk.blob)
-                        }
+                let request = try Etcdserverpb_SnapshotRequest().framed()
+                let (snapshot, first) = try await self.call(.idempotent, endpoint: endpoint, timeout: .some(nil)) { connection, context in
+                    let snapshot = try await connection.stream("/etcdserverpb.Maintenance/Snapshot", request: request, token: context.token,
+                                                               of: Etcdserverpb_SnapshotResponse.self)
+                    do {
+                        var iterator = snapshot.wire.makeAsyncIterator()
+                        return (snapshot, try await snapshot.next(&iterator))
+                    } catch {
+                        snapshot.cancel()
+                        throw error
+                    }
+                }
+                defer { snapshot.cancel() }
+                if let first {
+                    guard await continuation.yieldWaiting(first.blob) else { return }
+                    try await snapshot.forEach { chunk in
+                        guard await continuation.yieldWaiting(chunk.blob) else { throw CancellationError() }
                     }
                 }
                 continuation.finish()

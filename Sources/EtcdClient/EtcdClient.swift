@@ -1,8 +1,6 @@
-import EtcdGRPC
 import EtcdProto
 import Foundation
 import GRPCCore
-import GRPCNIOTransportHTTP2
 import GRPCWire
 import HTTP2PingResponder
 import Locks
@@ -107,19 +105,15 @@ public struct EtcdClientOptions: Sendable {
     }
 }
 
-/// One endpoint's connections: a lean GRPCWire connection for unary calls
-/// (made on the first call, remade after it closes) and grpc-swift's client
-/// for the streams (Watch, LeaseKeepAlive, Snapshot), which connects on the
-/// first stream only.
+/// One endpoint's connection: a lean GRPCWire connection (made on the
+/// first call, remade after it closes) that carries the unary calls and
+/// the streams (Watch, LeaseKeepAlive, Snapshot) alike.
 final class EtcdEndpoint: Sendable {
-    typealias Client = GRPCClient<HTTP2ClientTransport.Posix>
     let address: String
-    let grpc: Client
-    private let runner: Task<Void, Never>
     private let host: String
     private let port: Int
     private let options: EtcdClientOptions
-    /// The unary connection's TLS: its context and the name checked (nil: the IP address).
+    /// The connection's TLS: its context and the name checked (nil: the IP address).
     private let tls: (context: NIOSSLContext, serverName: String?)?
 
     private enum WireState {
@@ -136,50 +130,21 @@ final class EtcdEndpoint: Sendable {
         let (host, port, secure) = try Self.parse(address)
         self.host = host
         self.port = port
-        var config = HTTP2ClientTransport.Posix.Config.defaults
-        config.channelDebuggingCallbacks.onCreateTCPConnection = { channel in
-            HTTP2PingResponder.install(on: channel, expectsClientPreface: false)
-        }
-        config.backoff = .init(initial: .milliseconds(100), max: .seconds(1), multiplier: 1.6, jitter: 0.1)
-        if let time = options.keepAliveTime {
-            config.connection.keepalive = .init(time: time, timeout: options.keepAliveTimeout, allowWithoutCalls: false)
-        }
-        let isIPv4 = host.split(separator: ".").count == 4 && host.allSatisfy({ $0.isNumber || $0 == "." })
-        var security = HTTP2ClientTransport.Posix.TransportSecurity.plaintext
         var wireTLS: (context: NIOSSLContext, serverName: String?)?
         if let tls = options.tls ?? (secure ? EtcdTLSOptions() : nil) {
             try tls.validate()
             // The name checked against the certificate (and sent as SNI); without
             // one, a DNS host's name or an IP address's SAN is checked.
-            if let name = tls.serverName, !name.isEmpty { config.http2.authority = name }
-            security = .tls { config in
-                if let ca = tls.caFile { config.trustRoots = .certificates([.file(path: ca, format: .pem)]) }
-                if let cert = tls.certFile { config.certificateChain = [.file(path: cert, format: .pem)] }
-                if let key = tls.keyFile { config.privateKey = .file(path: key, format: .pem) }
-                if tls.insecureSkipVerify { config.serverCertificateVerification = .noVerification }
-            }
             do {
                 let isAddress = host.allSatisfy { $0.isHexDigit || $0 == "." || $0 == ":" } && host.contains(where: { $0 == "." || $0 == ":" })
                 let name = tls.serverName.flatMap { $0.isEmpty ? nil : $0 } ?? (isAddress ? nil : host)
                 wireTLS = (try Self.tlsContext(tls), name)
             } catch {
+                // Unparsable certificates, keys or CA bundles.
                 throw EtcdClientError.tlsConfiguration(message: "bad TLS configuration for \(address): \(EtcdClient.tlsFailure(error) ?? "\(error)")")
             }
         }
         tls = wireTLS
-        let transport: HTTP2ClientTransport.Posix
-        do {
-            transport = isIPv4
-                ? try HTTP2ClientTransport.Posix(target: .ipv4(address: host, port: port), transportSecurity: security, config: config)
-                : try HTTP2ClientTransport.Posix(target: .dns(host: host, port: port), transportSecurity: security, config: config)
-        } catch {
-            // The TLS context is built here: unparsable certificates, keys or CA bundles.
-            let detail = EtcdClient.tlsFailure(error) ?? "\(error)"
-            throw EtcdClientError.tlsConfiguration(message: "bad TLS configuration for \(address): \(detail)")
-        }
-        let grpc = GRPCClient(transport: transport)
-        self.grpc = grpc
-        runner = Task { try? await grpc.runConnections() }
     }
 
     /// A client TLS context from the options' files (ALPN h2, as gRPC wants).
@@ -200,19 +165,38 @@ final class EtcdEndpoint: Sendable {
     func unary(_ path: String, _ request: ByteBuffer, token: String?, deadline: ContinuousClock.Instant?) async throws -> ByteBuffer {
         let client = try await wireClient(deadline: deadline)
         let metadata: [(name: String, value: String)] = token.map { [("token", $0)] } ?? []
-        let nioDeadline = deadline.map { NIODeadline.now() + ($0 - .now).timeAmount }
-        switch await client.unary(path, request, metadata: metadata, deadline: nioDeadline) {
+        switch await client.unary(path, request, metadata: metadata, deadline: deadline?.nioDeadline) {
         case .success(let response):
             return response
-        case .failure(let error):
-            var cause: (any Error)?
-            if error.code == .unavailable {
-                if error.message == WireClient.notSentMessage || error.message == WireClient.notHandledMessage { dropWire(client) }
-                cause = try? await client.eventLoop.submit { client.closeError }.get()
-            }
-            throw RPCError(code: RPCError.Code(Status.Code(rawValue: error.code.rawValue) ?? .unknown) ?? .unknown,
-                           message: error.message, cause: cause)
+        case .failure(let status):
+            throw await rpcError(status, on: client)
         }
+    }
+
+    /// Opens a stream on the lean connection (see `WireClient.stream`):
+    /// with `request` a server-streaming call, without a bidirectional one.
+    func stream<Response: SwiftProtobuf.Message>(_ path: String, request: ByteBuffer? = nil, token: String?,
+                                                 metadata extra: [(name: String, value: String)] = [],
+                                                 deadline: ContinuousClock.Instant? = nil,
+                                                 of: Response.Type = Response.self) async throws -> EtcdStream<Response> {
+        let client = try await wireClient(deadline: deadline)
+        var metadata: [(name: String, value: String)] = token.map { [("token", $0)] } ?? []
+        metadata += extra
+        let wire = client.stream(path, request: request, metadata: metadata, deadline: deadline?.nioDeadline)
+        return EtcdStream(wire: wire, client: client, endpoint: self)
+    }
+
+    /// A call's status as the `RPCError` the client's failover logic reads:
+    /// a call that never left forgets the connection (the next call makes a
+    /// new one); a lost connection carries the error that closed it.
+    func rpcError(_ status: WireStatus, on client: WireClient) async -> RPCError {
+        var cause: (any Error)?
+        if status.code == .unavailable {
+            if status.message == WireClient.notSentMessage || status.message == WireClient.notHandledMessage { dropWire(client) }
+            cause = try? await client.eventLoop.submit { client.closeError }.get()
+        }
+        return RPCError(code: RPCError.Code(Status.Code(rawValue: status.code.rawValue) ?? .unknown) ?? .unknown,
+                        message: status.message, cause: cause)
     }
 
     /// The open lean connection, or a new one (bounded by the dial timeout and `deadline`).
@@ -329,7 +313,6 @@ final class EtcdEndpoint: Sendable {
     }
 
     func close() {
-        grpc.beginGracefulShutdown()
         let open = wire.withLock { state -> WireClient? in
             defer { state = .closed }
             if case .ready(let client) = state { return client }
@@ -337,6 +320,60 @@ final class EtcdEndpoint: Sendable {
         }
         _ = open?.close()
     }
+}
+
+extension ContinuousClock.Instant {
+    /// The same moment as NIO's deadline.
+    var nioDeadline: NIODeadline { NIODeadline.now() + (self - .now).timeAmount }
+}
+
+/// A stream of one endpoint's lean connection, with etcd's messages: sends
+/// and receives protobuf messages, and fails with the `RPCError`s the
+/// client's failover logic reads (as unary calls do).
+struct EtcdStream<Response: SwiftProtobuf.Message>: Sendable {
+    let wire: WireStream
+    let client: WireClient
+    let endpoint: EtcdEndpoint
+
+    /// Sends one request (waiting while the server is not taking them).
+    func send(_ request: some SwiftProtobuf.Message) async throws {
+        let framed = try request.framed()
+        do {
+            try await wire.send(framed)
+        } catch let status as WireStatus {
+            throw await endpoint.rpcError(status, on: client)
+        }
+    }
+
+    /// Calls `body` with each response until the call ends; throws its
+    /// error status (or what `body` throws).
+    func forEach(_ body: (Response) async throws -> Void) async throws {
+        var iterator = wire.makeAsyncIterator()
+        while let message = try await next(&iterator) { try await body(message) }
+    }
+
+    /// The next response, nil at the call's OK end.
+    func next(_ iterator: inout WireStream.AsyncIterator) async throws -> Response? {
+        let bytes: ByteBuffer?
+        do {
+            bytes = try await iterator.next()
+        } catch let status as WireStatus {
+            throw await endpoint.rpcError(status, on: client)
+        }
+        guard let bytes else { return nil }
+        do {
+            return try Response(grpcMessage: bytes)
+        } catch {
+            wire.cancel()
+            throw RPCError(code: .internalError, message: "grpc: failed to unmarshal the received message: \(error)")
+        }
+    }
+
+    /// Closes the request side.
+    func finishSending() { wire.finishSending() }
+
+    /// Resets the call (nothing happens once it has ended).
+    func cancel() { wire.cancel() }
 }
 
 extension Duration {
@@ -499,12 +536,6 @@ public final class EtcdClient: Sendable {
         }
     }
 
-    /// The token as grpc-swift metadata (for the streams).
-    func metadata() async throws -> Metadata {
-        guard let token = try await token() else { return [:] }
-        return ["token": .string(token)]
-    }
-
     private func authenticateNow() async throws -> String {
         var request = Etcdserverpb_AuthenticateRequest()
         request.name = options.username ?? ""
@@ -597,14 +628,13 @@ public final class EtcdClient: Sendable {
         }
     }
 
-    /// True when the RPC certainly never reached a server (no connection).
+    /// True when the RPC certainly never reached a server: no connection
+    /// could be made, or the connection was closed or going away before
+    /// the call left (GRPCWire's messages for those).
     static func neverSent(_ error: any Error) -> Bool {
         guard let rpc = error as? RPCError, rpc.code == .unavailable else { return false }
         let m = rpc.message
-        return m.contains("Could not establish a connection") || m == WireClient.notSentMessage || m == WireClient.notHandledMessage
-            || m.contains("isn't ready") || m.contains("no subchannel")
-            || m.contains("subchannel is unavailable") || m.contains("Failed to resolve") || m.contains("channel is shutdown")
-            || m.contains("Subchannel shutdown")
+        return m.hasPrefix("Could not establish a connection") || m == WireClient.notSentMessage || m == WireClient.notHandledMessage
     }
 
     /// True when the connection broke (the request may or may not have been applied).
@@ -620,9 +650,8 @@ public final class EtcdClient: Sendable {
             guard let e = current else { return nil }
             let typeName = String(reflecting: type(of: e))
             if typeName.contains("NIOSSL") || typeName.contains("BoringSSL") { return describeTLS(e) }
-            if let rpc = e as? RPCError { current = rpc.cause }
-            else if let runtime = e as? RuntimeError { current = runtime.cause }
-            else { return nil }
+            guard let rpc = e as? RPCError else { return nil }
+            current = rpc.cause
         }
         return nil
     }
@@ -671,15 +700,6 @@ public final class EtcdClient: Sendable {
 struct CallContext: Sendable {
     let deadline: ContinuousClock.Instant?
     let token: String?
-
-    /// For grpc-swift's stream calls.
-    var grpcOptions: CallOptions {
-        var options = CallOptions.defaults
-        if let deadline { options.timeout = deadline - .now }
-        return options
-    }
-
-    var grpcMetadata: Metadata { token.map { ["token": .string($0)] } ?? [:] }
 }
 
 /// A lock usable across suspension points (FIFO, not reentrant).

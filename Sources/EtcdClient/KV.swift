@@ -1,4 +1,3 @@
-import EtcdGRPC
 import EtcdProto
 import Foundation
 import GRPCCore

@@ -1,8 +1,5 @@
-import EtcdGRPC
 import EtcdProto
 import Foundation
-import GRPCCore
-import GRPCNIOTransportHTTP2
 import Locks
 
 public typealias LeaseGrantResponse = Etcdserverpb_LeaseGrantResponse
@@ -12,13 +9,7 @@ public typealias LeaseTimeToLiveResponse = Etcdserverpb_LeaseTimeToLiveResponse
 public typealias LeaseLeasesResponse = Etcdserverpb_LeaseLeasesResponse
 
 extension EtcdClient {
-    /// A call on grpc-swift's Lease client (the keep-alive stream).
-    func lease<R: Sendable>(_ safety: CallSafety, endpoint: String? = nil, timeout: Duration?? = nil,
-                            _ body: @Sendable @escaping (Etcdserverpb_Lease.Client<HTTP2ClientTransport.Posix>, CallOptions, Metadata) async throws -> R) async throws -> R {
-        try await call(safety, endpoint: endpoint, timeout: timeout) { connection, context in
-            try await body(Etcdserverpb_Lease.Client(wrapping: connection.grpc), context.grpcOptions, context.grpcMetadata)
-        }
-    }
+    static let keepAlivePath = "/etcdserverpb.Lease/LeaseKeepAlive"
 
     /// Grants a lease of `ttl` seconds (`id` 0: the server picks the ID).
     public func leaseGrant(ttl: Int64, id: Int64 = 0) async throws -> LeaseGrantResponse {
@@ -56,13 +47,16 @@ extension EtcdClient {
     public func leaseKeepAliveOnce(id: Int64) async throws -> LeaseKeepAliveResponse {
         var r = Etcdserverpb_LeaseKeepAliveRequest()
         r.id = id
-        let response = try await lease(.idempotent) { [r] l, o, m in
-            try await l.leaseKeepAlive(metadata: m, options: o, requestProducer: { writer in
-                try await writer.write(r)
-            }, onResponse: { response in
-                for try await message in response.messages { return message }
+        let response = try await call(.idempotent) { [r] connection, context in
+            let stream = try await connection.stream(Self.keepAlivePath, token: context.token, deadline: context.deadline,
+                                                     of: LeaseKeepAliveResponse.self)
+            defer { stream.cancel() }
+            try await stream.send(r)
+            var iterator = stream.wire.makeAsyncIterator()
+            guard let message = try await stream.next(&iterator) else {
                 throw EtcdClientError.rpc(code: .unavailable, message: "keep-alive stream ended")
-            })
+            }
+            return message
         }
         if response.ttl <= 0 { throw EtcdClientError.leaseNotFound }
         return response
@@ -75,7 +69,9 @@ extension EtcdClient {
     /// sequence finishes when the server reports the lease gone (TTL 0) or when
     /// the lease's TTL passes without a successful renewal.
     public func leaseKeepAlive(id: Int64) -> AsyncThrowingStream<LeaseKeepAliveResponse, any Error> {
-        let (stream, continuation) = AsyncThrowingStream<LeaseKeepAliveResponse, any Error>.makeStream()
+        // Renewals go on whether or not the responses are read: a consumer
+        // that is behind gets the newest 16 (Go's clientv3 keeps 16 too).
+        let (stream, continuation) = AsyncThrowingStream<LeaseKeepAliveResponse, any Error>.makeStream(bufferingPolicy: .bufferingNewest(16))
         let task = Task { await self.runKeepAlive(id: id, continuation: continuation) }
         continuation.onTermination = { _ in task.cancel() }
         return stream
@@ -89,24 +85,24 @@ extension EtcdClient {
             let index = currentIndex
             let connection = connections[index]
             do {
-                let metadata = try await self.metadata()
-                try await Etcdserverpb_Lease.Client(wrapping: connection.grpc).leaseKeepAlive(
-                    metadata: metadata,
-                    requestProducer: { writer in
+                let stream = try await connection.stream(Self.keepAlivePath, token: try await token(), of: LeaseKeepAliveResponse.self)
+                defer { stream.cancel() }
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask {
                         var request = Etcdserverpb_LeaseKeepAliveRequest()
                         request.id = id
                         while !Task.isCancelled {
-                            try await writer.write(request)
+                            try await stream.send(request)
                             try await Task.sleep(for: .milliseconds(Self.interval(forTTL: progress.ttl)))
                         }
-                    },
-                    onResponse: { response in
-                        for try await message in response.messages {
-                            if message.ttl <= 0 { throw EtcdClientError.leaseNotFound }
-                            progress.renewed(ttl: message.ttl, at: clock.now)
-                            continuation.yield(message)
-                        }
-                    })
+                    }
+                    try await stream.forEach { message in
+                        if message.ttl <= 0 { throw EtcdClientError.leaseNotFound }
+                        progress.renewed(ttl: message.ttl, at: clock.now)
+                        continuation.yield(message)
+                    }
+                    group.cancelAll()
+                }
             } catch {
                 if Task.isCancelled { break }
                 let mapped = EtcdClientError(error)

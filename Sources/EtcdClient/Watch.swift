@@ -1,7 +1,5 @@
-import EtcdGRPC
 import EtcdProto
 import Foundation
-import GRPCCore
 import Locks
 
 public typealias Event = Mvccpb_Event
@@ -113,7 +111,9 @@ public final class EtcdWatch: AsyncSequence, Sendable {
     }
 
     init(client: EtcdClient, key: Data, options: WatchOptions) {
-        let (stream, continuation) = AsyncThrowingStream<WatchResponse, any Error>.makeStream()
+        // Bounded: while it is full the watch stops reading its stream, and
+        // flow control makes the server wait (no event is dropped).
+        let (stream, continuation) = AsyncThrowingStream<WatchResponse, any Error>.makeStream(bufferingPolicy: .bufferingOldest(Self.bufferedResponses))
         self.stream = stream
         let control = Control(startRevision: options.startRevision)
         self.control = control
@@ -125,6 +125,9 @@ public final class EtcdWatch: AsyncSequence, Sendable {
     }
 
     public func makeAsyncIterator() -> AsyncIterator { stream.makeAsyncIterator() }
+
+    /// Responses held for a consumer that is behind.
+    static let bufferedResponses = 64
 
     /// The revision the watch resumes from after a reconnect.
     public var nextRevision: Int64 { control.state.withLock { $0.nextRevision } }
@@ -149,7 +152,9 @@ public final class EtcdWatch: AsyncSequence, Sendable {
         while !Task.isCancelled {
             let index = client.currentIndex
             let connection = client.connections[index]
-            let (outgoing, outgoingContinuation) = AsyncStream<Etcdserverpb_WatchRequest>.makeStream()
+            // Requests after the create (progress requests), bounded: one
+            // waiting is as good as many.
+            let (outgoing, outgoingContinuation) = AsyncStream<Etcdserverpb_WatchRequest>.makeStream(bufferingPolicy: .bufferingOldest(16))
             var create = Etcdserverpb_WatchCreateRequest()
             (create.key, create.rangeEnd) = options.range.resolve(key)
             create.startRevision = control.state.withLock { $0.nextRevision }
@@ -159,21 +164,23 @@ public final class EtcdWatch: AsyncSequence, Sendable {
             if options.noDelete { create.filters.append(.nodelete) }
             var request = Etcdserverpb_WatchRequest()
             request.createRequest = create
-            outgoingContinuation.yield(request)
             control.state.withLock { $0.outgoing = outgoingContinuation }
             do {
-                var metadata = try await client.metadata()
-                if client.options.requireLeader { metadata.addString("true", forKey: "hasleader") }
-                try await Etcdserverpb_Watch.Client(wrapping: connection.grpc).watch(
-                    metadata: metadata,
-                    requestProducer: { writer in
-                        for await request in outgoing { try await writer.write(request) }
-                    },
-                    onResponse: { response in
-                        for try await message in response.messages {
-                            try handle(message, options: options, control: control, continuation: continuation)
-                        }
-                    })
+                let token = try await client.token()
+                let metadata: [(name: String, value: String)] = client.options.requireLeader ? [("hasleader", "true")] : []
+                let stream = try await connection.stream("/etcdserverpb.Watch/Watch", token: token, metadata: metadata,
+                                                         of: Etcdserverpb_WatchResponse.self)
+                defer { stream.cancel() }
+                try await stream.send(request)
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask {
+                        for await request in outgoing { try await stream.send(request) }
+                    }
+                    try await stream.forEach { message in
+                        try await handle(message, options: options, control: control, continuation: continuation)
+                    }
+                    group.cancelAll()
+                }
                 outgoingContinuation.finish()
                 // The server ended the stream: reconnect.
             } catch {
@@ -209,7 +216,7 @@ public final class EtcdWatch: AsyncSequence, Sendable {
     }
 
     private static func handle(_ message: Etcdserverpb_WatchResponse, options: WatchOptions, control: Control,
-                               continuation: AsyncThrowingStream<WatchResponse, any Error>.Continuation) throws {
+                               continuation: AsyncThrowingStream<WatchResponse, any Error>.Continuation) async throws {
         if message.canceled || message.compactRevision != 0 {
             if message.compactRevision != 0 { throw EtcdClientError.watchCompacted(compactRevision: message.compactRevision) }
             throw EtcdClientError.watchCanceled(reason: message.cancelReason)
@@ -220,7 +227,7 @@ public final class EtcdWatch: AsyncSequence, Sendable {
                 if s.nextRevision == 0 { s.nextRevision = message.header.revision + 1 }
             }
             control.signalCreated(nil)
-            if options.createdNotify { continuation.yield(response) }
+            if options.createdNotify { await continuation.yieldWaiting(response) }
             return
         }
         control.state.withLock { s in
@@ -230,7 +237,7 @@ public final class EtcdWatch: AsyncSequence, Sendable {
                 s.nextRevision = message.header.revision + 1
             }
         }
-        continuation.yield(response)
+        await continuation.yieldWaiting(response)
     }
 }
 
@@ -261,4 +268,27 @@ extension EtcdClient {
 
 extension EtcdWatch {
     func waitCreated() async throws { try await control.waitCreated() }
+}
+
+extension AsyncThrowingStream.Continuation where Element: Sendable {
+    /// Yields `element` to a stream with a bounded `.bufferingOldest`
+    /// buffer, waiting (in short naps) while the buffer is full instead of
+    /// dropping it: the producer slows to the consumer's pace. Returns
+    /// false when the stream has ended or the task is cancelled.
+    @discardableResult
+    func yieldWaiting(_ element: Element) async -> Bool {
+        var pending = element
+        var pause = Duration.milliseconds(1)
+        while true {
+            switch yield(pending) {
+            case .enqueued: return true
+            case .terminated: return false
+            case .dropped(let back):
+                pending = back
+                do { try await Task.sleep(for: pause) } catch { return false }
+                pause = Swift.min(pause * 2, .milliseconds(20))
+            @unknown default: return false
+            }
+        }
+    }
 }

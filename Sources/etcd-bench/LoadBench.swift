@@ -481,21 +481,7 @@ enum ProcessCPU {
 enum EtcdClientLoad {
     static func run(_ options: LoadOptions, label: String,
                     call: @escaping @Sendable (EtcdClient, Int) async throws -> Void) async throws {
-        var clientOptions = EtcdClientOptions(dialTimeout: .seconds(5), commandTimeout: .seconds(30))
-        if let user = options.user {
-            let parts = user.split(separator: ":", maxSplits: 1).map(String.init)
-            guard parts.count == 2 else { throw ValidationError("--user must be name:password") }
-            (clientOptions.username, clientOptions.password) = (parts[0], parts[1])
-        }
-        if options.cacert != nil || options.cert != nil || options.key != nil {
-            clientOptions.tls = EtcdTLSOptions(caFile: options.cacert, certFile: options.cert, keyFile: options.key)
-        }
-        let endpoints = try options.addresses().map { "\($0.0):\($0.1)" }
-        let clients = try (0..<options.conns).map { index in
-            // Each client starts at another endpoint, so connections spread as the lean mode's do.
-            let rotated = Array(endpoints[(index % endpoints.count)...] + endpoints[..<(index % endpoints.count)])
-            return try EtcdClient(endpoints: rotated, options: clientOptions)
-        }
+        let clients = try makeClients(options)
         defer { clients.forEach { $0.close() } }
         // Connect (and authenticate) before the clock starts, as the lean mode does.
         for client in clients { _ = try await client.status() }
@@ -525,5 +511,24 @@ enum EtcdClientLoad {
         let elapsed = clock.now - start
         let cpuSeconds = ProcessCPU.now() - cpu
         LoadRunner.report(label: label, latencies: latencies, errors: errors, elapsed: elapsed, cpuSeconds: cpuSeconds, options: options)
+    }
+
+    /// `--conns` clients (TLS and user from the options), each starting at
+    /// another endpoint so connections spread as the lean mode's do.
+    static func makeClients(_ options: LoadOptions) throws -> [EtcdClient] {
+        var clientOptions = EtcdClientOptions(dialTimeout: .seconds(5), commandTimeout: .seconds(30))
+        if let user = options.user {
+            let parts = user.split(separator: ":", maxSplits: 1).map(String.init)
+            guard parts.count == 2 else { throw ValidationError("--user must be name:password") }
+            (clientOptions.username, clientOptions.password) = (parts[0], parts[1])
+        }
+        if options.cacert != nil || options.cert != nil || options.key != nil {
+            clientOptions.tls = EtcdTLSOptions(caFile: options.cacert, certFile: options.cert, keyFile: options.key)
+        }
+        let endpoints = try options.addresses().map { "\($0.0):\($0.1)" }
+        return try (0..<options.conns).map { index in
+            let rotated = Array(endpoints[(index % endpoints.count)...] + endpoints[..<(index % endpoints.count)])
+            return try EtcdClient(endpoints: rotated, options: clientOptions)
+        }
     }
 }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import EtcdClient
 import EtcdGRPC
 import EtcdProto
 import Foundation
@@ -42,6 +43,7 @@ struct WatchLoad: AsyncParsableCommand {
     }
 
     func run() async throws {
+        if options.client == "etcdclient" { return try await runEtcdClient() }
         let watchers = watchers, streams = streams, puts = puts, interval = putIntervalMs, distinct = distinctKeys
         // Watcher w watches key(w); stream s holds watchers s, s + streams, ...
         let key: @Sendable (Int) -> Data = { watcher in Data((distinct ? "watch-bench-key/\(watcher)" : "watch-bench-key").utf8) }
@@ -131,6 +133,66 @@ struct WatchLoad: AsyncParsableCommand {
         LoadRunner.report(label: "put→event", latencies: latencies, errors: expected - events, elapsed: elapsed)
         LoadRunner.report(label: "put returned→event", latencies: afterReturn, errors: expected - events, elapsed: elapsed)
     }
+}
+
+extension WatchLoad {
+    /// `--client etcdclient`: every watcher is an `EtcdClient.watch` (its own
+    /// stream; `--streams` does not apply) on `--conns` clients; one more
+    /// client puts. Reports events per second and the process's CPU per
+    /// event from the first put to the last event (the puts' CPU included).
+    func runEtcdClient() async throws {
+        let watchers = watchers, puts = puts, interval = putIntervalMs, distinct = distinctKeys
+        let key: @Sendable (Int) -> String = { distinct ? "watch-bench-key/\($0)" : "watch-bench-key" }
+        let expected = distinct ? puts : puts * watchers
+        let clients = try EtcdClientLoad.makeClients(options)
+        let writer = try EtcdClientLoad.makeClients(options)[0]
+        defer { (clients + [writer]).forEach { $0.close() } }
+        let received = EventCount()
+        let clock = ContinuousClock()
+        let watches = try await withThrowingTaskGroup(of: EtcdWatch.self) { group in
+            for watcher in 0..<watchers {
+                group.addTask { try await clients[watcher % clients.count].watch(key(watcher)) }
+            }
+            var watches: [EtcdWatch] = []
+            for try await watch in group { watches.append(watch) }
+            return watches
+        }
+        _ = try await writer.status()
+        let cpu = ProcessCPU.now()
+        let start = clock.now
+        let elapsed = try await withThrowingTaskGroup(of: Void.self) { group in
+            for watch in watches {
+                group.addTask {
+                    for try await response in watch { received.value.add(response.events.count, ordering: .relaxed) }
+                }
+            }
+            let value = String(repeating: "v", count: 16)
+            for number in 0..<puts {
+                try await writer.put(key(number % watchers), value)
+                if interval > 0 { try await Task.sleep(for: .milliseconds(interval)) }
+            }
+            // Bounded wait for the last events.
+            let end = clock.now + .seconds(60)
+            while received.value.load(ordering: .relaxed) < expected && clock.now < end {
+                try await Task.sleep(for: .milliseconds(1))
+            }
+            let elapsed = clock.now - start
+            watches.forEach { $0.cancel() }
+            group.cancelAll()
+            return elapsed
+        }
+        let cpuSeconds = ProcessCPU.now() - cpu
+        let events = received.value.load(ordering: .relaxed)
+        let seconds = elapsed.seconds
+        print("watch (EtcdClient): \(watchers) watchers\(distinct ? " on distinct keys" : ""), \(puts) puts; \(events) of \(expected) events in \(String(format: "%.2f", seconds)) s")
+        print(String(format: "  events/s: %.0f; process CPU %.2f s, %.1f µs per event", Double(events) / seconds, cpuSeconds,
+                     cpuSeconds * 1e6 / Double(max(1, events))))
+    }
+}
+
+/// Events seen by the EtcdClient watchers.
+final class EventCount: Sendable {
+    let value = Atomic<Int>(0)
 }
 
 /// What the watch streams have seen so far.

@@ -154,6 +154,29 @@ func withEtcd(_ body: (RealEtcd, EtcdClient) async throws -> Void) async throws 
         }
     }
 
+    /// A consumer that reads nothing while 3 MiB of events arrive (more than
+    /// the watch's buffer and the stream's window hold): the watch stops
+    /// reading and the server waits; reading later, every event is there, in order.
+    @Test func slowWatchConsumerLosesNothing() async throws {
+        try await withEtcd { etcd, client in
+            let writer = try etcd.client()
+            defer { writer.close() }
+            let watch = try await client.watch("s/", options: WatchOptions(range: .prefix))
+            let value = String(repeating: "v", count: 16 << 10)
+            for index in 0..<200 { try await writer.put("s/\(index)", value) }
+            let keys = try await withTimeout(20, "slow consumer's events") {
+                var keys: [String] = []
+                for try await response in watch {
+                    keys += response.events.map { $0.kv.key.string }
+                    if keys.count >= 200 { break }
+                }
+                return keys
+            }
+            #expect(keys == (0..<200).map { "s/\($0)" })
+            watch.cancel()
+        }
+    }
+
     @Test func watchResumesAcrossServerRestart() async throws {
         let etcd = try await RealEtcd.start()
         defer { etcd.cleanup() }
