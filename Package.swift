@@ -108,7 +108,7 @@ let package = Package(
         // Linearizability and watch-guarantee checkers for tests and simulations.
         .target(name: "Checkers"),
         // Tables and byte sizes printed as etcd's Go tools print them (etcdctl, etcdutl).
-        .target(name: "CLIText"),
+        .target(name: "CLIText", dependencies: ["Locks"]),
         // An in-memory file system that tracks what is fsynced (crash tests
         // and the simulation's disk).
         .target(name: "SimulatedDisk", dependencies: ["WAL", "Locks"]),
@@ -274,7 +274,7 @@ let package = Package(
             dependencies: ["EtcdClient", "EtcdProto", "Locks", "GRPCWire", .product(name: "NIOCore", package: "swift-nio"),
                            .product(name: "SwiftProtobuf", package: "swift-protobuf")]
         ),
-        .testTarget(name: "EtcdctlTests", dependencies: ["EtcdClient"]),
+        .testTarget(name: "EtcdctlTests", dependencies: ["EtcdClient", "CLIText"]),
         .testTarget(
             name: "LeaseTests",
             dependencies: ["Lease", "Backend", "EtcdProto", .product(name: "SwiftProtobuf", package: "swift-protobuf")]

@@ -380,8 +380,13 @@ func maintenanceCommands(_ g: @escaping (Invocation) -> Globals) -> [Command] {
             } else { ts = String(format: "%.7f", Date().timeIntervalSince1970) }
             Out.err("{\"level\":\"info\",\"ts\":\(ts),\"caller\":\"\(caller)\",\"msg\":\"\(msg)\"\(extra)}")
         }
-        guard FileManager.default.createFile(atPath: partPath, contents: nil), let handle = FileHandle(forWritingAtPath: partPath) else {
-            throw fail(ExitCode.interrupted, "could not open \(partPath) (open \(partPath): no such file or directory)")
+        let file: StreamingFileWriter
+        do {
+            file = try StreamingFileWriter(path: partPath)
+        } catch let error as POSIXError {
+            throw fail(ExitCode.interrupted, "could not open \(partPath) (open \(partPath): \(goErrnoText(error.code)))")
+        } catch {
+            throw fail(ExitCode.interrupted, "could not open \(partPath) (\(error))")
         }
         log("snapshot/v3_snapshot.go:119", "created temporary db file", ",\"path\":\(goJSONString(partPath))")
         log("clientv3/maintenance.go:200", "opened snapshot stream; downloading", iso: true)
@@ -389,14 +394,15 @@ func maintenanceCommands(_ g: @escaping (Invocation) -> Globals) -> [Command] {
         var size: UInt64 = 0
         do {
             for try await chunk in client.snapshot(endpoint: eps[0]) {
-                handle.write(chunk)
+                try file.write(chunk)
                 size += UInt64(chunk.count)
             }
-            try handle.synchronize()
-            try handle.close()
+            try file.finish()
+        } catch let error as POSIXError {
+            file.abandon()
+            throw fail(ExitCode.interrupted, "write \(partPath): \(goErrnoText(error.code))")
         } catch {
-            try? handle.close()
-            try? FileManager.default.removeItem(atPath: partPath)
+            file.abandon()
             throw fail(ExitCode.interrupted, "\(EtcdClientError(error))")
         }
         log("clientv3/maintenance.go:208", "completed snapshot read; closing", iso: true)
@@ -406,6 +412,7 @@ func maintenanceCommands(_ g: @escaping (Invocation) -> Globals) -> [Command] {
         let seconds = Double(took.components.seconds) + Double(took.components.attoseconds) / 1e18
         log("snapshot/v3_snapshot.go:142", "fetched snapshot", ",\"endpoint\":\(goJSONString(eps[0])),\"size\":\"\(humanizeBytes(size))\",\"took\":\(String(format: "%.9f", seconds))")
         if rename(partPath, path) != 0 { throw fail(ExitCode.interrupted, "could not rename \(partPath) to \(path)") }
+        StreamingFileWriter.syncDirectory(of: path)
         log("snapshot/v3_snapshot.go:152", "saved", ",\"path\":\(goJSONString(path))")
         Out.print("Snapshot saved at \(path)")
     }
