@@ -126,40 +126,71 @@ extension EtcdClient {
 
     /// Streams a backend snapshot from one member as chunks of bytes.
     ///
-    /// The stream has no time limit; cancel the iteration to stop it. A
-    /// consumer that is behind makes the member wait (a few chunks are
-    /// buffered). Opening the stream fails over and retries until the first
-    /// chunk; a failure after it ends the sequence with the error.
+    /// The stream has no time limit; cancel the iteration to stop it.
+    /// Chunks are pulled from the call as the consumer asks for them, and a
+    /// consumer that is behind makes the member wait: the member may send
+    /// `snapshotWindowBytes` ahead, so its chunks keep flowing while the
+    /// consumer writes. Opening the stream fails over and retries until the
+    /// first chunk; a failure after it ends the sequence with the error.
     public func snapshot(endpoint: String? = nil) -> AsyncThrowingStream<Data, any Error> {
-        let (stream, continuation) = AsyncThrowingStream<Data, any Error>.makeStream(bufferingPolicy: .bufferingOldest(4))
-        let task = Task {
-            do {
+        let source = SnapshotSource(client: self, endpoint: endpoint)
+        return AsyncThrowingStream(unfolding: { try await source.next() })
+    }
+
+    /// The receive window of a snapshot stream (see `snapshot`).
+    static let snapshotWindowBytes = 8 << 20
+}
+
+/// The call behind `EtcdClient.snapshot`. `next` is only called by the
+/// stream's iterator, one call at a time; dropping the stream cancels the
+/// call.
+private final class SnapshotSource: @unchecked Sendable {
+    private let client: EtcdClient
+    private let endpoint: String?
+    private var call: EtcdStream<Etcdserverpb_SnapshotResponse>?
+    private var done = false
+
+    init(client: EtcdClient, endpoint: String?) {
+        self.client = client
+        self.endpoint = endpoint
+    }
+
+    deinit { call?.cancel() }
+
+    func next() async throws -> Data? {
+        if done { return nil }
+        do {
+            let response: Etcdserverpb_SnapshotResponse?
+            if let call {
+                // (The iterator holds no position: the call's inbox does.)
+                var iterator = call.wire.makeAsyncIterator()
+                response = try await call.next(&iterator)
+            } else {
                 let request = try Etcdserverpb_SnapshotRequest().framed()
-                let (snapshot, first) = try await self.call(.idempotent, endpoint: endpoint, timeout: .some(nil)) { connection, context in
-                    let snapshot = try await connection.stream("/etcdserverpb.Maintenance/Snapshot", request: request, token: context.token,
-                                                               of: Etcdserverpb_SnapshotResponse.self)
+                let (call, first) = try await client.call(.idempotent, endpoint: endpoint, timeout: .some(nil)) { connection, context in
+                    let call = try await connection.stream("/etcdserverpb.Maintenance/Snapshot", request: request, token: context.token,
+                                                           windowBytes: EtcdClient.snapshotWindowBytes, of: Etcdserverpb_SnapshotResponse.self)
                     do {
-                        var iterator = snapshot.wire.makeAsyncIterator()
-                        return (snapshot, try await snapshot.next(&iterator))
+                        var iterator = call.wire.makeAsyncIterator()
+                        return (call, try await call.next(&iterator))
                     } catch {
-                        snapshot.cancel()
+                        call.cancel()
                         throw error
                     }
                 }
-                defer { snapshot.cancel() }
-                if let first {
-                    guard await continuation.yieldWaiting(first.blob) else { return }
-                    try await snapshot.forEach { chunk in
-                        guard await continuation.yieldWaiting(chunk.blob) else { throw CancellationError() }
-                    }
-                }
-                continuation.finish()
-            } catch {
-                continuation.finish(throwing: EtcdClientError(error))
+                self.call = call
+                response = first
             }
+            guard let response else {
+                done = true
+                return nil
+            }
+            return response.blob
+        } catch {
+            done = true
+            call?.cancel()
+            throw EtcdClientError(error)
         }
-        continuation.onTermination = { _ in task.cancel() }
-        return stream
     }
 }
 

@@ -177,12 +177,12 @@ final class EtcdEndpoint: Sendable {
     /// with `request` a server-streaming call, without a bidirectional one.
     func stream<Response: SwiftProtobuf.Message>(_ path: String, request: ByteBuffer? = nil, token: String?,
                                                  metadata extra: [(name: String, value: String)] = [],
-                                                 deadline: ContinuousClock.Instant? = nil,
+                                                 deadline: ContinuousClock.Instant? = nil, windowBytes: Int? = nil,
                                                  of: Response.Type = Response.self) async throws -> EtcdStream<Response> {
         let client = try await wireClient(deadline: deadline)
         var metadata: [(name: String, value: String)] = token.map { [("token", $0)] } ?? []
         metadata += extra
-        let wire = client.stream(path, request: request, metadata: metadata, deadline: deadline?.nioDeadline)
+        let wire = client.stream(path, request: request, metadata: metadata, deadline: deadline?.nioDeadline, windowBytes: windowBytes)
         return EtcdStream(wire: wire, client: client, endpoint: self)
     }
 

@@ -127,13 +127,23 @@ public final class WireClient: @unchecked Sendable {
     /// `send` waits while `outboundLimitBytes` or more are queued for a
     /// server that does not take them. With a `deadline`, a stream still
     /// open then is reset and ends with DEADLINE_EXCEEDED.
+    ///
+    /// `windowBytes` is the stream's receive window, the bytes the server
+    /// may send ahead of the consumer (and so what the stream may hold):
+    /// the connection's `windowBytes` unless given; a larger one is opened
+    /// with a WINDOW_UPDATE at the start (a bulk download whose messages
+    /// are as large as the default window would otherwise move one message
+    /// per round trip through the consumer).
     public func stream(_ path: String, request: ByteBuffer? = nil, metadata: [(name: String, value: String)] = [],
-                       deadline: NIODeadline? = nil, outboundLimitBytes: Int? = nil) -> WireStream {
-        let stream = WireStream(client: self, windowBytes: handler.windowBytes, outboundLimit: outboundLimitBytes ?? handler.windowBytes)
+                       deadline: NIODeadline? = nil, outboundLimitBytes: Int? = nil, windowBytes: Int? = nil) -> WireStream {
+        let window = max(windowBytes ?? handler.windowBytes, handler.windowBytes)
+        let stream = WireStream(client: self, windowBytes: window, outboundLimit: outboundLimitBytes ?? handler.windowBytes)
         if eventLoop.inEventLoop {
-            handler.startStream(stream, path, request: request, metadata: metadata, deadline: deadline)
+            handler.startStream(stream, path, request: request, metadata: metadata, deadline: deadline, windowBytes: window)
         } else {
-            eventLoop.execute { self.handler.startStream(stream, path, request: request, metadata: metadata, deadline: deadline) }
+            eventLoop.execute {
+                self.handler.startStream(stream, path, request: request, metadata: metadata, deadline: deadline, windowBytes: window)
+            }
         }
         return stream
     }
@@ -326,13 +336,19 @@ final class WireClientHandler: ChannelInboundHandler, @unchecked Sendable {
     /// Opens `stream`: with a `request`, its only message (server
     /// streaming); without, the request side stays open for `send`.
     func startStream(_ stream: WireStream, _ path: String, request: ByteBuffer?, metadata extra: [(name: String, value: String)],
-                     deadline: NIODeadline?) {
+                     deadline: NIODeadline?, windowBytes: Int) {
         let id = open(path, request, metadata: extra, deadline: deadline, call: { size in
-            let call = Call(windowBytes: size, completion: nil, stream: stream)
+            let call = Call(windowBytes: max(size, windowBytes), completion: nil, stream: stream)
             call.sending = request == nil
             return call
         }, failed: { stream.finish($0) })
         stream.id = id
+        // The peer starts the stream at the settings' window; open the rest.
+        if let id, let context, windowBytes > limits.windowBytes {
+            context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .windowUpdate(windowSizeIncrement: windowBytes - limits.windowBytes))),
+                          promise: nil)
+            flushSoon(context)
+        }
     }
 
     private func open(_ path: String, _ request: ByteBuffer?, metadata extra: [(name: String, value: String)], deadline: NIODeadline?,

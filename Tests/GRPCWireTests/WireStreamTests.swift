@@ -184,6 +184,30 @@ import Testing
         }
     }
 
+    /// A stream opened with a larger window lets the server run that far
+    /// ahead of a consumer that reads nothing (a bulk download keeps
+    /// flowing while its consumer writes), and no further.
+    @Test(.timeLimit(.minutes(1))) func aLargerStreamWindowLetsTheServerRunAhead() async throws {
+        try await withServerAndClient { client, _, log in
+            let size = 64 << 10, count = 200
+            let stream = client.stream(Self.many, request: Self.request(count: count, size: size), windowBytes: 4 << 20)
+            var iterator = stream.makeAsyncIterator()
+            #expect(try await iterator.next() == Self.payload(0, size: size))
+            // 4 MiB holds 63 whole messages; with the connection's 1 MiB
+            // window only 15 would come.
+            try await waitUntil { stream.bufferedBytes >= 60 * (size + 5) }
+            #expect(stream.bufferedBytes <= 4 << 20)
+            let sent = log.sent.withLock { $0 }
+            #expect(sent <= 66, "the server sent \(sent) of \(count) messages past a full window")
+            var index = 1
+            while let message = try await iterator.next() {
+                #expect(message == Self.payload(index, size: size))
+                index += 1
+            }
+            #expect(index == count)
+        }
+    }
+
     /// Messages both ways on one stream, one larger than the window; the
     /// client's half-close ends the call with OK.
     @Test(.timeLimit(.minutes(1))) func bidirectionalEcho() async throws {
