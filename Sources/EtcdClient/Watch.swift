@@ -66,7 +66,18 @@ public struct WatchResponse: Sendable {
 /// server cancels it. Cancel it with ``cancel()`` or by ending the iteration.
 public final class EtcdWatch: AsyncSequence, Sendable {
     public typealias Element = WatchResponse
-    public typealias AsyncIterator = AsyncThrowingStream<WatchResponse, any Error>.Iterator
+
+    /// The watch's responses in order; taking one makes room for the next.
+    public struct AsyncIterator: AsyncIteratorProtocol {
+        var base: AsyncThrowingStream<WatchResponse, any Error>.Iterator
+        let taken: TakenSignal
+
+        public mutating func next() async throws -> WatchResponse? {
+            let response = try await base.next()
+            taken.signal()
+            return response
+        }
+    }
 
     private let stream: AsyncThrowingStream<WatchResponse, any Error>
     private let control: Control
@@ -81,6 +92,8 @@ public final class EtcdWatch: AsyncSequence, Sendable {
             var createdError: (any Error)?
         }
         let state: Mutex<State>
+        /// Signalled by the iterator after each response it takes.
+        let taken = TakenSignal()
         init(startRevision: Int64) { state = Mutex(State(nextRevision: startRevision)) }
 
         func signalCreated(_ error: (any Error)?) {
@@ -121,10 +134,13 @@ public final class EtcdWatch: AsyncSequence, Sendable {
             await Self.run(client: client, key: key, options: options, control: control, continuation: continuation)
         }
         self.task.withLock { $0 = task }
-        continuation.onTermination = { _ in task.cancel() }
+        continuation.onTermination = { _ in
+            task.cancel()
+            control.taken.signal()
+        }
     }
 
-    public func makeAsyncIterator() -> AsyncIterator { stream.makeAsyncIterator() }
+    public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(base: stream.makeAsyncIterator(), taken: control.taken) }
 
     /// Responses held for a consumer that is behind.
     static let bufferedResponses = 64
@@ -227,7 +243,7 @@ public final class EtcdWatch: AsyncSequence, Sendable {
                 if s.nextRevision == 0 { s.nextRevision = message.header.revision + 1 }
             }
             control.signalCreated(nil)
-            if options.createdNotify { await continuation.yieldWaiting(response) }
+            if options.createdNotify { await continuation.yieldWaiting(response, taken: control.taken) }
             return
         }
         control.state.withLock { s in
@@ -237,7 +253,7 @@ public final class EtcdWatch: AsyncSequence, Sendable {
                 s.nextRevision = message.header.revision + 1
             }
         }
-        await continuation.yieldWaiting(response)
+        await continuation.yieldWaiting(response, taken: control.taken)
     }
 }
 
@@ -272,23 +288,61 @@ extension EtcdWatch {
 
 extension AsyncThrowingStream.Continuation where Element: Sendable {
     /// Yields `element` to a stream with a bounded `.bufferingOldest`
-    /// buffer, waiting (in short naps) while the buffer is full instead of
-    /// dropping it: the producer slows to the consumer's pace. Returns
-    /// false when the stream has ended or the task is cancelled.
+    /// buffer, waiting while the buffer is full instead of dropping it (the
+    /// consumer's iterator signals `taken` after each response it takes):
+    /// the producer slows to the consumer's pace. Returns false when the
+    /// stream has ended or the task is cancelled.
     @discardableResult
-    func yieldWaiting(_ element: Element) async -> Bool {
+    func yieldWaiting(_ element: Element, taken: TakenSignal) async -> Bool {
         var pending = element
-        var pause = Duration.milliseconds(1)
         while true {
             switch yield(pending) {
             case .enqueued: return true
             case .terminated: return false
             case .dropped(let back):
                 pending = back
-                do { try await Task.sleep(for: pause) } catch { return false }
-                pause = Swift.min(pause * 2, .milliseconds(20))
+                await withTaskCancellationHandler {
+                    await taken.wait()
+                } onCancel: {
+                    taken.signal()
+                }
+                if Task.isCancelled { return false }
             @unknown default: return false
             }
+        }
+    }
+}
+
+/// "The consumer took a response": wakes a producer waiting for room. A
+/// signal with nobody waiting is kept for the next wait (so one taken
+/// between a refused yield and the wait is not missed; at worst the
+/// producer retries once for nothing).
+final class TakenSignal: Sendable {
+    private let state = Mutex<(pending: Bool, waiter: CheckedContinuation<Void, Never>?)>((false, nil))
+
+    func signal() {
+        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            guard let waiter = state.waiter else {
+                state.pending = true
+                return nil
+            }
+            state.waiter = nil
+            return waiter
+        }
+        waiter?.resume()
+    }
+
+    func wait() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let now = state.withLock { state -> Bool in
+                if state.pending {
+                    state.pending = false
+                    return true
+                }
+                state.waiter = continuation
+                return false
+            }
+            if now { continuation.resume() }
         }
     }
 }
