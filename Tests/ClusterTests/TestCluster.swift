@@ -96,8 +96,10 @@ final class TestCluster: @unchecked Sendable {
     var running: [Member] { members.compactMap { $0 } }
 
     /// The index of the member every running member agrees leads, waiting
-    /// up to `timeout`.
-    func waitForLeader(timeout: Duration = .seconds(10)) async throws -> Int {
+    /// up to `timeout` (generous: in the in-process test phase the CPU-bound
+    /// simulation suites can hold both cores for tens of seconds while
+    /// members start).
+    func waitForLeader(timeout: Duration = .seconds(30)) async throws -> Int {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
             let leaders = Set(running.map { $0.raftStatus().leader })

@@ -303,17 +303,25 @@ struct PeerTransportTests {
         let b = try await Node.start(id: 2)
         a.connect(to: b)
         let started = Flag()
+        let stopped = Flag()
         let result = Mutex<Bool?>(nil)
         let chunk = [UInt8](repeating: 3, count: 1 << 20)
         a.transport.sendSnapshot(Data("m".utf8), to: 2, writeBody: { write in
             for i in 0..<500 {
                 try chunk.withUnsafeBytes { try write($0) }
-                if i == 4 { started.set() }
+                if i == 4 {
+                    // The sender's own thread: hold the transfer here (at
+                    // most 30 s) until the receiver has been stopped, so it
+                    // cannot finish first on a busy machine.
+                    started.set()
+                    _ = stopped.wait(timeout: .seconds(30))
+                }
             }
         }, completion: { ok in result.withLock { $0 = ok } })
         #expect(await eventually { started.isSet })
         #expect(await eventually { !b.files(withSuffix: ".part").isEmpty })
         await b.transport.stop()
+        stopped.set()
         #expect(b.files(withSuffix: ".part").isEmpty)
         #expect(b.files(withSuffix: ".db").isEmpty)
         #expect(await eventually { result.withLock { $0 } != nil })
