@@ -337,8 +337,8 @@ final class WireClientHandler: ChannelInboundHandler, @unchecked Sendable {
     /// streaming); without, the request side stays open for `send`.
     func startStream(_ stream: WireStream, _ path: String, request: ByteBuffer?, metadata extra: [(name: String, value: String)],
                      deadline: NIODeadline?, windowBytes: Int) {
-        let id = open(path, request, metadata: extra, deadline: deadline, call: { size in
-            let call = Call(windowBytes: max(size, windowBytes), completion: nil, stream: stream)
+        let id = open(path, request, metadata: extra, deadline: deadline, call: { _ in
+            let call = Call(windowBytes: windowBytes, completion: nil, stream: stream)
             call.sending = request == nil
             return call
         }, failed: { stream.finish($0) })
