@@ -76,7 +76,7 @@ final class RaftLoop: @unchecked Sendable {
     /// Maintenance.Defragment calls waiting for the running defragmentation.
     var defragWaiters: [Mailbox.DefragWaiter] = []
     var defragStartedAt: ContinuousClock.Instant?
-    /// When the leader's version monitor looks next.
+    /// When the leader's version monitor looks next (set as leadership starts).
     var nextVersionCheck: ContinuousClock.Instant = .now
     /// Whom this member hears from (--strict-reconfig-check).
     var peerContact: PeerContact
@@ -529,6 +529,11 @@ final class RaftLoop: @unchecked Sendable {
         isLeader = leading
         if leading {
             lessor.promote(now: applier.leaseClock.now(), extend: .milliseconds(config.electionTimeoutMilliseconds))
+            // The version monitor looks once as the term starts (as etcd's
+            // does on a leader's first commit), then every interval; never
+            // at a tick that happens to follow a client's downgrade change.
+            nextVersionCheck = environment.now()
+            monitorClusterVersion(now: nextVersionCheck)
         } else {
             lessor.demote()
         }
