@@ -76,12 +76,12 @@ import Testing
                 port: port, timeout: .seconds(10)))
             #expect(large.hasPrefix("HTTP/1.1 413"), "\(large.prefix(200))")
             // Not HTTP at all: swift-nio's codec answers 400 and the connection closes.
-            let garbage = try #require(try await Self.exchange("HELLO\r\n\r\n", port: port, timeout: .seconds(1)))
+            let garbage = try #require(try await Self.exchange("HELLO\r\n\r\n", port: port, timeout: .seconds(10)))
             #expect(garbage.hasPrefix("HTTP/1.1 400"), "\(garbage)")
             // Two requests on one connection, answered in order; the second closes it.
             let twice = try #require(try await Self.exchange(
                 "GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /version HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-                port: port, timeout: .seconds(1)))
+                port: port, timeout: .seconds(10)))
             #expect(twice.components(separatedBy: "HTTP/1.1 200 OK").count == 3, "\(twice)")
             #expect(twice.contains(#"{"health":"true","reason":""}"#) && twice.hasSuffix(#""storage":"3.6.0"}"#), "\(twice)")
             listener.stop()
