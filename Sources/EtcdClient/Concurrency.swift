@@ -271,7 +271,10 @@ public final class Election: Sendable {
         return response
     }
 
-    /// Every leader (and every proclamation) in turn, starting with the current one.
+    /// Every leader (and every proclamation) in turn, starting with the
+    /// current one. As with Go's `Observe`, the newest value is always
+    /// delivered; an observer that falls more than
+    /// ``Election/observedBuffer`` values behind skips the oldest of them.
     public func observe() -> AsyncThrowingStream<RangeResponse, any Error> {
         Election.observe(client: session.client, prefix: prefix)
     }
@@ -281,8 +284,11 @@ public final class Election: Sendable {
         observe(client: client, prefix: name + "/")
     }
 
+    /// How many values an observer that does not keep up may fall behind.
+    public static let observedBuffer = 16
+
     static func observe(client: EtcdClient, prefix: String) -> AsyncThrowingStream<RangeResponse, any Error> {
-        let (stream, continuation) = AsyncThrowingStream<RangeResponse, any Error>.makeStream()
+        let (stream, continuation) = AsyncThrowingStream<RangeResponse, any Error>.makeLatest(keeping: observedBuffer)
         let task = Task {
             do {
                 let firstCreate = GetOptions(range: .prefix, limit: 1, sortOrder: .ascend, sortTarget: .create)
@@ -450,9 +456,10 @@ public struct ServiceRegistry: Sendable {
         return response.kvs.compactMap(Self.decode).sorted { $0.key < $1.key }
     }
 
-    /// The endpoint list now and after every change.
+    /// The endpoint list now and after every change. Each list is whole, so
+    /// a consumer that falls behind gets only the newest one.
     public func watchEndpoints() -> AsyncThrowingStream<[ServiceEndpoint], any Error> {
-        let (stream, continuation) = AsyncThrowingStream<[ServiceEndpoint], any Error>.makeStream()
+        let (stream, continuation) = AsyncThrowingStream<[ServiceEndpoint], any Error>.makeLatest(keeping: 1)
         let client = self.client, prefix = self.prefix
         let task = Task {
             do {
@@ -489,6 +496,15 @@ public struct ServiceRegistry: Sendable {
             metadata = String(decoding: data, as: UTF8.self)
         }
         return ServiceEndpoint(key: key, address: address, metadata: metadata)
+    }
+}
+
+extension AsyncThrowingStream where Failure == any Error {
+    /// A stream whose buffer holds the newest `count` elements: a recipe's
+    /// producer never waits for its consumer, and never holds more than
+    /// this for one that stopped reading.
+    static func makeLatest(keeping count: Int) -> (stream: Self, continuation: Continuation) {
+        makeStream(bufferingPolicy: .bufferingNewest(count))
     }
 }
 

@@ -156,9 +156,11 @@ final class EtcdProcess {
             process.standardError = FileHandle.nullDevice
         }
         try process.run()
-        // Ready when a serializable read answers (bounded: 15 s).
-        let deadline = Date().addingTimeInterval(15)
-        while Date() < deadline {
+        // Ready when a serializable read answers (bounded: 30 s, for a
+        // debug build starting over TLS while the E2E phase fills both
+        // cores; one that exits is not waited for).
+        let deadline = Date().addingTimeInterval(30)
+        while Date() < deadline, process.isRunning {
             if try etcdctl(["get", "ready", "--consistency=s"]).status == 0 { return }
             Thread.sleep(forTimeInterval: 0.1)
         }

@@ -1,4 +1,4 @@
-import EtcdClient
+@testable import EtcdClient
 import EtcdProto
 import Foundation
 import Locks
@@ -175,4 +175,17 @@ func eventually(_ what: String, seconds: Double = 10, _ condition: () async thro
         try await Task.sleep(for: .milliseconds(50))
     }
     throw TestError("\(what): not reached within \(seconds) s")
+}
+
+/// The recipes' streams are bounded: a consumer that stops reading costs at
+/// most the buffer, and gets the newest values once it reads again.
+@Suite struct RecipeStreamBoundTests {
+    @Test func aStalledConsumerKeepsOnlyTheNewest() async throws {
+        let (stream, continuation) = AsyncThrowingStream<Int, any Error>.makeLatest(keeping: Election.observedBuffer)
+        for value in 0..<1_000 { continuation.yield(value) }
+        continuation.finish()
+        var seen: [Int] = []
+        for try await value in stream { seen.append(value) }
+        #expect(seen == Array(1_000 - Election.observedBuffer..<1_000))
+    }
 }
