@@ -307,7 +307,9 @@ let package = Package(
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
-            ]
+            ],
+            // The Python client scripts PythonClientTests runs.
+            exclude: ["Python"]
         ),
         .testTarget(
             name: "GRPCWireTests",

@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/ensure-packages.sh
-ensure_packages liblmdb-dev protobuf-compiler libprotobuf-dev golang-etcd-server-dev etcd-client etcd-server openssl prometheus
+ensure_packages liblmdb-dev protobuf-compiler libprotobuf-dev golang-etcd-server-dev etcd-client etcd-server openssl prometheus python3-etcd3 python3-etcd3gw
 swift build --build-tests
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -7,8 +7,6 @@ extension RPCError {
         let code = Status.Code(rawValue: error.code.rawValue).flatMap(RPCError.Code.init) ?? .unknown
         self.init(code: code, message: error.message)
     }
-
-    static let notImplementedYet = RPCError(code: .unimplemented, message: "etcdserver: not implemented yet")
 }
 
 /// Runs a handler and reports its errors as etcd does.
