@@ -8,12 +8,14 @@ import Testing
 /// lock and lease behaviour, error codes and messages).
 @Suite struct PythonClientTests {
     static let scripts = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Python")
+    /// No `__pycache__` beside the scripts in the source tree.
+    static let environment = ["PYTHONDONTWRITEBYTECODE": "1"]
 
     /// What `script` prints against a fresh member of ours and a fresh real etcd.
     static func runBoth(_ script: String) throws -> (ours: String, real: String) {
         let path = scripts.appendingPathComponent(script).path
         func run(port: Int) throws -> String {
-            let result = try EtcdProcess.run("/usr/bin/python3", [path, String(port)], environment: [:], input: nil)
+            let result = try EtcdProcess.run("/usr/bin/python3", [path, String(port)], environment: Self.environment, input: nil)
             #expect(result.status == 0, "\(script) on port \(port): \(result.err)")
             return result.out
         }
@@ -56,7 +58,7 @@ import Testing
             }
             let script = Self.scripts.appendingPathComponent("python_etcd3_tls_auth.py").path
             let result = try EtcdProcess.run("/usr/bin/python3", [script, String(port), certs.cert("ca"), certs.cert("bob"), certs.key("bob")],
-                                             environment: [:], input: nil)
+                                             environment: Self.environment, input: nil)
             #expect(result.status == 0, "\(result.err)")
             outputs.append(result.out)
         }

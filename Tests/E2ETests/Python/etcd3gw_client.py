@@ -3,44 +3,14 @@
 # step; PythonClientTests runs it against ours and the real etcd and
 # compares the lines.
 import sys
-import threading
 
 from etcd3gw.client import Etcd3Client
 from etcd3gw.utils import _encode
 
+from steps import collect, error, finish, log
+
 port = int(sys.argv[1])
 c = Etcd3Client(host='127.0.0.1', port=port, api_path='/v3/', timeout=10)
-out = []
-
-
-def log(*parts):
-    out.append(" ".join(str(p) for p in parts))
-
-
-def error(f):
-    try:
-        f()
-        return 'no error'
-    except Exception as e:
-        return '%s %s' % (type(e).__name__, e)
-
-
-def collect(events, count):
-    # Reads `count` events on a thread, so a missing one ends the script
-    # after 10 s instead of hanging it.
-    got = []
-
-    def read():
-        for event in events:
-            kv = event['kv']
-            got.append((event.get('type', 'PUT'), kv['key'], kv.get('value', b'')))
-            if len(got) == count:
-                break
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    reader.join(10)
-    return got
-
 
 log('put', c.put('/a/1', 'one'), c.put('/a/2', 'two'), c.put('/b', 'bee'))
 log('get', c.get('/a/1'), c.get('/nope'))
@@ -67,15 +37,19 @@ log('txn', result.get('succeeded'), [sorted(r.keys()) for r in result['responses
 
 # Watches from a revision: nothing races the puts (etcd3gw reads one JSON
 # message per chunk of the streamed response).
+def describe(event):
+    return (event.get('type', 'PUT'), event['kv']['key'], event['kv'].get('value', b''))
+
+
 revision = int(c.get('/t', metadata=True)[0][1]['mod_revision'])
 c.put('/w', 'w1')
 c.put('/w', 'w2')
 c.delete('/w')
 events, cancel = c.watch('/w', start_revision=revision + 1)
-log('watch', collect(events, 3))
+log('watch', collect(events, 3, describe))
 cancel()
 events, cancel = c.watch_prefix('/a/', start_revision=1)
-log('watch prefix from 1', collect(events, 3))
+log('watch prefix from 1', collect(events, 3, describe))
 cancel()
 
 lock = c.lock('lock', ttl=10)
@@ -90,4 +64,4 @@ log('status', {'dbSize', 'dbSizeInUse', 'header', 'leader', 'raftAppliedIndex', 
 log('members', [(m['name'], m['clientURLs'] == ['http://127.0.0.1:%d' % port]) for m in c.members()])
 log('empty key', error(lambda: c.put('', 'x')))
 log('unknown lease', error(lambda: c.put('/x', 'y', lease=type('Lease', (), {'id': 12345})())))
-print("\n".join(out))
+finish()

@@ -2,44 +2,13 @@
 # member on 127.0.0.1:PORT. Prints one line per step; PythonClientTests runs
 # it against ours and the real etcd and compares the lines.
 import sys
-import threading
 
 import etcd3
 
+from steps import collect, error, finish, log
+
 port = int(sys.argv[1])
 c = etcd3.client(host='127.0.0.1', port=port, timeout=10)
-out = []
-
-
-def log(*parts):
-    out.append(" ".join(str(p) for p in parts))
-
-
-def error(f):
-    try:
-        f()
-        return 'no error'
-    except Exception as e:
-        if hasattr(e, 'code') and hasattr(e, 'details'):
-            return '%s %s' % (e.code(), e.details())
-        return '%s %s' % (type(e).__name__, e)
-
-
-def collect(events, count):
-    # Reads `count` events on a thread, so a missing one ends the script
-    # after 10 s instead of hanging it.
-    got = []
-
-    def read():
-        for event in events:
-            got.append((type(event).__name__, event.key, event.value))
-            if len(got) == count:
-                break
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    reader.join(10)
-    return got
-
 
 c.put('/a/1', 'one')
 c.put('/a/2', 'two')
@@ -71,15 +40,19 @@ log('txn failure', ok, c.get('/t')[0])
 log('replace', c.replace('/a/1', b'uno', b'eins'), c.replace('/a/1', b'uno', b'x'), c.get('/a/1')[0])
 
 # Watches from a revision: nothing races the puts.
+def describe(event):
+    return (type(event).__name__, event.key, event.value)
+
+
 revision = c.get('/a/1')[1].mod_revision
 c.put('/w', 'w1')
 c.put('/w', 'w2')
 c.delete('/w')
 events, cancel = c.watch('/w', start_revision=revision + 1)
-log('watch', collect(events, 3))
+log('watch', collect(events, 3, describe))
 cancel()
 events, cancel = c.watch_prefix('/a/', start_revision=1)
-log('watch prefix from 1', collect(events, 4))
+log('watch prefix from 1', collect(events, 4, describe))
 cancel()
 
 with c.lock('lock', ttl=10) as held:
@@ -96,4 +69,4 @@ log('alarms', list(c.list_alarms()))
 log('empty key', error(lambda: c.put('', 'x')))
 log('unknown lease', error(lambda: c.revoke_lease(12345)))
 log('lease on put', error(lambda: c.put('/x', 'y', lease=12345)))
-print("\n".join(out))
+finish()

@@ -6,18 +6,10 @@ import sys
 
 import etcd3
 
+from steps import finish, step
+
 port, ca, cert, key = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 tls = dict(ca_cert=ca, cert_cert=cert, cert_key=key, timeout=10)
-
-
-def step(name, f):
-    try:
-        print(name, f())
-    except Exception as e:
-        if hasattr(e, 'code') and hasattr(e, 'details'):
-            print(name, e.code(), e.details())
-        else:
-            print(name, type(e).__name__, e)
 
 
 # No password: the certificate's Common Name is the user.
@@ -36,3 +28,4 @@ step('root put', lambda: root.put('/alice', 'a') is not None)
 step('root members', lambda: [m.name for m in root.members])
 step('wrong password', lambda: etcd3.client(host='127.0.0.1', port=port, user='root', password='no', **tls).get('/x'))
 step('unknown user', lambda: etcd3.client(host='127.0.0.1', port=port, user='nobody', password='no', **tls).get('/x'))
+finish()
