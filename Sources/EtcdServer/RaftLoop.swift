@@ -76,8 +76,11 @@ final class RaftLoop: @unchecked Sendable {
     /// Maintenance.Defragment calls waiting for the running defragmentation.
     var defragWaiters: [Mailbox.DefragWaiter] = []
     var defragStartedAt: ContinuousClock.Instant?
-    /// When the leader's version monitor looks next (set as leadership starts).
+    /// When the leader's version monitor looks next (set as its term's first
+    /// entry applies).
     var nextVersionCheck: ContinuousClock.Instant = .now
+    /// A new leader's monitor waits for its term's first entry to apply.
+    var versionCheckAtTermStart = false
     /// Whom this member hears from (--strict-reconfig-check).
     var peerContact: PeerContact
     /// `--auto-compaction-*`: nil when off (see `RaftLoop+AutoCompaction.swift`).
@@ -340,6 +343,7 @@ final class RaftLoop: @unchecked Sendable {
             reads.release(applied: applied)
             publish()
             followLeadership()
+            monitorClusterVersionAtTermStart(appliedTerm: ready.committedEntries.last?.term)
             if removed { break }
         }
         if removed {
@@ -503,12 +507,24 @@ final class RaftLoop: @unchecked Sendable {
     /// the cluster version follows an enabled downgrade's target, and goes
     /// back to ours once the downgrade is cancelled.
     private func monitorClusterVersion(now: ContinuousClock.Instant) {
-        guard isLeader, now >= nextVersionCheck else { return }
+        guard isLeader, !versionCheckAtTermStart, now >= nextVersionCheck else { return }
         nextVersionCheck = now + .milliseconds(config.downgradeCheckTimeMilliseconds)
         guard let wanted = applier.membership.versions.wanted else { return }
         var request = Etcdserverpb_InternalRaftRequest()
         request.clusterVersionSet.ver = wanted.description
         proposeOwn(request)
+    }
+
+    /// The monitor's first look in a leader's term, as etcd's on the term's
+    /// first commit: once every earlier entry has applied, so it decides on
+    /// the latest downgrade job, and before any client request of the term
+    /// can apply (a downgrade call waits for a barrier that needs this
+    /// commit), so it never races a client's change. Then every interval.
+    private func monitorClusterVersionAtTermStart(appliedTerm: UInt64?) {
+        guard versionCheckAtTermStart, isLeader, let appliedTerm, appliedTerm == node.term else { return }
+        versionCheckAtTermStart = false
+        nextVersionCheck = environment.now()
+        monitorClusterVersion(now: nextVersionCheck)
     }
 
     /// A proposal the member makes itself: queued like a client's (for the
@@ -529,11 +545,7 @@ final class RaftLoop: @unchecked Sendable {
         isLeader = leading
         if leading {
             lessor.promote(now: applier.leaseClock.now(), extend: .milliseconds(config.electionTimeoutMilliseconds))
-            // The version monitor looks once as the term starts (as etcd's
-            // does on a leader's first commit), then every interval; never
-            // at a tick that happens to follow a client's downgrade change.
-            nextVersionCheck = environment.now()
-            monitorClusterVersion(now: nextVersionCheck)
+            versionCheckAtTermStart = true
         } else {
             lessor.demote()
         }
