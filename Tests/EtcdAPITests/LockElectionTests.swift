@@ -51,7 +51,9 @@ import Testing
     @Test func aHoldersLeaseExpiryReleasesTheLock() async throws {
         try await withServedMemberClients(2) { member, clients in
             let (a, b) = (V3lockpb_Lock.Client(wrapping: clients[0]), V3lockpb_Lock.Client(wrapping: clients[1]))
-            let shortLease = try await grantLease(clients[0], ttl: 2)
+            // 5 s: a loaded CI machine took over 2 s from the grant to the
+            // lock, which then found the lease gone.
+            let shortLease = try await grantLease(clients[0], ttl: 5)
             var request = V3lockpb_LockRequest()
             request.name = Data("expiring".utf8)
             request.lease = shortLease
